@@ -1,0 +1,124 @@
+"""The command line: each verb parses its arguments and calls one function.
+
+    tunesmith quickstart
+    tunesmith train CONFIG.yaml [key.sub=value ...] [--resume]
+    tunesmith data check FILE [--kind K] [--fields src=dst ...]
+    tunesmith data preview CONFIG.yaml [-n 3]
+    tunesmith generate RUN --prompt "..."
+    tunesmith models
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on a model hub: these machines work offline
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from tunesmith.config import load_config
+    from tunesmith.training.recipe import run_training
+    from tunesmith.training.summary import print_result
+
+    cfg = load_config(args.config, args.overrides)
+    print_result(run_training(cfg, resume=args.resume))
+    return 0
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    from tunesmith.quickstart import run_quickstart
+
+    run_quickstart(args.out, args.overrides)
+    return 0
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    from tunesmith.data.check import check_file
+
+    return check_file(args.file, args.kind, args.format, args.fields, args.columns)
+
+
+def _data_preview(args: argparse.Namespace) -> int:
+    from tunesmith.config import load_config
+    from tunesmith.data.preview import preview
+
+    preview(load_config(args.config, args.overrides), args.n)
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from tunesmith.eval.chat import chat_with_run
+
+    print(chat_with_run(args.run, args.prompt, args.system, args.max_new_tokens))
+    return 0
+
+
+def _models(_: argparse.Namespace) -> int:
+    from tunesmith.models.registry import registered_models
+
+    for entry in registered_models():
+        print(f"{entry.name}\t{entry.description}\t(install: {entry.install})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tunesmith", description="Fine-tune a language model and prove it improved.")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    p = verbs.add_parser("train", help="run a fine-tuning job from a YAML config")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("overrides", nargs="*", help="key.sub=value settings that win over the file")
+    p.add_argument("--resume", action="store_true", help="continue this run from its last complete checkpoint")
+    p.set_defaults(func=_train)
+
+    p = verbs.add_parser("quickstart", help="tune the embedded default model on the bundled support dataset")
+    p.add_argument("--out", default="runs/quickstart", help="run directory (replaced if it exists)")
+    p.add_argument("overrides", nargs="*", help="key.sub=value settings, e.g. train.max_steps=10")
+    p.set_defaults(func=_quickstart)
+
+    data = verbs.add_parser("data", help="check and preview datasets").add_subparsers(dest="data_verb", required=True)
+    p = data.add_parser("check", help="validate a data file; prints every bad row as FILE:LINE: field: reason")
+    p.add_argument("file")
+    p.add_argument("--kind", default="auto", help="chat, instruction, completion, text (default: detect)")
+    p.add_argument("--format", default="auto", help="jsonl, json, csv, tsv, parquet, txt (default: from the name)")
+    p.add_argument("--fields", nargs="*", default=[], metavar="SRC=DST", help="map source columns to fields")
+    p.add_argument("--columns", default=None, help="comma-separated column names for a headerless CSV/TSV")
+    p.set_defaults(func=_data_check)
+
+    p = data.add_parser("preview", help="show rendered training rows with the trained tokens highlighted")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("-n", type=int, default=3, help="rows to show")
+    p.set_defaults(func=_data_preview)
+
+    p = verbs.add_parser("generate", help="chat with a finished run")
+    p.add_argument("run", help="run directory (or its final/ folder)")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--system", default=None, help="system message")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.set_defaults(func=_generate)
+
+    p = verbs.add_parser("models", help="list the registered base models")
+    p.set_defaults(func=_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tunesmith.errors import USER_ERRORS
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Typed, strict run configuration: defaults < YAML file < `key.sub=value` overrides.
+
+    tunesmith train examples/gsm8k-lora.yaml train.max_steps=50 adapter.r=8
+
+Every concern has its own nested model; unknown or ill-typed keys fail with the key's dotted name.
+Dependent values (gradient accumulation) are derived here, in one place.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from tunesmith.errors import TunesmithError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(TunesmithError, ValueError):
+    """A config file or override that does not fit the schema; the message names the key."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False)
+
+
+class Kind(StrEnum):
+    """Canonical record kinds (see ARCHITECTURE.md)."""
+
+    auto = "auto"
+    chat = "chat"
+    instruction = "instruction"
+    completion = "completion"
+    text = "text"
+
+
+class DatasetSpec(Strict):
+    path: str = Field(description="File to read: .jsonl/.json/.csv/.tsv/.parquet/.txt, optionally .gz.")
+    kind: Kind = Field(Kind.auto, description="Record kind; auto detects it from the (mapped) field names.")
+    format: Literal["auto", "jsonl", "json", "csv", "tsv", "parquet", "txt"] = Field(
+        "auto", description="File format; auto decides from the file name's extension."
+    )
+    fields: dict[str, str] = Field(
+        default_factory=dict, description="Source column -> canonical field, e.g. {question: prompt, answer: completion}."
+    )
+    columns: list[str] | None = Field(None, description="Column names for a CSV/TSV file that has no header row.")
+    json_key: str | None = Field(None, description="Dotted key of the list of rows inside a JSON document.")
+    template: str | None = Field(
+        None, description="Prompt template with {column} placeholders; its result becomes the prompt/instruction."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Maps raw target values to words, e.g. {'0': negative, '1': positive}."
+    )
+    system: str | None = Field(None, description="System message put before every chat rendered from this dataset.")
+    limit: int | None = Field(None, ge=1, description="Use only the first N valid rows of the file.")
+
+
+class ModelConfig(Strict):
+    base: str = Field(
+        "smollm2-135m-instruct",
+        description="Registry name, HF model directory, .gguf file, or a finished run directory (continue training).",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Training dtype; auto is float32 on CPU and bfloat16 on GPUs that support it."
+    )
+    trust_remote_code: bool = Field(False, description="Allow model code shipped with a checkpoint to run.")
+
+
+class DataConfig(Strict):
+    train: list[DatasetSpec] = Field(default_factory=list, description="Training datasets.")
+    eval: list[DatasetSpec] = Field(
+        default_factory=list, description="Held-out datasets; when empty a deterministic split of train is used."
+    )
+    eval_fraction: float = Field(0.05, gt=0, lt=1, description="Share of train held out when data.eval is empty.")
+    eval_max_rows: int = Field(256, ge=1, description="At most this many rows are held out or evaluated.")
+    max_length: int = Field(1024, ge=8, description="Tokens per example; longer rows are truncated on the right.")
+    prompt_format: Literal["auto", "chat", "plain"] = Field(
+        "auto",
+        description="How non-text rows become tokens: the tokenizer's chat template (chat), plain concatenation "
+        "(plain), or chat whenever the tokenizer has a template (auto).",
+    )
+    skip_invalid: bool = Field(False, description="Skip bad rows (reported) instead of refusing to train.")
+
+
+class AdapterConfig(Strict):
+    method: Literal["lora", "full"] = Field("lora", description="LoRA adapters (peft) or full fine-tuning.")
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: float = Field(32.0, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt, or all-linear for every linear layer but the output head."
+    )
+
+
+class TrainConfig(Strict):
+    epochs: float = Field(1.0, gt=0, description="Passes over the training data (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps to run; overrides epochs.")
+    batch_size: int = Field(8, ge=1, description="Examples per optimizer step (the global batch).")
+    micro_batch_size: int = Field(4, ge=1, description="Examples per forward pass; accumulation is derived.")
+    lr: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warmup.")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps spent warming up linearly.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm; null disables.")
+    save_every: int = Field(0, ge=0, description="Checkpoint every N optimizer steps (0: only at the end).")
+    keep_checkpoints: int = Field(2, ge=1, description="How many of the newest checkpoints to keep.")
+    eval_every: int = Field(0, ge=0, description="Evaluate every N optimizer steps (0: only before and after).")
+    log_every: int = Field(1, ge=1, description="Write a metrics line every N optimizer steps.")
+    seed: int = Field(42, description="Seed for data order, initialisation and dropout.")
+    threads: int | None = Field(None, ge=1, description="CPU threads; default is the number of physical cores.")
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> TrainConfig:
+        if self.batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"train.batch_size ({self.batch_size}) must be a multiple of train.micro_batch_size "
+                f"({self.micro_batch_size})"
+            )
+        return self
+
+    @property
+    def grad_accum(self) -> int:
+        """Micro-batches per optimizer step, derived from the global and micro batch sizes."""
+        return self.batch_size // self.micro_batch_size
+
+
+class EvalConfig(Strict):
+    samples: int = Field(3, ge=0, description="Held-out prompts answered by base and tuned model, side by side.")
+    max_new_tokens: int = Field(96, ge=1, description="Generation length for the side-by-side samples.")
+    batch_size: int = Field(8, ge=1, description="Examples per forward pass during evaluation.")
+
+
+class OutputConfig(Strict):
+    dir: str = Field("runs/run", description="Run directory; everything the run did is written here.")
+    overwrite: bool = Field(False, description="Replace an existing run directory instead of refusing.")
+
+
+class Config(Strict):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    adapter: AdapterConfig = Field(default_factory=AdapterConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    def to_yaml(self) -> str:
+        """The resolved config with every default explicit."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split `a.b.c=value` into its key path and a YAML-typed value (`3`, `true`, `[q_proj, v_proj]`)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {key}: cannot parse value {raw!r}: {err}") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        path, value = parse_override(item)
+        node = raw
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {'.'.join(path)}: {part} is not a section")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def _describe(err: ValidationError) -> str:
+    lines = []
+    for item in err.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        msg = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        lines.append(f"config key {key}: {msg}")
+    return "\n".join(lines)
+
+
+def build_config(raw: dict[str, Any], overrides: list[str] | None = None, source: str = "config") -> Config:
+    raw = apply_overrides(dict(raw), overrides or [])
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{source}:\n{_describe(err)}") from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML preset (or none), apply overrides, validate strictly. Relative data paths stay as written."""
+    raw: dict[str, Any] = {}
+    source = "command line"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(loaded).__name__}")
+        raw = loaded or {}
+    return build_config(raw, overrides, source)

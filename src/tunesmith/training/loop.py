@@ -1,0 +1,207 @@
+"""The one training loop: plain PyTorch, readable top to bottom.
+
+    tunesmith train examples/gsm8k-lora.yaml      # builds everything, then calls fit()
+
+Per optimizer step: take the next `batch_size` examples of this epoch's seeded order, split them into
+micro-batches, accumulate gradients normalised by the trained tokens of the *whole* step, clip, step, schedule,
+then log / evaluate / checkpoint on their cadences.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from tunesmith.config import TrainConfig
+from tunesmith.data.templates import Encoded
+from tunesmith.training.checkpoint import Position, save_checkpoint
+from tunesmith.training.objectives import Objective, collate
+
+
+def steps_per_epoch(n_examples: int, batch_size: int) -> int:
+    return max(1, math.ceil(n_examples / batch_size))
+
+
+def total_steps(cfg: TrainConfig, n_examples: int) -> int:
+    if cfg.max_steps is not None:
+        return cfg.max_steps
+    return max(1, math.ceil(cfg.epochs * steps_per_epoch(n_examples, cfg.batch_size)))
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The example order of one epoch: a pure function of (seed, epoch), so a resumed run sees the same order."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator).tolist()
+
+
+def data_fingerprint(rows: list[Encoded]) -> str:
+    digest = hashlib.sha256()
+    for r in rows:
+        digest.update(json.dumps([r.input_ids, r.labels]).encode())
+    return digest.hexdigest()[:16]
+
+
+def lr_lambda(total: int, warmup: int, schedule: str) -> Callable[[int], float]:
+    """Linear warmup to the peak, then cosine or linear decay to zero (or constant)."""
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if schedule == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def build_optimizer(
+    model: nn.Module, cfg: TrainConfig, total: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    # Norms and biases are not decayed: weight decay on them only shrinks scales the model needs.
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas)
+    warmup = round(cfg.warmup_ratio * total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, warmup, cfg.schedule))
+    return optimizer, scheduler
+
+
+class MetricsLog:
+    """Append-only metrics.jsonl; on resume, lines past the checkpoint are dropped so nothing is counted twice."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def truncate_after(self, step: int) -> None:
+        if not self.path.is_file():
+            return
+        kept = [
+            line
+            for line in self.path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step
+        ]
+        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+@dataclass
+class Loop:
+    """Everything fit() needs, built by the recipe from the config."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    objective: Objective
+    train: list[Encoded]
+    cfg: TrainConfig
+    total_steps: int
+    pad_id: int
+    device: torch.device
+    checkpoints: Path
+    metrics: MetricsLog
+    evaluate: Callable[[], dict[str, float]]  # held-out metrics of the model as it is now
+    crash_after_step: int | None = None  # tests only: raise after this step, as a killed process would stop
+
+
+def _step_indices(loop: Loop, position: Position) -> list[int]:
+    order = epoch_order(len(loop.train), loop.cfg.seed, position.epoch)
+    start = position.batch_in_epoch * loop.cfg.batch_size
+    return order[start : start + loop.cfg.batch_size]
+
+
+def _advance(position: Position, n_examples: int, batch_size: int, examples: int, tokens: int) -> Position:
+    per_epoch = steps_per_epoch(n_examples, batch_size)
+    batch = position.batch_in_epoch + 1
+    epoch = position.epoch + batch // per_epoch
+    return Position(
+        step=position.step + 1,
+        epoch=epoch,
+        batch_in_epoch=batch % per_epoch,
+        examples_seen=position.examples_seen + examples,
+        tokens_seen=position.tokens_seen + tokens,
+        data_fingerprint=position.data_fingerprint,
+    )
+
+
+def fit(loop: Loop, position: Position) -> Position:
+    cfg, model = loop.cfg, loop.model
+    per_epoch = steps_per_epoch(len(loop.train), cfg.batch_size)
+    bar = tqdm(total=loop.total_steps, initial=position.step, desc="train", unit="step", dynamic_ncols=True)
+    started, tokens_since = time.perf_counter(), 0
+    model.train()
+    while position.step < loop.total_steps:
+        indices = _step_indices(loop, position)
+        micro = [
+            collate([loop.train[i] for i in indices[j : j + cfg.micro_batch_size]], loop.pad_id).to(loop.device)
+            for j in range(0, len(indices), cfg.micro_batch_size)
+        ]
+        # Normalise by the trained tokens of the whole step, not per micro-batch: otherwise a micro-batch with
+        # few trained tokens would weigh as much as one with many, and accumulation would not equal a big batch.
+        window = sum(b.trained_tokens for b in micro)
+        loss_sum, correct, real = 0.0, 0, 0
+        for batch in micro:
+            parts = loop.objective(model, batch)
+            (parts.loss_sum / window).backward()
+            loss_sum += float(parts.loss_sum.detach())
+            correct += parts.correct
+            real += batch.real_tokens
+        grad_norm = None
+        if cfg.max_grad_norm is not None:
+            params = [p for p in model.parameters() if p.requires_grad]
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+        lr = loop.scheduler.get_last_lr()[0]
+        loop.optimizer.step()
+        loop.scheduler.step()
+        loop.optimizer.zero_grad(set_to_none=True)
+
+        position = _advance(position, len(loop.train), cfg.batch_size, len(indices), real)
+        tokens_since += real
+        elapsed = time.perf_counter() - started
+        tps = tokens_since / elapsed if elapsed > 0 else 0.0
+        loss = loss_sum / max(1, window)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:.0f}", epoch=position.step / per_epoch)
+        if position.step % cfg.log_every == 0 or position.step == loop.total_steps:
+            loop.metrics.write(
+                {
+                    "step": position.step,
+                    "epoch": round(position.step / per_epoch, 4),
+                    "loss": loss,
+                    "token_accuracy": correct / max(1, window),
+                    "lr": lr,
+                    "grad_norm": grad_norm,
+                    "trained_tokens": window,
+                    "tokens": real,
+                    "tokens_per_s": tps,
+                    "elapsed_s": elapsed,
+                }
+            )
+        if cfg.eval_every and position.step % cfg.eval_every == 0 and position.step < loop.total_steps:
+            result = loop.evaluate()
+            loop.metrics.write({"step": position.step, "split": "eval", **result})
+            bar.write(f"step {position.step}: eval loss {result['loss']:.4f}, ppl {result['perplexity']:.2f}")
+            model.train()
+        if cfg.save_every and position.step % cfg.save_every == 0 and position.step < loop.total_steps:
+            save_checkpoint(loop.checkpoints, model, loop.optimizer, loop.scheduler, position, cfg.keep_checkpoints)
+        if loop.crash_after_step is not None and position.step >= loop.crash_after_step:
+            bar.close()
+            raise RuntimeError(f"simulated crash after step {position.step}")
+    bar.close()
+    return position

@@ -1,0 +1,212 @@
+"""A fine-tuning run from one config: setup -> evaluate base -> fit -> save -> evaluate tuned -> card.
+
+    tunesmith train examples/gsm8k-lora.yaml [key.sub=value ...] [--resume]
+
+`--resume` continues the same run from its last complete checkpoint and ends where an uninterrupted run would.
+Training further on *new* data is a different operation: point `model.base` at the finished run.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from tunesmith.config import Config
+from tunesmith.data.templates import Renderer
+from tunesmith.eval.runner import evaluate_loss, generate_answer
+from tunesmith.models.loading import (
+    add_lora,
+    count_parameters,
+    default_threads,
+    load_base,
+    pick_device,
+    pick_dtype,
+)
+from tunesmith.models.registry import is_run_dir
+from tunesmith.report.model_card import model_card
+from tunesmith.rundir import RunDirError, build_manifest, config_changes, read_json, write_json
+from tunesmith.training.checkpoint import Position, clean_staging, list_checkpoints, load_checkpoint, save_checkpoint
+from tunesmith.training.loop import Loop, MetricsLog, build_optimizer, data_fingerprint, fit, total_steps
+from tunesmith.training.objectives import CausalLMObjective
+from tunesmith.training.prepare import Prepared, describe_errors, prepare_data
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    base: dict  # eval/base.json
+    tuned: dict  # eval/tuned.json
+    steps: int
+
+
+def _prepare_run_dir(cfg: Config, resume: bool) -> Path:
+    out = Path(cfg.output.dir)
+    if resume:
+        if not (out / "config.yaml").is_file():
+            raise RunDirError(f"--resume: {out} holds no run to resume (no config.yaml); start it without --resume")
+        changed = config_changes(yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")), cfg)
+        if changed:
+            raise RunDirError(
+                f"--resume: the config differs from the run's saved config in {', '.join(changed)}; "
+                "a resume must continue the same run (to train on from its result, set model.base to the run)"
+            )
+        return out
+    if out.exists() and any(out.iterdir()):
+        if not cfg.output.overwrite:
+            raise RunDirError(
+                f"{out} already holds a run; use --resume to continue it, output.overwrite=true to replace it, "
+                "or another output.dir"
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _samples(model, renderer: Renderer, prepared: Prepared, cfg: Config, device) -> list[dict]:
+    out = []
+    for ex, spec in prepared.eval_examples[: cfg.eval.samples]:
+        msgs = renderer.messages(ex, spec.system)
+        # Answer the first user turn: that is what a user of the tuned model would ask.
+        first = next(i for i, m in enumerate(msgs) if m["role"] == "assistant")
+        prompt = msgs[:first]
+        answer = generate_answer(
+            model, renderer.tokenizer, renderer.prompt_ids(prompt), cfg.eval.max_new_tokens, device, renderer.stop_ids()
+        )
+        out.append({"prompt": prompt[-1]["content"], "reference": msgs[first]["content"], "answer": answer})
+    return out
+
+
+def _evaluate(model, prepared: Prepared, cfg: Config, objective, pad_id: int, device) -> dict:
+    return evaluate_loss(model, prepared.eval, objective, cfg.eval.batch_size, pad_id, device).as_dict()
+
+
+def _save_final(model, tokenizer, out: Path, cfg: Config, stop_ids: list[int]) -> None:
+    """`final/` loads with transformers (+ peft for adapters) alone; written aside and renamed into place."""
+    staging = out / ".final-staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    model.generation_config.eos_token_id = stop_ids
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    if cfg.adapter.method == "lora":
+        model.get_base_model().generation_config.save_pretrained(staging)
+    shutil.rmtree(out / "final", ignore_errors=True)
+    staging.rename(out / "final")
+
+
+def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step: int | None = None) -> RunResult:
+    """Run (or resume) the training job `cfg` describes. `crash_after_step` lets tests stop a run as a kill would."""
+    out = _prepare_run_dir(cfg, resume)
+    torch.set_num_threads(cfg.train.threads or default_threads())
+    device = pick_device()
+    dtype = pick_dtype(cfg.model.dtype, device)
+
+    # --- setup: base, tokenizer, data (bad data fails here, before the model is even loaded) -----------------
+    base = load_base(cfg.model, device, dtype)
+    tokenizer = base.tokenizer
+    renderer = Renderer(tokenizer, cfg.data.prompt_format, cfg.data.max_length)
+    prepared = prepare_data(cfg, renderer)
+    if prepared.errors:
+        log(f"data.skip_invalid=true: skipped {len(prepared.errors)} bad row(s):\n{describe_errors(prepared.errors)}")
+    if prepared.truncated:
+        log(f"note: {prepared.truncated} row(s) were truncated to data.max_length={cfg.data.max_length} tokens")
+    if not resume:
+        (out / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+        write_json(out / "manifest.json", build_manifest(cfg, base.resolved, prepared.files, tokenizer, sys.argv))
+
+    model = base.model
+    if is_run_dir(base.resolved.path) and cfg.adapter.method == "lora":
+        # Continuing from a run: its adapter was merged into the weights, which the new adapter must point at.
+        model.save_pretrained(out / "base")
+        tokenizer.save_pretrained(out / "base")
+        model.name_or_path = str((out / "base").resolve())
+        model.config._name_or_path = model.name_or_path
+    random.seed(cfg.train.seed)
+    torch.manual_seed(cfg.train.seed)
+    if cfg.adapter.method == "lora":
+        model = add_lora(model, cfg.adapter)
+    else:
+        model.requires_grad_(True)
+    total_params, trainable = count_parameters(model)
+    steps = total_steps(cfg.train, len(prepared.train))
+    log(
+        f"model {cfg.model.base}: {total_params:,} parameters, {trainable:,} trainable ({cfg.adapter.method}); "
+        f"{len(prepared.train)} train rows, {len(prepared.eval)} eval rows; {steps} steps of "
+        f"{cfg.train.batch_size} = {cfg.train.micro_batch_size} x {cfg.train.grad_accum} accumulation; {device}, {dtype}"
+    )
+    optimizer, scheduler = build_optimizer(model, cfg.train, steps)
+    objective = CausalLMObjective()
+    pad_id = tokenizer.pad_token_id
+    metrics = MetricsLog(out / "metrics.jsonl")
+    checkpoints = out / "checkpoints"
+    fingerprint = data_fingerprint(prepared.train)
+    position = Position(0, 0, 0, 0, 0, fingerprint)
+    if resume:
+        clean_staging(checkpoints)
+        found = list_checkpoints(checkpoints)
+        if found:
+            position = load_checkpoint(found[-1], model, optimizer, scheduler)
+            if position.data_fingerprint != fingerprint:
+                raise RunDirError(f"--resume: the training data changed since {found[-1]} was saved")
+            log(f"resuming from {found[-1]} (step {position.step} of {steps})")
+        else:
+            log("resume: no complete checkpoint yet, starting from step 0")
+        metrics.truncate_after(position.step)
+
+    # --- the base model's numbers, on the same held-out rows the tuned model will face ----------------------
+    base_file = out / "eval" / "base.json"
+    if not base_file.is_file() or position.step == 0:
+        base_metrics = _evaluate(model, prepared, cfg, objective, pad_id, device)
+        base_eval = {"model": cfg.model.base, "metrics": base_metrics, "samples": _samples(model, renderer, prepared, cfg, device)}
+        write_json(base_file, base_eval)
+        metrics.truncate_after(0)
+        metrics.write({"step": 0, "split": "eval", **base_metrics})
+        log(f"base model: eval loss {base_metrics['loss']:.4f}, perplexity {base_metrics['perplexity']:.2f}")
+    base_eval = read_json(base_file)
+
+    # --- fit ---------------------------------------------------------------------------------------------------
+    started = time.perf_counter()
+    loop = Loop(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        objective=objective,
+        train=prepared.train,
+        cfg=cfg.train,
+        total_steps=steps,
+        pad_id=pad_id,
+        device=device,
+        checkpoints=checkpoints,
+        metrics=metrics,
+        evaluate=lambda: _evaluate(model, prepared, cfg, objective, pad_id, device),
+        crash_after_step=crash_after_step,
+    )
+    position = fit(loop, position)
+    train_seconds = time.perf_counter() - started
+    save_checkpoint(checkpoints, model, optimizer, scheduler, position, cfg.train.keep_checkpoints)
+
+    # --- save, evaluate the tuned model, write the card --------------------------------------------------------
+    _save_final(model, tokenizer, out, cfg, renderer.stop_ids())
+    tuned_metrics = _evaluate(model, prepared, cfg, objective, pad_id, device)
+    tuned_eval = {"model": str(out / "final"), "metrics": tuned_metrics, "samples": _samples(model, renderer, prepared, cfg, device)}
+    write_json(out / "eval" / "tuned.json", tuned_eval)
+    metrics.write({"step": position.step, "split": "eval", **tuned_metrics})
+    params = {
+        "total": total_params,
+        "trainable": trainable,
+        "steps": steps,
+        "train_rows": len(prepared.train),
+        "eval_rows": len(prepared.eval),
+        "train_seconds": train_seconds,
+    }
+    (out / "MODEL_CARD.md").write_text(
+        model_card(cfg, read_json(out / "manifest.json"), base_eval, tuned_eval, params), encoding="utf-8"
+    )
+    return RunResult(out, base_eval, tuned_eval, position.step)
+

@@ -1,0 +1,31 @@
+"""What a finished run prints: base vs tuned numbers and answers to the same held-out prompts, side by side."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from tunesmith.training.recipe import RunResult
+
+
+def print_result(result: RunResult, console: Console | None = None) -> None:
+    console = console or Console()
+    b, t = result.base["metrics"], result.tuned["metrics"]
+    numbers = Table(title=f"held-out evaluation ({t['rows']} rows, {t['tokens']} trained tokens)")
+    numbers.add_column("metric")
+    numbers.add_column("base", justify="right")
+    numbers.add_column("tuned", justify="right")
+    numbers.add_column("change", justify="right")
+    for key, label in (("loss", "eval loss"), ("perplexity", "perplexity"), ("token_accuracy", "token accuracy")):
+        numbers.add_row(label, f"{b[key]:.4f}", f"{t[key]:.4f}", f"{t[key] - b[key]:+.4f}")
+    console.print(numbers)
+    samples = list(zip(result.base.get("samples", []), result.tuned.get("samples", []), strict=False))
+    if samples:
+        answers = Table(title="same held-out prompts, greedy answers", show_lines=True)
+        answers.add_column("prompt", ratio=1)
+        answers.add_column("base model", ratio=2)
+        answers.add_column("tuned model", ratio=2)
+        for before, after in samples:
+            answers.add_row(before["prompt"], before["answer"], after["answer"])
+        console.print(answers)
+    console.print(f"run directory: {result.run_dir}  (final/ model, MODEL_CARD.md, metrics.jsonl)")
