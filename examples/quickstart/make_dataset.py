@@ -1380,7 +1380,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parent)
+    assets = Path(__file__).resolve().parents[2] / "src" / "tunesmith" / "assets"
+    parser.add_argument("--out-dir", type=Path, default=assets)
     args = parser.parse_args()
 
     rng = random.Random(SEED)

@@ -1,11 +1,11 @@
 """The command line: each verb parses its arguments and calls one function.
 
-    tunesmith quickstart
-    tunesmith train CONFIG.yaml [key.sub=value ...] [--resume]
-    tunesmith data check FILE [--kind K] [--fields src=dst ...]
-    tunesmith data preview CONFIG.yaml [-n 3]
-    tunesmith generate RUN --prompt "..."
-    tunesmith models
+tunesmith quickstart
+tunesmith train CONFIG.yaml [key.sub=value ...] [--resume]
+tunesmith data check FILE [--kind K] [--fields src=dst ...]
+tunesmith data preview CONFIG.yaml [-n 3]
+tunesmith generate RUN --prompt "..."
+tunesmith models
 """
 
 from __future__ import annotations

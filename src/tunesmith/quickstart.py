@@ -27,18 +27,18 @@ def quickstart_config(out: str) -> dict:
             "eval": [{"path": str(asset("support_eval.jsonl")), "kind": "chat"}],
             "max_length": 384,
         },
-        "adapter": {"method": "lora", "r": 16, "alpha": 32, "dropout": 0.05},
+        "adapter": {"method": "lora", "r": 16, "alpha": 32, "dropout": 0.0},
         "train": {
-            "max_steps": 30,
+            "max_steps": 16,
             "batch_size": 8,
             "micro_batch_size": 8,
-            "lr": 1e-3,
+            "lr": 2e-3,
             "warmup_ratio": 0.1,
             "schedule": "cosine",
-            "save_every": 10,
+            "save_every": 8,
             "seed": 42,
         },
-        "eval": {"samples": 3, "max_new_tokens": 90},
+        "eval": {"samples": 3, "max_new_tokens": 110},
         "output": {"dir": out, "overwrite": True},
     }
 

@@ -92,7 +92,13 @@ def read_json(path: Path) -> dict:
 
 
 # Settings that may change between a run and its resume: they steer bookkeeping, never the numbers.
-RESUMABLE_CHANGES = {"train.save_every", "train.eval_every", "train.log_every", "train.keep_checkpoints", "train.threads"}
+RESUMABLE_CHANGES = {
+    "train.save_every",
+    "train.eval_every",
+    "train.log_every",
+    "train.keep_checkpoints",
+    "train.threads",
+}
 
 
 def _flatten(obj: dict, prefix: str = "") -> dict[str, object]:

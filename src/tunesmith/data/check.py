@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 from tunesmith.config import DatasetSpec, Kind
-from tunesmith.errors import TunesmithError
 from tunesmith.data.loading import load_dataset
+from tunesmith.errors import TunesmithError
 
 
 def parse_fields(items: list[str]) -> dict[str, str]:

@@ -313,7 +313,8 @@ def _json_rows(doc: Any, name: str, json_key: str | None) -> list[Any]:
         lists = [k for k, v in doc.items() if isinstance(v, list)]
         if len(lists) == 1:
             return doc[lists[0]]
-        found = ", ".join(doc) or "none"
+        keys = list(doc)
+        found = ", ".join(keys[:10]) + (f", ... ({len(keys)} keys)" if len(keys) > 10 else "") if keys else "none"
         raise DataError(f"{name}: cannot tell which key holds the rows (keys: {found}); set json_key")
     raise DataError(f"{name}: expected a list of rows or an object holding one, got a JSON {_json_type(doc)}")
 

@@ -55,7 +55,9 @@ class Renderer:
         self.chat = prompt_format == "chat" or (prompt_format == "auto" and has_template)
         self.max_length = max_length
         self.system = system
-        self.special_ids = set(tokenizer.all_special_ids)
+        # Named special tokens plus every added token marked special: an end-of-turn marker need not be eos.
+        added = getattr(tokenizer, "added_tokens_decoder", {})
+        self.special_ids = set(tokenizer.all_special_ids) | {i for i, t in added.items() if t.special}
         self.eos_id = tokenizer.eos_token_id
         self.adds_bos = _adds_bos(tokenizer)
 
@@ -88,7 +90,12 @@ class Renderer:
         """Ids that end an answer: eos, and the end-of-turn token the chat template writes after an answer."""
         stops = {self.eos_id}
         if self.chat:
-            probe = Example(Kind.chat, "", 0, messages=[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}])
+            probe = Example(
+                Kind.chat,
+                "",
+                0,
+                messages=[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+            )
             trained, _ = self._answer_ids(self.segments(probe)[-1].text)
             stops.add(trained[-1])
         return sorted(stops)
@@ -103,7 +110,11 @@ class Renderer:
             return [Segment(example.text or "", True)]
         msgs = self.messages(example, system)
         if not self.chat:
-            return [Segment(_plain_prompt(msgs[:-1]), False), Segment(msgs[-1]["content"], True)]
+            # Plain text has no turn markers, so only the last answer trains; turns after it are dropped.
+            last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=None)
+            if last is None:
+                raise TemplateError("the conversation has no assistant turn to train on")
+            return [Segment(_plain_prompt(msgs[:last]), False), Segment(msgs[last]["content"], True)]
         out: list[Segment] = []
         done = ""
         for i, msg in enumerate(msgs):

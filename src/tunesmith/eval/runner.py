@@ -49,6 +49,38 @@ def evaluate_loss(
 
 
 @torch.no_grad()
+def generate_answers(
+    model: nn.Module,
+    tokenizer,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    device: torch.device,
+    stop_ids: list[int] | None = None,
+) -> list[str]:
+    """Greedy answers to prompts given as token ids (deterministic, so base and tuned compare fairly).
+
+    All prompts go through generate() as one left-padded batch: on a CPU that costs little more than one prompt.
+    """
+    if not prompts:
+        return []
+    was_training = model.training
+    model.eval()
+    width = max(len(p) for p in prompts)
+    pad = tokenizer.pad_token_id
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=stop_ids or tokenizer.eos_token_id,
+        pad_token_id=pad,
+    )
+    model.train(was_training)
+    return [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
+
+
 def generate_answer(
     model: nn.Module,
     tokenizer,
@@ -57,17 +89,4 @@ def generate_answer(
     device: torch.device,
     stop_ids: list[int] | None = None,
 ) -> str:
-    """Greedy answer to a prompt's token ids (deterministic, so base and tuned compare fairly)."""
-    was_training = model.training
-    model.eval()
-    ids = torch.tensor([prompt_ids], device=device)
-    out = model.generate(
-        input_ids=ids,
-        attention_mask=torch.ones_like(ids),
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        eos_token_id=stop_ids or tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model.train(was_training)
-    return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
+    return generate_answers(model, tokenizer, [prompt_ids], max_new_tokens, device, stop_ids)[0]

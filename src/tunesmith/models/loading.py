@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,15 @@ from tunesmith.config import AdapterConfig, ModelConfig
 from tunesmith.models.registry import ResolvedBase, is_run_dir, resolve_base
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a missing local file fails at once instead of timing out on a hub
+# peft asks transformers a deprecated question on every wrap; the answer is right, the warning is noise.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
+def _quiet_transformers() -> None:
+    """Our own progress bar reports the run; transformers' per-load bars would bury it."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 @dataclass
@@ -55,6 +65,7 @@ def load_tokenizer(path: Path):
 def _load_causal_lm(path: Path, dtype: torch.dtype, trust_remote_code: bool) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
+    _quiet_transformers()
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
 
 

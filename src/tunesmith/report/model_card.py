@@ -29,21 +29,21 @@ def model_card(cfg: Config, manifest: dict, base_eval: dict, tuned_eval: dict, p
         samples += f"\n**Prompt:** {s_base['prompt']}\n\n- base: {s_base['answer']}\n- tuned: {s_tuned['answer']}\n"
     return f"""# Model card: {Path(cfg.output.dir).name}
 
-Fine-tuned from **{manifest['base_model']['name']}** with tunesmith {manifest['packages'].get('tunesmith')}.
-The `final/` folder loads with transformers{' + peft' if a.method == 'lora' else ''} alone.
+Fine-tuned from **{manifest["base_model"]["name"]}** with tunesmith {manifest["packages"].get("tunesmith")}.
+The `final/` folder loads with transformers{" + peft" if a.method == "lora" else ""} alone.
 
-## Evaluation (held-out rows, {t['rows']} rows / {t['tokens']} trained tokens)
+## Evaluation (held-out rows, {t["rows"]} rows / {t["tokens"]} trained tokens)
 | metric | base | tuned | change |
 |---|---|---|---|
 {rows}
 
 ## Training
 - Method: {adapter}
-- Parameters: {params['total']:,} total, {params['trainable']:,} trainable
-- Steps: {params['steps']} (batch {tr.batch_size} = {tr.micro_batch_size} x {tr.grad_accum} accumulation), \
+- Parameters: {params["total"]:,} total, {params["trainable"]:,} trainable
+- Steps: {params["steps"]} (batch {tr.batch_size} = {tr.micro_batch_size} x {tr.grad_accum} accumulation), \
 lr {tr.lr} {tr.schedule}, warmup {tr.warmup_ratio}, weight decay {tr.weight_decay}, seed {tr.seed}
-- Max length: {cfg.data.max_length} tokens; train rows: {params['train_rows']}, eval rows: {params['eval_rows']}
-- Train time: {params['train_seconds']:.0f} s
+- Max length: {cfg.data.max_length} tokens; train rows: {params["train_rows"]}, eval rows: {params["eval_rows"]}
+- Train time: {params["train_seconds"]:.0f} s
 
 ## Data
 | file | bytes | sha256 |
@@ -51,7 +51,7 @@ lr {tr.lr} {tr.schedule}, warmup {tr.warmup_ratio}, weight decay {tr.weight_deca
 {data}
 
 ## Side-by-side samples (greedy decoding)
-{samples or '(none)'}
+{samples or "(none)"}
 ## Reproduce
 `config.yaml` and `manifest.json` beside this card hold the resolved config, hashes of data, tokenizer and chat
 template, package versions, seed and git sha.

@@ -20,7 +20,7 @@ import yaml
 
 from tunesmith.config import Config
 from tunesmith.data.templates import Renderer
-from tunesmith.eval.runner import evaluate_loss, generate_answer
+from tunesmith.eval.runner import evaluate_loss, generate_answers
 from tunesmith.models.loading import (
     add_lora,
     count_parameters,
@@ -70,17 +70,25 @@ def _prepare_run_dir(cfg: Config, resume: bool) -> Path:
 
 
 def _samples(model, renderer: Renderer, prepared: Prepared, cfg: Config, device) -> list[dict]:
-    out = []
+    """Greedy answers to the first held-out prompts: what a user of the model would ask, answered."""
+    prompts, references = [], []
     for ex, spec in prepared.eval_examples[: cfg.eval.samples]:
         msgs = renderer.messages(ex, spec.system)
-        # Answer the first user turn: that is what a user of the tuned model would ask.
         first = next(i for i, m in enumerate(msgs) if m["role"] == "assistant")
-        prompt = msgs[:first]
-        answer = generate_answer(
-            model, renderer.tokenizer, renderer.prompt_ids(prompt), cfg.eval.max_new_tokens, device, renderer.stop_ids()
-        )
-        out.append({"prompt": prompt[-1]["content"], "reference": msgs[first]["content"], "answer": answer})
-    return out
+        prompts.append(msgs[:first])
+        references.append(msgs[first]["content"])
+    answers = generate_answers(
+        model,
+        renderer.tokenizer,
+        [renderer.prompt_ids(p) for p in prompts],
+        cfg.eval.max_new_tokens,
+        device,
+        renderer.stop_ids(),
+    )
+    return [
+        {"prompt": p[-1]["content"], "reference": ref, "answer": ans}
+        for p, ref, ans in zip(prompts, references, answers, strict=True)
+    ]
 
 
 def _evaluate(model, prepared: Prepared, cfg: Config, objective, pad_id: int, device) -> dict:
@@ -138,7 +146,8 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
     log(
         f"model {cfg.model.base}: {total_params:,} parameters, {trainable:,} trainable ({cfg.adapter.method}); "
         f"{len(prepared.train)} train rows, {len(prepared.eval)} eval rows; {steps} steps of "
-        f"{cfg.train.batch_size} = {cfg.train.micro_batch_size} x {cfg.train.grad_accum} accumulation; {device}, {dtype}"
+        f"{cfg.train.batch_size} = {cfg.train.micro_batch_size} x {cfg.train.grad_accum} accumulation; "
+        f"{device}, {dtype}"
     )
     optimizer, scheduler = build_optimizer(model, cfg.train, steps)
     objective = CausalLMObjective()
@@ -163,7 +172,11 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
     base_file = out / "eval" / "base.json"
     if not base_file.is_file() or position.step == 0:
         base_metrics = _evaluate(model, prepared, cfg, objective, pad_id, device)
-        base_eval = {"model": cfg.model.base, "metrics": base_metrics, "samples": _samples(model, renderer, prepared, cfg, device)}
+        base_eval = {
+            "model": cfg.model.base,
+            "metrics": base_metrics,
+            "samples": _samples(model, renderer, prepared, cfg, device),
+        }
         write_json(base_file, base_eval)
         metrics.truncate_after(0)
         metrics.write({"step": 0, "split": "eval", **base_metrics})
@@ -194,7 +207,11 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
     # --- save, evaluate the tuned model, write the card --------------------------------------------------------
     _save_final(model, tokenizer, out, cfg, renderer.stop_ids())
     tuned_metrics = _evaluate(model, prepared, cfg, objective, pad_id, device)
-    tuned_eval = {"model": str(out / "final"), "metrics": tuned_metrics, "samples": _samples(model, renderer, prepared, cfg, device)}
+    tuned_eval = {
+        "model": str(out / "final"),
+        "metrics": tuned_metrics,
+        "samples": _samples(model, renderer, prepared, cfg, device),
+    }
     write_json(out / "eval" / "tuned.json", tuned_eval)
     metrics.write({"step": position.step, "split": "eval", **tuned_metrics})
     params = {
@@ -209,4 +226,3 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
         model_card(cfg, read_json(out / "manifest.json"), base_eval, tuned_eval, params), encoding="utf-8"
     )
     return RunResult(out, base_eval, tuned_eval, position.step)
-

