@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 from tunesmith.config import DatasetSpec, Kind
@@ -37,7 +38,8 @@ def check_file(
     result = load_dataset(spec)
     for error in result.errors:
         print(error)
-    reasons = Counter(f"{e.field}: {e.reason.split(':')[0]}" for e in result.errors)
+    # Group by field and reason with numbers blanked, so "row has 1200000 characters" counts as one kind of problem.
+    reasons = Counter(re.sub(r"\d+", "N", f"{e.field}: {e.reason}")[:100] for e in result.errors)
     print(
         f"{path}: {result.rows} rows read, {len(result.examples)} valid {result.kind.value} rows, "
         f"{len(result.errors)} bad"
