@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on a model hub: these machines work offline
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -26,6 +27,18 @@ def _train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     print_result(run_training(cfg, resume=args.resume))
     return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from tunesmith.config import load_config
+    from tunesmith.rundir import write_json
+    from tunesmith.training.plan import make_plan, print_plan
+
+    plan = make_plan(load_config(args.config, args.overrides), calibration_steps=args.steps)
+    print_plan(plan)
+    if args.json:
+        write_json(args.json, plan.to_json())
+    return 1 if plan.warnings else 0
 
 
 def _quickstart(args: argparse.Namespace) -> int:
@@ -73,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key.sub=value settings that win over the file")
     p.add_argument("--resume", action="store_true", help="continue this run from its last complete checkpoint")
     p.set_defaults(func=_train)
+
+    p = verbs.add_parser("plan", help="estimate steps, tokens, peak memory and epoch time before launching")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--steps", type=int, default=3, help="real training steps to time (after one warm-up)")
+    p.add_argument("--json", type=Path, default=None, help="also write the plan as JSON to this file")
+    p.set_defaults(func=_plan)
 
     p = verbs.add_parser("quickstart", help="tune the embedded default model on the bundled support dataset")
     p.add_argument("--out", default="runs/quickstart", help="run directory (replaced if it exists)")

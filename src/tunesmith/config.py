@@ -35,6 +35,8 @@ class Kind(StrEnum):
     instruction = "instruction"
     completion = "completion"
     text = "text"
+    classification = "classification"  # text + label; audited now, trained by a classification objective
+    preference = "preference"  # prompt + chosen + rejected; audited now, trained by a preference objective
 
 
 class DatasetSpec(Strict):
@@ -145,6 +147,19 @@ class EvalConfig(Strict):
     batch_size: int = Field(8, ge=1, description="Examples per forward pass during evaluation.")
 
 
+class AuditConfig(Strict):
+    enabled: bool = Field(True, description="Audit the data before training (audit.json in the run directory).")
+    allow: list[Literal["leakage", "pii"]] = Field(
+        default_factory=list,
+        description="Audit findings that do not stop training: leakage (train rows also in eval), pii (personal data "
+        "or secrets). Rows that would train nothing always stop it unless data.skip_invalid is set.",
+    )
+    near_duplicate_threshold: float = Field(
+        0.85, gt=0, le=1, description="Estimated Jaccard similarity of word 5-gram shingles that counts as near-equal."
+    )
+    slice_field: str | None = Field(None, description="Source column whose values split the label distribution.")
+
+
 class OutputConfig(Strict):
     dir: str = Field("runs/run", description="Run directory; everything the run did is written here.")
     overwrite: bool = Field(False, description="Replace an existing run directory instead of refusing.")
@@ -156,6 +171,7 @@ class Config(Strict):
     adapter: AdapterConfig = Field(default_factory=AdapterConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
     def to_yaml(self) -> str:

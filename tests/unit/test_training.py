@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
+from tiny_runs import tiny_config, write_chat_data
 
 from tunesmith.config import build_config
 from tunesmith.data.templates import IGNORE, Encoded
@@ -19,37 +19,6 @@ from tunesmith.training.checkpoint import clean_staging, list_checkpoints
 from tunesmith.training.loop import epoch_order, lr_lambda
 from tunesmith.training.objectives import CausalLMObjective, collate
 from tunesmith.training.recipe import run_training
-
-
-def write_chat_data(path: Path, n: int = 48, seed: int = 0) -> Path:
-    """Arithmetic chats of uneven length, so padding and token counts differ between micro-batches."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        a, b = rng.randint(0, 9), rng.randint(0, 9)
-        extra = " please" * rng.randint(0, 6)
-        answer = f"the answer is {a + b}." + " thanks" * rng.randint(0, 4)
-        rows.append(
-            {
-                "messages": [
-                    {"role": "user", "content": f"what is {a} plus {b}?{extra}"},
-                    {"role": "assistant", "content": answer},
-                ]
-            }
-        )
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def tiny_config(model_dir: Path, data: Path, out: Path, **train) -> dict:
-    return {
-        "model": {"base": str(model_dir)},
-        "data": {"train": [{"path": str(data)}], "max_length": 128},
-        "adapter": {"method": train.pop("method", "lora"), "r": 4, "alpha": 8, "dropout": train.pop("dropout", 0.0)},
-        "train": {"max_steps": 6, "batch_size": 8, "micro_batch_size": 4, "lr": 5e-3, "seed": 3, **train},
-        "eval": {"samples": 1, "max_new_tokens": 4},
-        "output": {"dir": str(out)},
-    }
 
 
 def final_trainable(run: Path) -> dict[str, torch.Tensor]:

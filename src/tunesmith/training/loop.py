@@ -24,6 +24,7 @@ from tqdm import tqdm
 from tunesmith.config import TrainConfig
 from tunesmith.data.templates import Encoded
 from tunesmith.training.checkpoint import Position, save_checkpoint
+from tunesmith.training.memory import peak_rss
 from tunesmith.training.objectives import Objective, collate
 
 
@@ -191,6 +192,7 @@ def fit(loop: Loop, position: Position) -> Position:
                     "tokens": real,
                     "tokens_per_s": tps,
                     "elapsed_s": elapsed,
+                    "peak_rss_mb": round(peak_rss() / 2**20, 1),
                 }
             )
         if cfg.eval_every and position.step % cfg.eval_every == 0 and position.step < loop.total_steps:

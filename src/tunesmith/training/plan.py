@@ -1,0 +1,228 @@
+"""`tunesmith plan CONFIG`: what a run will cost before it is launched, from the real config and data.
+
+    tunesmith plan examples/gsm8k-lora.yaml [key.sub=value ...]
+
+Parameter counts, optimizer steps and tokens per epoch, the peak memory of a step on the longest micro-batch the
+data can produce (weights, gradients, optimizer state, activations; with and without activation checkpointing),
+and the epoch time from a few real, timed steps on this machine. When the step would not fit, it says so and what
+to change, and does not try it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from tunesmith.config import Config
+from tunesmith.data.templates import Renderer
+from tunesmith.models.loading import add_lora, count_parameters, default_threads, load_base, pick_device, pick_dtype
+from tunesmith.training.loop import build_optimizer, epoch_order, steps_per_epoch, total_steps
+from tunesmith.training.memory import (
+    GIB,
+    MemoryBreakdown,
+    activation_bytes,
+    available_memory,
+    current_rss,
+    peak_rss,
+    reset_peak_rss,
+    static_bytes,
+)
+from tunesmith.training.objectives import CausalLMObjective, collate
+from tunesmith.training.prepare import prepare_data
+
+
+@dataclass
+class Plan:
+    total_params: int
+    trainable_params: int
+    train_rows: int
+    eval_rows: int
+    steps_per_epoch: int
+    total_steps: int
+    tokens_per_epoch: int  # non-padding tokens
+    padded_tokens_per_epoch: int  # what the model computes on, padding included
+    trained_tokens_per_epoch: int
+    longest_batch: tuple[int, int]  # (rows, padded length) of the largest micro-batch the data can produce
+    memory: MemoryBreakdown
+    memory_checkpointed: MemoryBreakdown
+    measured_peak: int | None  # peak RSS of a real step on the longest micro-batch, when it was safe to try
+    available: int
+    calibration_steps: int
+    seconds_per_step: float
+    tokens_per_second: float  # non-padding tokens per second in the calibration steps
+    epoch_seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def peak(self) -> int:
+        return self.measured_peak if self.measured_peak is not None else self.memory.total
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["peak"] = self.peak
+        return data
+
+
+def _epoch_batches(cfg: Config, rows: list) -> list[list[list[int]]]:
+    """Epoch 0 as the loop will run it: optimizer steps of micro-batches of row indices."""
+    order = epoch_order(len(rows), cfg.train.seed, 0)
+    out = []
+    for s in range(steps_per_epoch(len(rows), cfg.train.batch_size)):
+        idx = order[s * cfg.train.batch_size : (s + 1) * cfg.train.batch_size]
+        out.append([idx[j : j + cfg.train.micro_batch_size] for j in range(0, len(idx), cfg.train.micro_batch_size)])
+    return out
+
+
+def _suggestions(cfg: Config, plan_bytes: int, available: int) -> list[str]:
+    tips = [f"the step needs ~{plan_bytes / GIB:.1f} GiB but only {available / GIB:.1f} GiB is available; try:"]
+    if cfg.train.micro_batch_size > 1:
+        half = max(1, cfg.train.micro_batch_size // 2)
+        tips.append(f"  train.micro_batch_size={half} (same batch, more accumulation)")
+    tips.append(f"  data.max_length={max(64, cfg.data.max_length // 2)} (truncates long rows)")
+    if cfg.adapter.method == "full":
+        tips.append("  adapter.method=lora (no gradients or optimizer state for the frozen weights)")
+    tips.append("  activation checkpointing (see the checkpointed estimate above)")
+    return tips
+
+
+def make_plan(cfg: Config, calibration_steps: int = 3, log=print) -> Plan:
+    torch.set_num_threads(cfg.train.threads or default_threads())
+    device = pick_device()
+    dtype = pick_dtype(cfg.model.dtype, device)
+    base = load_base(cfg.model, device, dtype)
+    renderer = Renderer(base.tokenizer, cfg.data.prompt_format, cfg.data.max_length)
+    prepared = prepare_data(cfg, renderer)
+    torch.manual_seed(cfg.train.seed)
+    model = add_lora(base.model, cfg.adapter) if cfg.adapter.method == "lora" else base.model.requires_grad_(True)
+    total, trainable = count_parameters(model)
+    rows, pad_id = prepared.train, base.tokenizer.pad_token_id
+    steps = total_steps(cfg.train, len(rows))
+    epoch = _epoch_batches(cfg, rows)
+    lengths = [len(r.input_ids) for r in rows]
+    padded = sum(len(m) * max(lengths[i] for i in m) for step in epoch for m in step)
+
+    # The largest micro-batch the data can produce: the micro_batch_size longest rows together.
+    longest = sorted(range(len(rows)), key=lambda i: lengths[i], reverse=True)[: cfg.train.micro_batch_size]
+    worst = collate([rows[i] for i in longest], pad_id)
+    width = worst.input_ids.shape[1]
+    dtype_bytes = torch.finfo(dtype).bits // 8
+    grads, optim = static_bytes(total, trainable, dtype_bytes)
+    process = current_rss() if device.type == "cpu" else torch.cuda.memory_allocated(device)
+    act = activation_bytes(model.config, worst.input_ids.numel(), worst.trained_tokens, dtype_bytes, False)
+    act_ckpt = activation_bytes(model.config, worst.input_ids.numel(), worst.trained_tokens, dtype_bytes, True)
+    memory = MemoryBreakdown(process, grads, optim, act)
+    memory_ckpt = MemoryBreakdown(process, grads, optim, act_ckpt)
+    available = available_memory(device) + (process if device.type == "cpu" else 0)
+    warnings: list[str] = []
+
+    optimizer, _ = build_optimizer(model, cfg.train, steps)
+    objective = CausalLMObjective()
+    model.train()
+    measured = None
+    if memory.total > 0.9 * available:
+        warnings += _suggestions(cfg, memory.total, available)
+    else:
+        log(f"measuring one step on the longest micro-batch ({len(longest)} x {width} tokens)")
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        reset_peak_rss()
+        parts = objective(model, worst.to(device))
+        (parts.loss_sum / max(1, parts.tokens)).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        measured = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else peak_rss()
+
+    # Time: one warm-up step, then `calibration_steps` real steps from the start of the epoch, timed.
+    timed_tokens = timed_padded = 0
+    timed_seconds = 0.0
+    n_cal = min(calibration_steps + 1, len(epoch))
+    for s in range(n_cal):
+        started = time.perf_counter()
+        batches = [collate([rows[i] for i in m], pad_id).to(device) for m in epoch[s]]
+        window = sum(b.trained_tokens for b in batches)
+        for b in batches:
+            (objective(model, b).loss_sum / max(1, window)).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if s == 0 and n_cal > 1:
+            continue  # warm-up: allocator and kernel caches
+        timed_seconds += time.perf_counter() - started
+        timed_tokens += sum(b.real_tokens for b in batches)
+        timed_padded += sum(b.input_ids.numel() for b in batches)
+    log(f"calibrated on {max(1, n_cal - 1)} real step(s): {timed_seconds / max(1, n_cal - 1):.2f} s per step")
+    # The model computes on padding too, so time scales with padded tokens.
+    epoch_seconds = padded * timed_seconds / max(1, timed_padded)
+    plan = Plan(
+        total_params=total,
+        trainable_params=trainable,
+        train_rows=len(rows),
+        eval_rows=len(prepared.eval),
+        steps_per_epoch=len(epoch),
+        total_steps=steps,
+        tokens_per_epoch=sum(lengths),
+        padded_tokens_per_epoch=padded,
+        trained_tokens_per_epoch=sum(r.trained_tokens for r in rows),
+        longest_batch=(len(longest), width),
+        memory=memory,
+        memory_checkpointed=memory_ckpt,
+        measured_peak=measured,
+        available=available,
+        calibration_steps=max(1, n_cal - 1),
+        seconds_per_step=timed_seconds / max(1, n_cal - 1),
+        tokens_per_second=timed_tokens / max(1e-9, timed_seconds),
+        epoch_seconds=epoch_seconds,
+        warnings=warnings,
+    )
+    if measured is not None and measured > 0.9 * available:
+        plan.warnings += _suggestions(cfg, measured, available)
+    return plan
+
+
+def _gib(n: int) -> str:
+    return f"{n / GIB:.2f} GiB"
+
+
+def _duration(seconds: float) -> str:
+    minutes, sec = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {sec:02d}s" if hours else f"{minutes}m {sec:02d}s"
+
+
+def print_plan(plan: Plan, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    work = Table(title="work", show_header=False)
+    work.add_row("parameters", f"{plan.total_params:,} total, {plan.trainable_params:,} trainable")
+    work.add_row("rows", f"{plan.train_rows} train, {plan.eval_rows} eval")
+    work.add_row("optimizer steps", f"{plan.steps_per_epoch} per epoch, {plan.total_steps} in the run")
+    work.add_row(
+        "tokens per epoch",
+        f"{plan.tokens_per_epoch:,} ({plan.trained_tokens_per_epoch:,} trained, "
+        f"{plan.padded_tokens_per_epoch:,} with padding)",
+    )
+    console.print(work)
+    mem = Table(title=f"peak memory, longest micro-batch {plan.longest_batch[0]} x {plan.longest_batch[1]} tokens")
+    mem.add_column("")
+    mem.add_column("plain", justify="right")
+    mem.add_column("activation checkpointing", justify="right")
+    for name in ("process", "gradients", "optimizer", "activations"):
+        label = "process + weights" if name == "process" else name
+        mem.add_row(label, _gib(getattr(plan.memory, name)), _gib(getattr(plan.memory_checkpointed, name)))
+    mem.add_row("estimate", _gib(plan.memory.total), _gib(plan.memory_checkpointed.total))
+    if plan.measured_peak is not None:
+        mem.add_row("measured (one real step)", _gib(plan.measured_peak), "")
+    mem.add_row("available", _gib(plan.available), "")
+    console.print(mem)
+    console.print(
+        f"time: {plan.seconds_per_step:.2f} s per step, {plan.tokens_per_second:.0f} tokens/s over "
+        f"{plan.calibration_steps} calibration step(s) -> epoch ~{_duration(plan.epoch_seconds)}, "
+        f"run ~{_duration(plan.epoch_seconds * plan.total_steps / max(1, plan.steps_per_epoch))} (plus evaluation)"
+    )
+    for line in plan.warnings:
+        console.print(f"[yellow]{line}[/yellow]")

@@ -1,0 +1,38 @@
+"""`tunesmith plan` on the tiny on-disk Llama: the counts it reports are the loop's, and it warns before a step
+that would not fit."""
+
+from __future__ import annotations
+
+from tiny_runs import tiny_config, write_chat_data
+
+from tunesmith.config import build_config
+from tunesmith.training import plan as plan_module
+from tunesmith.training.loop import steps_per_epoch
+from tunesmith.training.plan import make_plan
+
+
+def test_plan_counts_match_the_data_and_measure_a_step(tiny_model_dir, tmp_path):
+    data = write_chat_data(tmp_path / "train.jsonl", n=40)
+    cfg = build_config(tiny_config(tiny_model_dir, data, tmp_path / "run", max_steps=None, epochs=2))
+    plan = make_plan(cfg, calibration_steps=2, log=lambda *_: None)
+    assert plan.train_rows + plan.eval_rows == 40
+    assert plan.steps_per_epoch == steps_per_epoch(plan.train_rows, 8)
+    assert plan.total_steps == 2 * plan.steps_per_epoch
+    assert plan.trained_tokens_per_epoch < plan.tokens_per_epoch <= plan.padded_tokens_per_epoch
+    assert plan.longest_batch[0] == 4
+    assert plan.measured_peak is not None and plan.measured_peak > plan.memory.process
+    assert plan.memory_checkpointed.activations < plan.memory.activations
+    assert plan.seconds_per_step > 0 and plan.epoch_seconds > 0 and plan.tokens_per_second > 0
+    assert not plan.warnings
+    assert not (tmp_path / "run").exists()  # planning writes no run
+
+
+def test_plan_warns_and_does_not_try_a_step_that_cannot_fit(tiny_model_dir, tmp_path, monkeypatch):
+    data = write_chat_data(tmp_path / "train.jsonl", n=24)
+    cfg = build_config(tiny_config(tiny_model_dir, data, tmp_path / "run", method="full"))
+    monkeypatch.setattr(plan_module, "available_memory", lambda device: 0)
+    monkeypatch.setattr(plan_module, "current_rss", lambda: 10 * 2**20)
+    plan = make_plan(cfg, calibration_steps=1, log=lambda *_: None)
+    assert plan.measured_peak is None
+    text = "\n".join(plan.warnings)
+    assert "train.micro_batch_size=2" in text and "adapter.method=lora" in text and "data.max_length=64" in text
