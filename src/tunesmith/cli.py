@@ -54,6 +54,17 @@ def _data_check(args: argparse.Namespace) -> int:
     return check_file(args.file, args.kind, args.format, args.fields, args.columns)
 
 
+def _data_redact(args: argparse.Namespace) -> int:
+    from tunesmith.data.redact import redact_file
+
+    report = redact_file(Path(args.src), Path(args.dst), args.format, args.columns.split(",") if args.columns else None)
+    found = ", ".join(f"{kind} {n}" for kind, n in report.hits_by_kind.items() if n) or "nothing"
+    print(f"{args.dst}: {report.rows} rows, {report.rows_changed} changed; replaced: {found}")
+    for line in report.examples + report.problems:
+        print(f"  {line}")
+    return 0
+
+
 def _data_preview(args: argparse.Namespace) -> int:
     from tunesmith.config import load_config
     from tunesmith.data.preview import preview
@@ -107,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fields", nargs="*", default=[], metavar="SRC=DST", help="map source columns to fields")
     p.add_argument("--columns", default=None, help="comma-separated column names for a headerless CSV/TSV")
     p.set_defaults(func=_data_check)
+
+    p = data.add_parser("redact", help="copy a data file with personal data and secrets replaced by <EMAIL>, ...")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--format", default="auto")
+    p.add_argument("--columns", default=None, help="comma-separated column names for a headerless CSV/TSV")
+    p.set_defaults(func=_data_redact)
 
     p = data.add_parser("preview", help="show rendered training rows with the trained tokens highlighted")
     p.add_argument("config")

@@ -146,3 +146,22 @@ def test_data_preview_marks_trained_tokens(tiny_model_dir, tmp_path, capsys):
     assert out.count("[[the answer is") == 2 and "<|im_end|>]]" in out
     assert "[[<|im_start|>" not in out  # the prompt is never marked as trained
     assert json.loads((data).read_text().splitlines()[0])["messages"][0]["content"] in out
+
+
+def test_data_redact_writes_a_clean_copy_and_reports(tmp_path, capsys):
+    src = tmp_path / "tickets.jsonl"
+    src.write_text(
+        json.dumps({"text": "Mail me at jane.doe@example.org or call +44 20 7946 0958, order ORD-2024-118273."})
+        + "\n"
+        + json.dumps({"text": "Nothing personal here, version 1.2.3."})
+        + "\n",
+        encoding="utf-8",
+    )
+    dst = tmp_path / "clean.jsonl"
+    assert main(["data", "redact", str(src), str(dst)]) == 0
+    out = capsys.readouterr().out
+    assert "2 rows, 1 changed" in out and "EMAIL 1" in out and "PHONE 1" in out
+    assert "jane.doe@example.org" not in out
+    rows = [json.loads(x) for x in dst.read_text().splitlines()]
+    assert rows[0]["text"] == "Mail me at <EMAIL> or call <PHONE>, order ORD-2024-118273."
+    assert rows[1]["text"] == "Nothing personal here, version 1.2.3."
