@@ -2,7 +2,10 @@
 
 tunesmith quickstart
 tunesmith train CONFIG.yaml [key.sub=value ...] [--resume]
+tunesmith plan CONFIG.yaml [key.sub=value ...]
 tunesmith data check FILE [--kind K] [--fields src=dst ...]
+tunesmith data audit TRAIN [--eval EVAL] [--config CONFIG] [--out DIR] [--strict] [--slice FIELD]
+tunesmith data redact IN OUT
 tunesmith data preview CONFIG.yaml [-n 3]
 tunesmith generate RUN --prompt "..."
 tunesmith models
@@ -65,6 +68,15 @@ def _data_redact(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_audit(args: argparse.Namespace) -> int:
+    from tunesmith.data.audit_cli import audit_command
+
+    return audit_command(
+        args.train, args.eval, args.config, args.out, args.strict, args.slice,
+        args.kind, args.fields, args.format, args.columns, args.model,
+    )  # fmt: skip
+
+
 def _data_preview(args: argparse.Namespace) -> int:
     from tunesmith.config import load_config
     from tunesmith.data.preview import preview
@@ -118,6 +130,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fields", nargs="*", default=[], metavar="SRC=DST", help="map source columns to fields")
     p.add_argument("--columns", default=None, help="comma-separated column names for a headerless CSV/TSV")
     p.set_defaults(func=_data_check)
+
+    p = data.add_parser("audit", help="audit data before training: shape, duplicates, leakage, labels, pairs, PII")
+    p.add_argument("train", nargs="*", help="training data files (default: the config's data.train)")
+    p.add_argument("--eval", nargs="*", default=[], metavar="EVAL", help="held-out files, checked for leakage")
+    p.add_argument("--config", default=None, help="YAML config: datasets, model, max_length, audit settings")
+    p.add_argument("--out", default="audit", help="folder for audit.json and audit.html")
+    p.add_argument("--strict", action="store_true", help="exit 1 on leakage, personal data or rows that train nothing")
+    p.add_argument("--slice", default=None, metavar="FIELD", help="source column to split the label distribution by")
+    p.add_argument("--kind", default="auto", help="chat, instruction, completion, text, classification, preference")
+    p.add_argument("--format", default="auto", help="jsonl, json, csv, tsv, parquet, txt (default: from the name)")
+    p.add_argument("--fields", nargs="*", default=[], metavar="SRC=DST", help="map source columns to fields")
+    p.add_argument("--columns", default=None, help="comma-separated column names for a headerless CSV/TSV")
+    p.add_argument("--model", default=None, help="tokenizer's model (default: config model.base, else the default)")
+    p.set_defaults(func=_data_audit)
 
     p = data.add_parser("redact", help="copy a data file with personal data and secrets replaced by <EMAIL>, ...")
     p.add_argument("src")

@@ -165,3 +165,21 @@ def test_data_redact_writes_a_clean_copy_and_reports(tmp_path, capsys):
     rows = [json.loads(x) for x in dst.read_text().splitlines()]
     assert rows[0]["text"] == "Mail me at <EMAIL> or call <PHONE>, order ORD-2024-118273."
     assert rows[1]["text"] == "Nothing personal here, version 1.2.3."
+
+
+def test_train_refuses_a_leaking_dataset_unless_allowed(tiny_model_dir, tmp_path, capsys):
+    data = write_chat_data(tmp_path / "train.jsonl", n=24)
+    held_out = tmp_path / "eval.jsonl"
+    held_out.write_text("".join(data.read_text().splitlines(keepends=True)[:4]), encoding="utf-8")  # copied rows
+    cfg_dict = tiny_config(tiny_model_dir, data, tmp_path / "run", max_steps=1)
+    cfg_dict["data"]["eval"] = [{"path": str(held_out)}]
+    cfg = write_config(tmp_path, cfg_dict)
+    assert main(["train", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "leakage" in err and "nothing was trained" in err
+    audit = json.loads((tmp_path / "run" / "audit.json").read_text())
+    assert audit  # the audit that stopped the run is kept for inspection
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+    assert main(["train", str(cfg), "audit.allow=[leakage]", "output.overwrite=true"]) == 0
+    assert (tmp_path / "run" / "final").is_dir() and (tmp_path / "run" / "audit.json").is_file()

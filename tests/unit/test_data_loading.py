@@ -169,8 +169,10 @@ def test_detect_kind() -> None:
     assert detect_kind(["instruction", "input", "output"]) is Kind.instruction
     assert detect_kind(["prompt", "completion"]) is Kind.completion
     assert detect_kind(["text"]) is Kind.text
-    assert detect_kind(["text", "label"]) is None
-    assert detect_kind(["prompt", "chosen", "rejected"]) is None
+    assert detect_kind(["text", "label"]) is Kind.classification
+    assert detect_kind(["prompt", "chosen", "rejected"]) is Kind.preference
+    assert detect_kind(["chosen", "rejected"]) is Kind.preference
+    assert detect_kind(["messages", "rejected"]) is Kind.chat  # hh_rlhf with fields: {chosen: messages}
     assert detect_kind(["foo"]) is None
 
 
@@ -209,11 +211,11 @@ def test_explicit_kind_and_mapping_wins_over_same_named_column(tmp_path: Path) -
     assert (result.examples[0].prompt, result.examples[0].completion) == ("x", "y")
 
 
-def test_unsupported_and_undetectable_kinds(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"classification rows .* not supported yet"):
-        load(write(tmp_path, "c.jsonl", jsonl({"text": "good", "label": 1})))
-    with pytest.raises(DataError, match=r"preference rows .* not supported yet.*\{chosen: messages\}"):
-        load(write(tmp_path, "p.jsonl", jsonl({"prompt": "p", "chosen": "a", "rejected": "b"})))
+def test_undetectable_kinds(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"need both chosen and rejected, and only chosen was found"):
+        load(write(tmp_path, "p.jsonl", jsonl({"prompt": "p", "chosen": "a"})))
+    with pytest.raises(DataError, match=r"classification rows need text and label.*fields: \{sentence: text\}"):
+        load(write(tmp_path, "c.jsonl", jsonl({"sentence": "good", "label": 1})))
     with pytest.raises(DataError, match=r"columns found \(src, tgt\).*fields: \{src: prompt, tgt: completion\}"):
         load(write(tmp_path, "u.jsonl", jsonl({"src": "a", "tgt": "b"})))
 
@@ -421,6 +423,87 @@ def test_limit_counts_valid_rows_and_stops_reading(tmp_path: Path) -> None:
     assert len(result.examples) == 2 and len(result.errors) == 1 and result.rows == 3
 
 
+# --- classification and preference --------------------------------------------------------------------------
+
+
+def test_classification_rows_labels_and_extra_columns(tmp_path: Path) -> None:
+    rows = [
+        {"tweet": "nice day", "class": 2, "source": "web", "score": 0.5, "meta": {"a": 1}},
+        {"tweet": "awful", "class": "0", "source": "app", "score": True},
+        {"tweet": "meh", "class": 7},
+        {"tweet": "  ", "class": 1},
+        {"tweet": "no label", "class": None},
+    ]
+    path = write(tmp_path, "d.jsonl", jsonl(*rows))
+    result = load(path, fields={"tweet": "text", "class": "label"}, labels={0: "hate", 1: "offensive", 2: "neither"})
+    assert result.kind is Kind.classification
+    assert [(e.text, e.label) for e in result.examples] == [("nice day", "neither"), ("awful", "hate")]
+    # Unused scalar columns are kept as text for slicing; nested values are not.
+    assert result.examples[0].extra == {"source": "web", "score": "0.5"}
+    assert result.examples[1].extra == {"source": "app", "score": "true"}
+    assert errors(result) == [
+        f"{path}:3: class: label 7 not in labels {{'0': 'hate', '1': 'offensive', '2': 'neither'}}",
+        f"{path}:4: tweet: empty or whitespace only",
+        f"{path}:5: class: expected a label (string or number), got null",
+    ]
+    raw = load(path, fields={"tweet": "text", "class": "label"})
+    assert [e.label for e in raw.examples] == ["2", "0", "7"] and len(raw.errors) == 2
+
+
+def test_classification_detected_and_built_by_a_template(tmp_path: Path) -> None:
+    path = write(tmp_path, "d.jsonl", jsonl({"text": "good", "label": 1}, {"text": "bad", "label": 0}))
+    assert load(path).kind is Kind.classification
+    path = write(tmp_path, "t.jsonl", jsonl({"title": "A", "body": "b", "y": "x"}))
+    result = load(path, template="{title}: {body}", fields={"y": "label"})
+    assert result.kind is Kind.classification and result.examples[0].text == "A: b"
+    assert result.examples[0].extra is None  # every column was used
+
+
+def test_preference_plain_rows_keep_empty_sides(tmp_path: Path) -> None:
+    rows = [
+        {"prompt": "2+2?", "chosen": "4", "rejected": "5", "id": 7},
+        {"prompt": "hi", "chosen": "", "rejected": "hello"},
+        {"prompt": "x", "chosen": "y"},
+        {"prompt": "x", "chosen": ["y"], "rejected": "z"},
+    ]
+    path = write(tmp_path, "p.jsonl", jsonl(*rows))
+    result = load(path)
+    assert result.kind is Kind.preference
+    first = result.examples[0]
+    assert (first.prompt, first.chosen, first.rejected, first.extra) == ("2+2?", "4", "5", {"id": "7"})
+    assert result.examples[1].chosen == ""  # kept: the audit reports empty sides
+    assert errors(result) == [
+        f"{path}:3: rejected: missing field; preference rows need chosen and rejected",
+        f"{path}:4: chosen: expected string, got list",
+    ]
+    with pytest.raises(DataError, match=r"template applies to .* not preference rows"):
+        load(path, template="{prompt}")
+
+
+def test_preference_transcripts_split_at_the_last_assistant_turn(tmp_path: Path) -> None:
+    shared = "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Name a fruit."
+    rows = [
+        {"chosen": shared + "\n\nAssistant: Apple.", "rejected": shared + "\n\nAssistant: No."},
+        {
+            "chosen": "\n\nHuman: Hi\n\nAssistant: A\n\nHuman: B\n\nAssistant: C",
+            "rejected": "\n\nHuman: Hi\n\nAssistant: D",
+        },
+        {"chosen": shared + "\n\nAssistant:", "rejected": shared + "\n\nAssistant: Pear."},
+    ]
+    result = load(write(tmp_path, "hh.jsonl", jsonl(*rows)))
+    assert result.kind is Kind.preference and not result.errors
+    split, unsplit, empty = result.examples
+    assert split.prompt == shared.strip() and (split.chosen, split.rejected) == ("Apple.", "No.")
+    assert split.messages == [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Name a fruit."},
+    ]
+    # Transcripts that differ before the final reply keep both whole, with no prompt.
+    assert unsplit.prompt is None and unsplit.messages is None and unsplit.chosen == rows[1]["chosen"]
+    assert (empty.chosen, empty.rejected) == ("", "Pear.")
+
+
 # --- real data ----------------------------------------------------------------------------------------------
 
 SST2_TEMPLATE = "Review: {sentence}\nIs this review positive or negative?"
@@ -458,3 +541,30 @@ def test_sst2_headerless_tsv_with_template_and_labels() -> None:
     assert result.kind is Kind.completion and len(result.examples) == 872 and not result.errors
     assert {e.completion for e in result.examples} == {"negative", "positive"}
     assert result.examples[0].prompt == SST2_TEMPLATE.format(sentence="it 's a charming and often affecting journey .")
+
+
+@needs_shared
+def test_davidson_as_classification() -> None:
+    result = load(
+        SHARED / "davidson_hate_speech" / "labeled_data.csv",
+        fields={"tweet": "text", "class": "label"},
+        labels={0: "hate", 1: "offensive", 2: "neither"},
+    )
+    assert result.kind is Kind.classification and len(result.examples) == 24783 and not result.errors
+    counts = {label: sum(1 for e in result.examples if e.label == label) for label in ("hate", "offensive", "neither")}
+    assert counts == {"hate": 1430, "offensive": 19190, "neither": 4163}
+    assert set(result.examples[0].extra or {}) == {"", "count", "hate_speech", "offensive_language", "neither"}
+
+
+@needs_shared
+@pytest.mark.parametrize(
+    ("split", "rows", "shared_prompt"), [("helpful-base", 2354, 2345), ("harmless-base", 2312, 2307)]
+)
+def test_hh_rlhf_as_preference_pairs(split: str, rows: int, shared_prompt: int) -> None:
+    result = load(SHARED / "hh_rlhf" / split / "test.jsonl.gz")
+    assert result.kind is Kind.preference and len(result.examples) == rows and not result.errors
+    # PROVENANCE.md: the shared prompt is everything up to the last "\n\nAssistant:" for all but a handful of rows.
+    assert sum(1 for e in result.examples if e.prompt is not None) == shared_prompt
+    first = result.examples[0]
+    assert first.messages is not None and first.messages[-1]["role"] == "user"
+    assert "Assistant:" not in (first.chosen or "") and first.prompt and first.prompt.startswith("Human:")

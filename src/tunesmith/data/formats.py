@@ -21,8 +21,7 @@ from tunesmith.config import Kind
 MAX_ROW_CHARS = 1_000_000  # a row this long is almost always a broken file (a missing newline), not an example
 ROLES = ("system", "user", "assistant")
 ROLE_ALIASES = {"human": "user", "gpt": "assistant", "bot": "assistant"}  # ShareGPT speaker names
-# Every name a `fields:` mapping may target. label/chosen/rejected belong to kinds that are not supported yet;
-# they are accepted so that detection can say so instead of calling them typos.
+# Every name a `fields:` mapping may target.
 CANONICAL = (
     "messages",
     "instruction",
@@ -40,7 +39,13 @@ KIND_FIELDS = {
     Kind.instruction: ("instruction", "output"),
     Kind.completion: ("prompt", "completion"),
     Kind.text: ("text",),
+    Kind.classification: ("text", "label"),
+    Kind.preference: ("chosen", "rejected"),
 }
+# `Example.extra` keeps the source columns a row did not use (for `--slice FIELD`), small values only: a column
+# whose value is longer than this is free text, not a slice, and would only cost memory.
+EXTRA_MAX_CHARS = 200
+EXTRA_MAX_COLUMNS = 32
 # Layouts of common public datasets, tried in order when a spec maps nothing: (columns needed, renames,
 # columns that veto the rule). A rule never renames onto a column that already exists.
 _ALIASES: list[tuple[set[str], dict[str, str], set[str]]] = [
@@ -52,6 +57,7 @@ _ALIASES: list[tuple[set[str], dict[str, str], set[str]]] = [
     ({"input", "output"}, {"input": "prompt", "output": "completion"}, {"instruction"}),
 ]
 _TURN = re.compile(r"\n\n(Human|Assistant):")
+_ASSISTANT = "\n\nAssistant:"
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,15 @@ class RowError:
 @dataclass
 class Example:
     """One row in canonical form. Chat rows fill `messages`; completion and instruction rows fill `prompt` and
-    `completion`; text rows fill `text`."""
+    `completion`; text rows fill `text`; classification rows fill `text` and `label` (the raw value as text, or its
+    word from `labels:`).
+
+    Preference rows fill `chosen` and `rejected`, and `prompt` when the pair has one. Human/Assistant transcript
+    pairs (HH-RLHF) are split: `prompt` is the shared transcript before the last "Assistant:" turn, `messages` the
+    same as user/assistant turns, and `chosen`/`rejected` the final replies. A pair whose transcripts differ earlier
+    cannot be split: it keeps both whole transcripts with `prompt` and `messages` None (the audit reports it).
+
+    `extra` holds the source columns the row did not use (str/int/float/bool values as text), for slicing."""
 
     kind: Kind
     source: str
@@ -80,6 +94,10 @@ class Example:
     prompt: str | None = None
     completion: str | None = None
     text: str | None = None
+    label: str | None = None
+    chosen: str | None = None
+    rejected: str | None = None
+    extra: dict[str, str] | None = None
 
 
 class RowProblem(Exception):
@@ -109,10 +127,14 @@ def detect_kind(fields: Iterable[str]) -> Kind | None:
     names = set(fields)
     if "messages" in names:
         return Kind.chat
+    if {"chosen", "rejected"} <= names:
+        return Kind.preference
     if {"instruction", "output"} <= names:
         return Kind.instruction
     if {"prompt", "completion"} <= names:
         return Kind.completion
+    if {"text", "label"} <= names and not names & {"completion", "output"}:
+        return Kind.classification
     if "text" in names and not names & {"label", "completion", "output", "chosen", "rejected"}:
         return Kind.text
     return None
@@ -122,16 +144,11 @@ def undetected_reason(columns: list[str], fields: dict[str, str]) -> str:
     """Why no kind was detected, and the smallest config change that fixes it."""
     names = {fields.get(c, c) for c in columns}
     found = ", ".join(columns) or "(none)"
-    if {"chosen", "rejected"} <= names:
-        return (
-            "preference rows (prompt, chosen, rejected) are not supported yet; to train on the chosen dialogues as "
-            "chat, map them: fields: {chosen: messages}"
-        )
-    if {"text", "label"} <= names:
-        return (
-            "classification rows (text, label) are not supported yet; train the label word generatively with a "
-            "template, e.g. template: 'Text: {text}\\nLabel:', fields: {label: completion}, labels: {'0': no, '1': yes}"
-        )
+    if len(names & {"chosen", "rejected"}) == 1:
+        have, lack = ("chosen", "rejected") if "chosen" in names else ("rejected", "chosen")
+        return f"preference rows need both chosen and rejected, and only {have} was found; map a column to {lack}"
+    if "label" in names and "text" not in names:
+        return "classification rows need text and label; map the text column, e.g. fields: {sentence: text}"
     first, second = ([c for c in columns if c.strip()] + ["<column>", "<column>"])[:2]
     return (
         f"cannot tell the record kind from the columns found ({found}); name them with a mapping such as "
@@ -167,8 +184,14 @@ def row_chars(value: Any) -> int:
     return 0
 
 
-def parse_transcript(text: str) -> list[dict[str, str]]:
-    """Split a "\\n\\nHuman: ...\\n\\nAssistant: ..." transcript (Anthropic HH-RLHF) into user/assistant messages.
+def is_transcript(text: str) -> bool:
+    """Whether a string is a Human:/Assistant: transcript (it starts with one of the two speakers)."""
+    head = text.lstrip()
+    return head.startswith("Human:") or head.startswith("Assistant:")
+
+
+def transcript_turns(text: str) -> list[dict[str, str]]:
+    """The turns of a "\\n\\nHuman: ...\\n\\nAssistant: ..." transcript as user/assistant messages, in order.
 
     Consecutive turns of one speaker are joined into one message: in these transcripts they are one reply broken
     in two, and several chat templates refuse roles that do not alternate. Raises ValueError with the reason."""
@@ -186,6 +209,26 @@ def parse_transcript(text: str) -> list[dict[str, str]]:
             messages[-1]["content"] = "\n\n".join(c for c in (messages[-1]["content"], content) if c)
         else:
             messages.append({"role": role, "content": content})
+    return messages
+
+
+def split_pair(chosen: str, rejected: str) -> tuple[str, str, str] | None:
+    """(shared prompt, chosen reply, rejected reply) of two transcripts that differ only in their last Assistant
+    turn; None when they differ earlier or do not end with an Assistant turn. The prompt is everything before the
+    last "\\n\\nAssistant:" (the HH-RLHF convention); replies are stripped of surrounding whitespace."""
+    c, r = "\n\n" + chosen.lstrip(), "\n\n" + rejected.lstrip()
+    ic, ir = c.rfind(_ASSISTANT), r.rfind(_ASSISTANT)
+    if ic < 0 or ir < 0 or c[:ic] != r[:ir]:
+        return None
+    reply_c, reply_r = c[ic + len(_ASSISTANT) :], r[ir + len(_ASSISTANT) :]
+    if "\n\nHuman:" in reply_c or "\n\nHuman:" in reply_r:
+        return None
+    return c[:ic].strip(), reply_c.strip(), reply_r.strip()
+
+
+def parse_transcript(text: str) -> list[dict[str, str]]:
+    """A transcript as messages (see `transcript_turns`) that ends with a non-empty Assistant turn to train on."""
+    messages = transcript_turns(text)
     if messages[-1]["role"] != "assistant":
         raise ValueError("the transcript does not end with an 'Assistant:' turn, so there is nothing to train on")
     if not messages[-1]["content"]:
@@ -210,6 +253,10 @@ class RowRules:
 
     def __post_init__(self) -> None:
         self._source = {canon: src for src, canon in self.fields.items()}
+        # Columns the row uses; every other scalar column is kept in Example.extra.
+        self._used = set(self.fields) | set(CANONICAL)
+        if self.template is not None:
+            self._used |= set(template_columns(self.template))
 
     def name(self, canon: str) -> str:
         """The name the user knows a canonical field by: its source column when mapped."""
@@ -223,11 +270,16 @@ class RowRules:
         rendered = self._render(row) if self.template is not None else None
         mapped = {k: v for k, v in row.items() if k not in self.fields}
         mapped.update((self.fields[k], v) for k, v in row.items() if k in self.fields)
-        ex = Example(self.kind, source, line)
+        ex = Example(self.kind, source, line, extra=self._extra(row))
         if self.kind is Kind.chat:
             ex.messages = self._messages(mapped)
         elif self.kind is Kind.text:
             ex.text = rendered if rendered is not None else self._text(mapped, "text")
+        elif self.kind is Kind.classification:
+            ex.text = rendered if rendered is not None else self._text(mapped, "text")
+            ex.label = self._label(mapped)
+        elif self.kind is Kind.preference:
+            self._pair(mapped, ex)
         elif self.kind is Kind.completion:
             ex.prompt = rendered if rendered is not None else self._text(mapped, "prompt")
             ex.completion = self._target(mapped, "completion", "output")
@@ -237,6 +289,18 @@ class RowRules:
             ex.prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
             ex.completion = self._target(mapped, "output", "completion")
         return ex
+
+    def _extra(self, row: dict[str, Any]) -> dict[str, str] | None:
+        extra: dict[str, str] = {}
+        for key, value in row.items():
+            if key in self._used or value is None or not isinstance(value, str | int | float | bool):
+                continue
+            text = label_key(value)
+            if len(text) <= EXTRA_MAX_CHARS:
+                extra[key] = text
+                if len(extra) >= EXTRA_MAX_COLUMNS:
+                    break
+        return extra or None
 
     # --- prompt kinds ---------------------------------------------------------------------------------------
 
@@ -281,11 +345,56 @@ class RowRules:
             raise RowProblem(self.name(canon), f"label {key} not in labels {self.labels}")
         return self.labels[key]
 
+    def _label(self, mapped: dict[str, Any]) -> str:
+        name = self.name("label")
+        if "label" not in mapped:
+            raise RowProblem(name, f"missing field; classification rows need {self._needs()}")
+        value = mapped["label"]
+        if not isinstance(value, str | int | float | bool):
+            raise RowProblem(name, f"expected a label (string or number), got {_type_name(value)}")
+        key = label_key(value)
+        if not key.strip():
+            raise RowProblem(name, "empty or whitespace only")
+        if not self.labels:
+            return key
+        if key not in self.labels:
+            raise RowProblem(name, f"label {key} not in labels {self.labels}")
+        return self.labels[key]
+
     def _needs(self) -> str:
         needs = list(KIND_FIELDS[self.kind])
         if self.template is not None:
             needs = [n for n in needs if n not in ("prompt", "instruction", "text")]
         return " and ".join(self.name(n) for n in needs) if needs else "the template's columns"
+
+    # --- preference -----------------------------------------------------------------------------------------
+
+    def _pair(self, mapped: dict[str, Any], ex: Example) -> None:
+        """Fill prompt/chosen/rejected; empty sides are kept (the audit counts them), missing or non-text ones not."""
+        sides = []
+        for canon in ("chosen", "rejected"):
+            if canon not in mapped:
+                raise RowProblem(self.name(canon), f"missing field; preference rows need {self._needs()}")
+            if not isinstance(mapped[canon], str):
+                raise RowProblem(self.name(canon), f"expected string, got {_type_name(mapped[canon])}")
+            sides.append(mapped[canon])
+        ex.chosen, ex.rejected = sides
+        prompt = self._optional_text(mapped, "prompt")
+        if prompt.strip():
+            ex.prompt = prompt
+            return
+        if not (is_transcript(ex.chosen) and is_transcript(ex.rejected)):
+            return  # a pair with no prompt of its own: reward-model data, kept as it is
+        split = split_pair(ex.chosen, ex.rejected)
+        if split is None:
+            return  # the transcripts differ before their last reply: kept whole, prompt None
+        ex.prompt, ex.chosen, ex.rejected = split
+        try:
+            ex.messages = transcript_turns(ex.prompt)
+        except ValueError as err:
+            raise RowProblem(self.name("chosen"), str(err)) from None
+        if self.system:
+            ex.messages.insert(0, {"role": "system", "content": self.system})
 
     # --- chat -----------------------------------------------------------------------------------------------
 

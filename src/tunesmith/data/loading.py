@@ -177,7 +177,8 @@ def _resolve_fields(spec: DatasetSpec, name: str, columns: list[str] | None) -> 
 def _resolve_kind(
     spec: DatasetSpec, name: str, columns: list[str] | None, fields: dict[str, str], head: list[Row]
 ) -> Kind:
-    """The spec's kind, else completion when a template builds the prompt, else detected from the first row."""
+    """The spec's kind, else (when a template builds the input) classification if a column is mapped to label and
+    none to a completion, completion otherwise; else the kind detected from the first row."""
     if spec.template is not None:
         try:
             template_columns(spec.template)
@@ -186,7 +187,13 @@ def _resolve_kind(
     if spec.kind is not Kind.auto:
         kind = spec.kind
     elif spec.template is not None:
-        kind = Kind.completion
+        canon = {fields.get(c, c) for c in columns or []}
+        if {"chosen", "rejected"} <= canon:
+            kind = Kind.preference  # refused below, with the reason
+        elif "label" in canon and not canon & {"completion", "output"}:
+            kind = Kind.classification
+        else:
+            kind = Kind.completion
     elif columns is None:
         raise DataError(
             f"{name}: cannot detect the record kind: none of the first {len(head)} rows could be read "
@@ -197,16 +204,19 @@ def _resolve_kind(
         if detected is None:
             raise DataError(f"{name}: {undetected_reason(columns, fields)}")
         kind = detected
-    if spec.template is not None and kind is Kind.chat:
-        raise DataError(f"{name}: template applies to completion, instruction and text rows, not chat rows")
-    if spec.labels and kind not in (Kind.completion, Kind.instruction):
-        raise DataError(f"{name}: labels map completion/output values, and {kind} rows have none")
+    if spec.template is not None and kind in (Kind.chat, Kind.preference):
+        raise DataError(
+            f"{name}: template applies to completion, instruction, text and classification rows, not {kind} rows"
+        )
+    if spec.labels and kind not in (Kind.completion, Kind.instruction, Kind.classification):
+        raise DataError(f"{name}: labels map completion/output/label values, and {kind} rows have none")
     if spec.template is not None and kind is not Kind.text and columns is not None:
         canon = {fields.get(c, c) for c in columns}
-        if not canon & {"completion", "output"}:
+        target, built = ("label", "text") if kind is Kind.classification else ("completion", "prompt")
+        if not canon & ({"label"} if kind is Kind.classification else {"completion", "output"}):
             raise DataError(
-                f"{name}: the template builds the prompt, but no column is mapped to the target; map one, e.g. "
-                f"fields: {{{columns[-1]}: completion}} (columns: {', '.join(columns)})"
+                f"{name}: the template builds the {built}, but no column is mapped to the target; map one, e.g. "
+                f"fields: {{{columns[-1]}: {target}}} (columns: {', '.join(columns)})"
             )
     return kind
 

@@ -149,6 +149,16 @@ class Renderer:
 
     def encode(self, example: Example, system: str | None = None) -> Encoded | RowError:
         """Token ids and labels for one example, or a RowError saying why the row cannot train."""
+        if example.kind in (Kind.classification, Kind.preference):
+            # A whole-dataset limit, not a row's fault: refuse once, clearly, instead of one RowError per row.
+            instead = (
+                "train the label word generatively: template: 'Text: {text}\\nLabel:' with fields: {label: completion}"
+                if example.kind is Kind.classification
+                else "train the chosen side as chat: fields: {chosen: messages}"
+            )
+            raise TemplateError(
+                f"{example.kind} rows cannot be trained by the causal-LM objective yet ({example.source}); {instead}"
+            )
         try:
             segments = self.segments(example, system)
         except TemplateError as err:

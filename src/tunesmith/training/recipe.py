@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from tunesmith.config import Config
+from tunesmith.data.audit_cli import preflight_audit
 from tunesmith.data.templates import Renderer
 from tunesmith.eval.runner import evaluate_loss, generate_answers
 from tunesmith.models.loading import (
@@ -125,6 +126,7 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
     if prepared.truncated:
         log(f"note: {prepared.truncated} row(s) were truncated to data.max_length={cfg.data.max_length} tokens")
     if not resume:
+        preflight_audit(cfg, tokenizer, out, log)  # writes audit.json; stops on what the config does not allow
         (out / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
         write_json(out / "manifest.json", build_manifest(cfg, base.resolved, prepared.files, tokenizer, sys.argv))
 
