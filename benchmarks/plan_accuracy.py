@@ -1,6 +1,6 @@
 """How close is `tunesmith plan` to the run it plans? Peak RSS and epoch wall time, planned vs measured.
 
-    python benchmarks/plan_accuracy.py examples/support-lora.yaml [--out /tmp/plan-check]
+    python benchmarks/plan_accuracy.py examples/support-lora.yaml [key.sub=value ...] [--out /tmp/plan-check]
 
 Runs `tunesmith plan CONFIG` and then one epoch of `tunesmith train CONFIG` in fresh processes, one after the
 other, and prints a markdown row: planned and measured peak memory and epoch time, with the ratio of each.
@@ -20,13 +20,20 @@ from pathlib import Path
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value settings for both plan and train")
     parser.add_argument("--out", default="/tmp/plan-check")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cli = [sys.executable, "-m", "tunesmith.cli"]
     run_dir = out / "run"
-    overrides = ["train.epochs=1", "train.max_steps=null", f"output.dir={run_dir}", "output.overwrite=true"]
+    overrides = [
+        *args.overrides,
+        "train.epochs=1",
+        "train.max_steps=null",
+        f"output.dir={run_dir}",
+        "output.overwrite=true",
+    ]
     subprocess.run([*cli, "plan", args.config, *overrides, "--json", str(out / "plan.json")], check=False)
     subprocess.run([*cli, "train", args.config, *overrides, "eval.samples=0"], check=True)
 

@@ -147,6 +147,61 @@ class EvalConfig(Strict):
     batch_size: int = Field(8, ge=1, description="Examples per forward pass during evaluation.")
 
 
+class TaskConfig(Strict):
+    type: Literal["none", "classification", "summarization", "qa", "translation"] = Field(
+        "none",
+        description="The task the held-out answers are scored as, for base and tuned model alike (none: loss only).",
+    )
+    labels: list[str] = Field(default_factory=list, description="classification: the label words, in this order.")
+    parse: Literal["auto", "text", "first_line", "label", "number"] = Field(
+        "auto",
+        description="How a prediction is read from generated text: auto is label for classification, first_line "
+        "for qa and the whole text otherwise; number takes the last number (GSM8K '#### 42').",
+    )
+    max_rows: int = Field(200, ge=1, description="Held-out rows scored (the first N of the eval data).")
+    max_new_tokens: int = Field(64, ge=1, description="Generation length for task predictions.")
+    bootstrap_resamples: int = Field(1000, ge=100, description="Resamples for the base-vs-tuned confidence interval.")
+    objective: Literal["generate", "head"] = Field(
+        "generate",
+        description="classification: generate the label word with the language model (generate), or train a "
+        "classification head on the decoder's last token (head; the base is scored zero-shot by generation).",
+    )
+    loss: Literal["ce", "focal"] = Field(
+        "ce", description="objective head: cross-entropy, or focal loss (down-weights rows already classified well)."
+    )
+    class_weights: Literal["none", "balanced"] = Field(
+        "none",
+        description="objective head: per-class loss weights; balanced is n / (K * count_k) over the training labels "
+        "(logged and written to eval/base.json).",
+    )
+    focal_gamma: float = Field(2.0, ge=0, description="objective head, loss focal: the focusing exponent (0 is CE).")
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="objective head: share of each target spread uniformly over all classes."
+    )
+
+    @model_validator(mode="after")
+    def _labels_for_classification(self) -> TaskConfig:
+        if self.type == "classification" and len(self.labels) < 2:
+            raise ValueError("task.labels: classification needs at least two label words")
+        return self
+
+    @model_validator(mode="after")
+    def _head_settings(self) -> TaskConfig:
+        if self.loss != "focal" and self.focal_gamma != 2.0:
+            raise ValueError("task.focal_gamma applies to task.loss: focal only")
+        if self.objective == "head":
+            if self.type != "classification":
+                raise ValueError("task.objective: head needs task.type: classification (and task.labels)")
+            if len(set(self.labels)) != len(self.labels):
+                raise ValueError(f"task.labels: a head needs distinct labels, got {self.labels}")
+            return self
+        # Settings that would do nothing are refused, not silently ignored.
+        for key, default in (("loss", "ce"), ("class_weights", "none"), ("label_smoothing", 0.0)):
+            if getattr(self, key) != default:
+                raise ValueError(f"task.{key} applies to task.objective: head only")
+        return self
+
+
 class AuditConfig(Strict):
     enabled: bool = Field(True, description="Audit the data before training (audit.json in the run directory).")
     allow: list[Literal["leakage", "pii"]] = Field(
@@ -171,6 +226,7 @@ class Config(Strict):
     adapter: AdapterConfig = Field(default_factory=AdapterConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
@@ -194,15 +250,21 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     for item in overrides:
         path, value = parse_override(item)
-        node = raw
-        for part in path[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {'.'.join(path)}: {part} is not a section")
-            node = child
-        node[path[-1]] = value
+        node: Any = raw
+        for depth, part in enumerate(path):
+            last = depth == len(path) - 1
+            if isinstance(node, list):  # a list entry by position: data.train.0.limit=100
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"override {'.'.join(path)}: {part} is not an entry of a {len(node)}-entry list")
+                part = int(part)
+            elif not isinstance(node, dict):
+                raise ConfigError(f"override {'.'.join(path)}: {path[depth - 1]} is not a section")
+            if last:
+                node[part] = value
+            else:
+                if isinstance(node, dict) and node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
     return raw
 
 

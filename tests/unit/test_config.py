@@ -300,3 +300,13 @@ def test_to_yaml_round_trips_to_an_equal_config(tmp_path: Path) -> None:
 def test_every_example_config_parses(path: Path, tmp_path: Path) -> None:
     cfg = load_config(path)
     assert load_config(write_yaml(tmp_path, cfg.to_yaml(), "resolved.yaml")) == cfg
+
+
+def test_override_reaches_into_a_list_entry_by_position() -> None:
+    raw = {"data": {"train": [{"path": "a.jsonl"}, {"path": "b.jsonl"}]}}
+    cfg = build_config(raw, ["data.train.1.limit=100", "data.train.0.kind=chat"])
+    assert cfg.data.train[1].limit == 100 and cfg.data.train[0].kind.value == "chat"
+    with pytest.raises(ConfigError, match="not an entry of a 2-entry list"):
+        build_config(raw, ["data.train.5.limit=1"])
+    with pytest.raises(ConfigError, match="not an entry"):
+        build_config(raw, ["data.train.x.limit=1"])

@@ -24,6 +24,18 @@ def model_card(cfg: Config, manifest: dict, base_eval: dict, tuned_eval: dict, p
         if a.method == "lora"
         else "full fine-tuning"
     )
+    task_rows = ""
+    for metric, d in tuned_eval.get("comparison", {}).items():
+        task_rows += (
+            f"| {metric} | {d['base']:.4f} | {d['tuned']:.4f} | {d['diff']:+.4f} | "
+            f"[{d['low']:+.4f}, {d['high']:+.4f}] |\n"
+        )
+    task = (
+        f"\n## Task: {tuned_eval['task']['task']} ({len(tuned_eval['task']['references'])} held-out rows)\n"
+        "| metric | base | tuned | change | 95% interval (paired bootstrap) |\n|---|---|---|---|---|\n" + task_rows
+        if task_rows
+        else ""
+    )
     samples = ""
     for s_base, s_tuned in zip(base_eval.get("samples", []), tuned_eval.get("samples", []), strict=False):
         samples += f"\n**Prompt:** {s_base['prompt']}\n\n- base: {s_base['answer']}\n- tuned: {s_tuned['answer']}\n"
@@ -36,7 +48,7 @@ The `final/` folder loads with transformers{" + peft" if a.method == "lora" else
 | metric | base | tuned | change |
 |---|---|---|---|
 {rows}
-
+{task}
 ## Training
 - Method: {adapter}
 - Parameters: {params["total"]:,} total, {params["trainable"]:,} trainable

@@ -2,10 +2,11 @@
 
     tunesmith plan examples/gsm8k-lora.yaml [key.sub=value ...]
 
-Parameter counts, optimizer steps and tokens per epoch, the peak memory of a step on the longest micro-batch the
-data can produce (weights, gradients, optimizer state, activations; with and without activation checkpointing),
-and the epoch time from a few real, timed steps on this machine. When the step would not fit, it says so and what
-to change, and does not try it.
+Parameter counts, optimizer steps and tokens per epoch; the peak memory (weights, gradients, optimizer state,
+activations; with and without activation checkpointing) of a step on the largest micro-batch the run will see (its
+order is a pure function of the seed) and on the largest any order of the data could produce; and the epoch time
+from a few real, timed steps on this machine. When a step would not fit, it says so and what to change, and does
+not try it.
 """
 
 from __future__ import annotations
@@ -44,10 +45,12 @@ class Plan:
     tokens_per_epoch: int  # non-padding tokens
     padded_tokens_per_epoch: int  # what the model computes on, padding included
     trained_tokens_per_epoch: int
-    longest_batch: tuple[int, int]  # (rows, padded length) of the largest micro-batch the data can produce
-    memory: MemoryBreakdown
+    largest_batch: tuple[int, int]  # (rows, padded length) of the largest micro-batch this run will see
+    longest_possible_batch: tuple[int, int]  # the largest any order of this data could produce
+    memory: MemoryBreakdown  # for the run's largest micro-batch
     memory_checkpointed: MemoryBreakdown
-    measured_peak: int | None  # peak RSS of a real step on the longest micro-batch, when it was safe to try
+    memory_any_order: MemoryBreakdown  # for the largest micro-batch any order could produce
+    measured_peak: int | None  # peak RSS over a step on the longest micro-batch and the timed steps, when safe
     available: int
     calibration_steps: int
     seconds_per_step: float
@@ -65,12 +68,14 @@ class Plan:
         return data
 
 
-def _epoch_batches(cfg: Config, rows: list) -> list[list[list[int]]]:
-    """Epoch 0 as the loop will run it: optimizer steps of micro-batches of row indices."""
-    order = epoch_order(len(rows), cfg.train.seed, 0)
+def _run_batches(cfg: Config, n_rows: int, steps: int) -> list[list[list[int]]]:
+    """Every optimizer step of the run as the loop will take it (the order is a pure function of the seed):
+    a list of micro-batches of row indices per step."""
+    per_epoch = steps_per_epoch(n_rows, cfg.train.batch_size)
     out = []
-    for s in range(steps_per_epoch(len(rows), cfg.train.batch_size)):
-        idx = order[s * cfg.train.batch_size : (s + 1) * cfg.train.batch_size]
+    for step in range(steps):
+        epoch, k = divmod(step, per_epoch)
+        idx = epoch_order(n_rows, cfg.train.seed, epoch)[k * cfg.train.batch_size : (k + 1) * cfg.train.batch_size]
         out.append([idx[j : j + cfg.train.micro_batch_size] for j in range(0, len(idx), cfg.train.micro_batch_size)])
     return out
 
@@ -99,23 +104,37 @@ def make_plan(cfg: Config, calibration_steps: int = 3, log=print) -> Plan:
     total, trainable = count_parameters(model)
     rows, pad_id = prepared.train, base.tokenizer.pad_token_id
     steps = total_steps(cfg.train, len(rows))
-    epoch = _epoch_batches(cfg, rows)
+    run = _run_batches(cfg, len(rows), steps)
+    per_epoch = steps_per_epoch(len(rows), cfg.train.batch_size)
+    epoch = run[:per_epoch]
     lengths = [len(r.input_ids) for r in rows]
-    padded = sum(len(m) * max(lengths[i] for i in m) for step in epoch for m in step)
 
-    # The largest micro-batch the data can produce: the micro_batch_size longest rows together.
+    def padded_size(micro: list[int]) -> int:
+        return len(micro) * max(lengths[i] for i in micro)
+
+    padded = sum(padded_size(m) for step in epoch for m in step)
+    # The largest micro-batch this run will see (its seeded order is known), and the largest any order could
+    # produce: the micro_batch_size longest rows together.
+    largest = max((m for step in run for m in step), key=padded_size)
     longest = sorted(range(len(rows)), key=lambda i: lengths[i], reverse=True)[: cfg.train.micro_batch_size]
+    biggest = collate([rows[i] for i in largest], pad_id)
     worst = collate([rows[i] for i in longest], pad_id)
-    width = worst.input_ids.shape[1]
     dtype_bytes = torch.finfo(dtype).bits // 8
     grads, optim = static_bytes(total, trainable, dtype_bytes)
     process = current_rss() if device.type == "cpu" else torch.cuda.memory_allocated(device)
-    act = activation_bytes(model.config, worst.input_ids.numel(), worst.trained_tokens, dtype_bytes, False)
-    act_ckpt = activation_bytes(model.config, worst.input_ids.numel(), worst.trained_tokens, dtype_bytes, True)
-    memory = MemoryBreakdown(process, grads, optim, act)
-    memory_ckpt = MemoryBreakdown(process, grads, optim, act_ckpt)
+
+    def breakdown(batch, checkpointing: bool) -> MemoryBreakdown:
+        act = activation_bytes(model.config, batch.input_ids.numel(), batch.trained_tokens, dtype_bytes, checkpointing)
+        return MemoryBreakdown(process, grads, optim, act)
+
+    memory, memory_ckpt, memory_any = breakdown(biggest, False), breakdown(biggest, True), breakdown(worst, False)
     available = available_memory(device) + (process if device.type == "cpu" else 0)
     warnings: list[str] = []
+    if memory.total <= 0.9 * available < memory_any.total:
+        warnings.append(
+            f"this seed's batches fit, but the {len(longest)} longest rows together (~{memory_any.total / GIB:.1f} GiB)"
+            " would not: another seed or batch size could run out of memory"
+        )
 
     optimizer, _ = build_optimizer(model, cfg.train, steps)
     objective = CausalLMObjective()
@@ -124,15 +143,14 @@ def make_plan(cfg: Config, calibration_steps: int = 3, log=print) -> Plan:
     if memory.total > 0.9 * available:
         warnings += _suggestions(cfg, memory.total, available)
     else:
-        log(f"measuring one step on the longest micro-batch ({len(longest)} x {width} tokens)")
+        log(f"measuring a step on the run's largest micro-batch ({tuple(biggest.input_ids.shape)} tokens)")
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         reset_peak_rss()
-        parts = objective(model, worst.to(device))
+        parts = objective(model, biggest.to(device))
         (parts.loss_sum / max(1, parts.tokens)).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        measured = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else peak_rss()
 
     # Time: one warm-up step, then `calibration_steps` real steps from the start of the epoch, timed.
     timed_tokens = timed_padded = 0
@@ -153,6 +171,10 @@ def make_plan(cfg: Config, calibration_steps: int = 3, log=print) -> Plan:
         timed_seconds += time.perf_counter() - started
         timed_tokens += sum(b.real_tokens for b in batches)
         timed_padded += sum(b.input_ids.numel() for b in batches)
+    if memory.total <= 0.9 * available:
+        # The peak over the longest step *and* the calibration steps after it: the allocator keeps freed blocks
+        # between steps of different shapes, and a run's resident peak includes that, not one step alone.
+        measured = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else peak_rss()
     log(f"calibrated on {max(1, n_cal - 1)} real step(s): {timed_seconds / max(1, n_cal - 1):.2f} s per step")
     # The model computes on padding too, so time scales with padded tokens.
     epoch_seconds = padded * timed_seconds / max(1, timed_padded)
@@ -166,7 +188,9 @@ def make_plan(cfg: Config, calibration_steps: int = 3, log=print) -> Plan:
         tokens_per_epoch=sum(lengths),
         padded_tokens_per_epoch=padded,
         trained_tokens_per_epoch=sum(r.trained_tokens for r in rows),
-        longest_batch=(len(longest), width),
+        largest_batch=tuple(biggest.input_ids.shape),
+        longest_possible_batch=tuple(worst.input_ids.shape),
+        memory_any_order=memory_any,
         memory=memory,
         memory_checkpointed=memory_ckpt,
         measured_peak=measured,
@@ -207,7 +231,8 @@ def print_plan(plan: Plan, console=None) -> None:
         f"{plan.padded_tokens_per_epoch:,} with padding)",
     )
     console.print(work)
-    mem = Table(title=f"peak memory, longest micro-batch {plan.longest_batch[0]} x {plan.longest_batch[1]} tokens")
+    rows, width = plan.largest_batch
+    mem = Table(title=f"peak memory at the run's largest micro-batch, {rows} x {width} tokens")
     mem.add_column("")
     mem.add_column("plain", justify="right")
     mem.add_column("activation checkpointing", justify="right")
@@ -216,7 +241,9 @@ def print_plan(plan: Plan, console=None) -> None:
         mem.add_row(label, _gib(getattr(plan.memory, name)), _gib(getattr(plan.memory_checkpointed, name)))
     mem.add_row("estimate", _gib(plan.memory.total), _gib(plan.memory_checkpointed.total))
     if plan.measured_peak is not None:
-        mem.add_row("measured (one real step)", _gib(plan.measured_peak), "")
+        mem.add_row(f"measured ({plan.calibration_steps + 2} real steps)", _gib(plan.measured_peak), "")
+    any_rows, any_width = plan.longest_possible_batch
+    mem.add_row(f"estimate, any order ({any_rows} x {any_width})", _gib(plan.memory_any_order.total), "")
     mem.add_row("available", _gib(plan.available), "")
     console.print(mem)
     console.print(

@@ -22,6 +22,7 @@ from tunesmith.config import Config
 from tunesmith.data.audit_cli import preflight_audit
 from tunesmith.data.templates import Renderer
 from tunesmith.eval.runner import evaluate_loss, generate_answers
+from tunesmith.eval.tasks import TaskResult, compare, run_task
 from tunesmith.models.loading import (
     add_lora,
     count_parameters,
@@ -90,6 +91,10 @@ def _samples(model, renderer: Renderer, prepared: Prepared, cfg: Config, device)
         {"prompt": p[-1]["content"], "reference": ref, "answer": ans}
         for p, ref, ans in zip(prompts, references, answers, strict=True)
     ]
+
+
+def _task(model, renderer: Renderer, prepared: Prepared, cfg: Config, device) -> TaskResult:
+    return run_task(model, renderer, prepared.eval_examples, cfg.task, cfg.eval.batch_size, device)
 
 
 def _evaluate(model, prepared: Prepared, cfg: Config, objective, pad_id: int, device) -> dict:
@@ -179,6 +184,8 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
             "metrics": base_metrics,
             "samples": _samples(model, renderer, prepared, cfg, device),
         }
+        if cfg.task.type != "none":
+            base_eval["task"] = _task(model, renderer, prepared, cfg, device).to_json()
         write_json(base_file, base_eval)
         metrics.truncate_after(0)
         metrics.write({"step": 0, "split": "eval", **base_metrics})
@@ -214,6 +221,10 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
         "metrics": tuned_metrics,
         "samples": _samples(model, renderer, prepared, cfg, device),
     }
+    if cfg.task.type != "none":
+        tuned_task = _task(model, renderer, prepared, cfg, device)
+        tuned_eval["task"] = tuned_task.to_json()
+        tuned_eval["comparison"] = compare(TaskResult(**base_eval["task"]), tuned_task, cfg.task, cfg.train.seed)
     write_json(out / "eval" / "tuned.json", tuned_eval)
     metrics.write({"step": position.step, "split": "eval", **tuned_metrics})
     params = {

@@ -19,6 +19,15 @@ def print_result(result: RunResult, console: Console | None = None) -> None:
     for key, label in (("loss", "eval loss"), ("perplexity", "perplexity"), ("token_accuracy", "token accuracy")):
         numbers.add_row(label, f"{b[key]:.4f}", f"{t[key]:.4f}", f"{t[key] - b[key]:+.4f}")
     console.print(numbers)
+    comparison = result.tuned.get("comparison")
+    if comparison:
+        task = Table(title=f"{result.tuned['task']['task']} on held-out rows (paired bootstrap 95% interval)")
+        for column in ("metric", "base", "tuned", "change", "95% interval"):
+            task.add_column(column, justify="left" if column == "metric" else "right")
+        for metric, d in comparison.items():
+            interval = f"[{d['low']:+.4f}, {d['high']:+.4f}]"
+            task.add_row(metric, f"{d['base']:.4f}", f"{d['tuned']:.4f}", f"{d['diff']:+.4f}", interval)
+        console.print(task)
     samples = list(zip(result.base.get("samples", []), result.tuned.get("samples", []), strict=False))
     if samples:
         answers = Table(title="same held-out prompts, greedy answers", show_lines=True)

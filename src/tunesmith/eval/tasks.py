@@ -1,0 +1,113 @@
+"""Task scores on held-out rows for the base and the tuned model, with the difference and its 95% interval.
+
+    task: {type: classification, labels: [negative, positive]}     # in a run config
+
+The same rows, the same prompts (as inference renders them) and greedy decoding for both models; predictions are
+read out of the generated text by `eval.parse` and scored by `eval.metrics`; unreadable answers count as wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from tunesmith.config import DatasetSpec, TaskConfig
+from tunesmith.data.formats import Example
+from tunesmith.data.templates import Renderer
+from tunesmith.eval.bootstrap import bootstrap_metric
+from tunesmith.eval.metrics import compute
+from tunesmith.eval.parse import extract_number, first_line, match_label, strip_prefix
+from tunesmith.eval.runner import generate_answers
+
+HEADLINE = {
+    "classification": ("accuracy", "macro_f1"),
+    "summarization": ("rouge1", "rouge2", "rougeL"),
+    "qa": ("exact_match", "f1"),
+    "translation": ("bleu", "chrf"),
+}
+
+
+@dataclass
+class TaskResult:
+    task: str
+    metrics: dict[str, float]
+    generations: list[str]
+    predictions: list[str | None]
+    references: list[str]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def read_prediction(text: str, task: TaskConfig) -> str | None:
+    parse = task.parse
+    if parse == "auto":
+        parse = {"classification": "label", "qa": "first_line"}.get(task.type, "text")
+    if parse == "label":
+        return match_label(strip_prefix(text), task.labels)
+    if parse == "number":
+        return extract_number(text)
+    if parse == "first_line":
+        return strip_prefix(first_line(text))
+    return text.strip()
+
+
+def _reference(example: Example, task: TaskConfig) -> str:
+    target = example.completion
+    if target is None and example.messages:
+        target = next(m["content"] for m in reversed(example.messages) if m["role"] == "assistant")
+    target = (target or "").strip()
+    return extract_number(target) or target if task.parse == "number" else target
+
+
+def run_task(
+    model: nn.Module,
+    renderer: Renderer,
+    pairs: list[tuple[Example, DatasetSpec]],
+    task: TaskConfig,
+    batch_size: int,
+    device: torch.device,
+) -> TaskResult:
+    """Generate an answer for each held-out row (its first assistant turn) and score the predictions."""
+    pairs = pairs[: task.max_rows]
+    prompts = []
+    for example, spec in pairs:
+        msgs = renderer.messages(example, spec.system)
+        first = next(i for i, m in enumerate(msgs) if m["role"] == "assistant")
+        prompts.append(renderer.prompt_ids(msgs[:first]))
+    # Similar lengths together: left padding in a batch costs compute on every generated token.
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    generations = [""] * len(prompts)
+    stops = renderer.stop_ids()
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        answers = generate_answers(
+            model, renderer.tokenizer, [prompts[i] for i in chunk], task.max_new_tokens, device, stops
+        )
+        for i, answer in zip(chunk, answers, strict=True):
+            generations[i] = answer
+    predictions = [read_prediction(g, task) for g in generations]
+    references = [_reference(ex, task) for ex, _ in pairs]
+    labels = task.labels or None
+    metrics = compute(task.type, predictions, references, labels)
+    return TaskResult(task.type, metrics, generations, predictions, references)
+
+
+def compare(base: TaskResult, tuned: TaskResult, task: TaskConfig, seed: int = 0) -> dict[str, dict]:
+    """Tuned minus base for each headline metric, with a paired-bootstrap 95% interval and one-sided p-value."""
+    out = {}
+    for metric in HEADLINE[task.type]:
+        diff = bootstrap_metric(
+            task.type,
+            metric,
+            base.predictions,
+            tuned.predictions,
+            base.references,
+            task.labels or None,
+            n_resamples=task.bootstrap_resamples,
+            seed=seed,
+        )
+        out[metric] = diff.as_dict()
+    return out
