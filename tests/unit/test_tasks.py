@@ -45,3 +45,18 @@ def test_run_scores_base_and_tuned_on_the_same_rows_with_an_interval(tiny_model_
             tuned["metrics"][metric]
         )
     assert "## Task: classification" in (run.run_dir / "MODEL_CARD.md").read_text()
+
+
+def test_report_html_is_self_contained_with_curves_and_confusion(tiny_model_dir, tmp_path):
+    rows = [{"prompt": f"is {n} even or odd?", "completion": "even" if n % 2 == 0 else "odd"} for n in range(24)]
+    data = tmp_path / "parity.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    cfg = tiny_config(tiny_model_dir, data, tmp_path / "run", max_steps=3)
+    cfg["task"] = {"type": "classification", "labels": ["even", "odd"], "max_new_tokens": 3, "bootstrap_resamples": 100}
+    cfg["data"]["eval_fraction"] = 0.25
+    run = run_training(build_config(cfg), log=lambda *_: None)
+    page = (run.run_dir / "report.html").read_text()
+    assert "<polyline" in page and "held-out loss" in page  # the loss curves
+    assert "Confusion matrix, tuned" in page and "reference \\ predicted" in page
+    assert "95% interval" in page
+    assert "http://" not in page and "https://" not in page and "<script" not in page

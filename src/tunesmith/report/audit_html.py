@@ -9,139 +9,23 @@ hand-written SVG (histograms and bar charts), so the page needs no plotting libr
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from html import escape
 from pathlib import Path
 
 from tunesmith.data.audit import AuditReport
-
-CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328;margin:0;background:#f6f8fa}
-main{max-width:1120px;margin:0 auto;padding:24px 28px 60px;background:#fff;min-height:100vh}
-h1{font-size:26px;margin:0 0 4px} h2{font-size:20px;margin:36px 0 10px;padding-top:12px;border-top:1px solid #d0d7de}
-h3{font-size:15px;margin:18px 0 8px;color:#424a53} .meta{color:#59636e;margin-bottom:14px}
-nav a{margin-right:14px;color:#0969da;text-decoration:none} nav{margin:10px 0 6px}
-.banner{padding:12px 16px;border-radius:8px;margin:14px 0} .bad{background:#ffebe9;border:1px solid #ff8182}
-.ok{background:#dafbe1;border:1px solid #4ac26b} .banner ul{margin:6px 0 0 18px;padding:0}
-.cards{display:flex;flex-wrap:wrap;gap:10px;margin:8px 0 12px}
-.card{border:1px solid #d0d7de;border-radius:8px;padding:8px 12px;min-width:120px}
-.card b{display:block;font-size:20px} .card span{color:#59636e;font-size:12px}
-.card.warn{border-color:#d4a72c;background:#fff8c5} .card.alert{border-color:#ff8182;background:#ffebe9}
-table{border-collapse:collapse;margin:6px 0 14px;width:100%;font-size:13px}
-th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f6f8fa} td.n{width:1%;text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td.t{max-width:520px;word-break:break-word}
-td.r{white-space:nowrap;width:1%;font-size:12px} code{font-size:12px;color:#59636e;word-break:break-all}
-.charts{display:flex;flex-wrap:wrap;gap:18px 24px} figure{margin:0;width:500px}
-figcaption{font-size:12px;color:#59636e}
-.note{color:#59636e;font-size:13px} footer{margin-top:40px;color:#59636e;font-size:12px}
-"""
-BAR = "#0969da"
-MAX_ROWS = 20
-
-
-def _h(value: object) -> str:
-    return escape(str(value))
-
-
-def _num(value: float | int | None, digits: int = 1) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float) and not value.is_integer():
-        return f"{value:,.{digits}f}"
-    return f"{int(value):,}"
-
-
-def _pct(share: float | None) -> str:
-    return "-" if share is None else f"{100 * share:.1f}%"
-
-
-def svg_histogram(hist: Sequence[Sequence[float]], xlabel: str, width: int = 500, height: int = 170) -> str:
-    """Bars for [low, high, count] bins; hovering a bar shows its range and count."""
-    if not hist:
-        return ""
-    left, bottom, top = 44, 34, 10
-    plot_w, plot_h = width - left - 24, height - bottom - top  # room on the right for the last tick label
-    peak = max(c for _, _, c in hist) or 1
-    step = plot_w / len(hist)
-    parts = [f'<svg width="{width}" height="{height}" role="img">']
-    parts.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#8c959f"/>')
-    for i, (lo, hi, count) in enumerate(hist):
-        h = plot_h * count / peak
-        x = left + i * step
-        parts.append(
-            f'<rect x="{x + 1:.1f}" y="{top + plot_h - h:.1f}" width="{max(step - 2, 1):.1f}" height="{h:.1f}" '
-            f'fill="{BAR}"><title>{_num(lo)}–{_num(hi)}: {count:,}</title></rect>'
-        )
-    ticks = sorted({0, len(hist) // 2, len(hist)})
-    for i in ticks:
-        edge = hist[i][0] if i < len(hist) else hist[-1][1]
-        parts.append(
-            f'<text x="{left + i * step:.1f}" y="{top + plot_h + 14}" font-size="11" text-anchor="middle" '
-            f'fill="#59636e">{_num(edge)}</text>'
-        )
-    parts.append(
-        f'<text x="{left + plot_w / 2:.1f}" y="{height - 4}" font-size="11" text-anchor="middle" '
-        f'fill="#59636e">{_h(xlabel)}</text>'
-    )
-    parts.append(f'<text x="{left - 6}" y="{top + 9}" font-size="11" text-anchor="end" fill="#59636e">{peak:,}</text>')
-    parts.append(f'<text x="{left - 6}" y="{top + plot_h}" font-size="11" text-anchor="end" fill="#59636e">0</text>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def svg_bars(items: Sequence[tuple[str, float]], width: int = 500, unit: str = "") -> str:
-    """Horizontal bars, one per (label, value), values written at the bar's end."""
-    if not items:
-        return ""
-    row, label_w = 22, min(180, 12 + 7 * max(len(str(k)) for k, _ in items))
-    peak = max(v for _, v in items) or 1
-    plot_w = width - label_w - 90
-    height = row * len(items) + 6
-    parts = [f'<svg width="{width}" height="{height}" role="img">']
-    for i, (label, value) in enumerate(items):
-        y = 3 + i * row
-        w = plot_w * value / peak
-        parts.append(
-            f'<text x="{label_w - 6}" y="{y + 15}" font-size="12" text-anchor="end">{_h(str(label)[:24])}</text>'
-            f'<rect x="{label_w}" y="{y + 3}" width="{max(w, 1):.1f}" height="{row - 6}" fill="{BAR}"/>'
-            f'<text x="{label_w + w + 6:.1f}" y="{y + 15}" font-size="12" fill="#424a53">{_num(value)}{unit}</text>'
-        )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _figure(svg: str, caption: str) -> str:
-    return f"<figure>{svg}<figcaption>{_h(caption)}</figcaption></figure>" if svg else ""
-
-
-def _cards(items: Iterable[tuple[str, str, str]]) -> str:
-    """(value, label, level) cards; level is '', 'warn' or 'alert'."""
-    cells = "".join(f'<div class="card {lvl}"><b>{_h(v)}</b><span>{_h(k)}</span></div>' for v, k, lvl in items)
-    return f'<div class="cards">{cells}</div>'
-
-
-def _table(
-    header: Sequence[str], rows: Iterable[Sequence[object]], numeric: Sequence[int] = (), refs: Sequence[int] = ()
-) -> str:
-    """A table; `numeric` columns are right-aligned, `refs` columns (FILE:LINE references) kept narrow."""
-    head = "".join(f"<th>{_h(c)}</th>" for c in header)
-    body = []
-    for row in rows:
-        cells = []
-        for i, cell in enumerate(row):
-            cls = "n" if i in numeric else "r" if i in refs else "t"
-            cells.append(f'<td class="{cls}">{cell if isinstance(cell, Raw) else _h(cell)}</td>')
-        body.append(f"<tr>{''.join(cells)}</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>" if body else ""
-
-
-def _refs(refs: Sequence[str], limit: int = 3) -> Raw:
-    return Raw("<br>".join(_h(r) for r in refs[:limit]))
-
-
-class Raw(str):
-    """Markup that _table must not escape (built from escaped parts)."""
+from tunesmith.report.html import (
+    CSS,
+    MAX_ROWS,
+    Raw,
+    svg_bars,
+    svg_histogram,
+)
+from tunesmith.report.html import cards as _cards
+from tunesmith.report.html import figure as _figure
+from tunesmith.report.html import h as _h
+from tunesmith.report.html import num as _num
+from tunesmith.report.html import pct as _pct
+from tunesmith.report.html import refs as _refs
+from tunesmith.report.html import table as _table
 
 
 def _level(count: int | None, alert: bool = False) -> str:

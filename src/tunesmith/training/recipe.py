@@ -4,6 +4,8 @@
 
 `--resume` continues the same run from its last complete checkpoint and ends where an uninterrupted run would.
 Training further on *new* data is a different operation: point `model.base` at the finished run.
+With `task.objective: head` the same run trains a classification head instead (training/head.py): the rows are
+encoded as (input, class), the model is the base as a sequence classifier, and the base is also scored zero-shot.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ import yaml
 
 from tunesmith.config import Config
 from tunesmith.data.audit_cli import preflight_audit
+from tunesmith.data.classify import HeadEncoder
 from tunesmith.data.templates import Renderer
+from tunesmith.eval.predict import evaluate_head
 from tunesmith.eval.runner import evaluate_loss, generate_answers
 from tunesmith.eval.tasks import TaskResult, compare, run_task
 from tunesmith.models.loading import (
     add_lora,
+    add_lora_head,
     count_parameters,
     default_threads,
     load_base,
@@ -33,7 +38,9 @@ from tunesmith.models.loading import (
 )
 from tunesmith.models.registry import is_run_dir
 from tunesmith.report.model_card import model_card
+from tunesmith.report.run_html import write_run_report
 from tunesmith.rundir import RunDirError, build_manifest, config_changes, read_json, write_json
+from tunesmith.training import head as head_run
 from tunesmith.training.checkpoint import Position, clean_staging, list_checkpoints, load_checkpoint, save_checkpoint
 from tunesmith.training.loop import Loop, MetricsLog, build_optimizer, data_fingerprint, fit, total_steps
 from tunesmith.training.objectives import CausalLMObjective
@@ -98,6 +105,9 @@ def _task(model, renderer: Renderer, prepared: Prepared, cfg: Config, device) ->
 
 
 def _evaluate(model, prepared: Prepared, cfg: Config, objective, pad_id: int, device) -> dict:
+    if cfg.task.objective == "head":
+        labels, batch_size = cfg.task.labels, cfg.eval.batch_size
+        return evaluate_head(model, prepared.eval, objective, labels, batch_size, pad_id, device).metrics
     return evaluate_loss(model, prepared.eval, objective, cfg.eval.batch_size, pad_id, device).as_dict()
 
 
@@ -105,10 +115,12 @@ def _save_final(model, tokenizer, out: Path, cfg: Config, stop_ids: list[int]) -
     """`final/` loads with transformers (+ peft for adapters) alone; written aside and renamed into place."""
     staging = out / ".final-staging"
     shutil.rmtree(staging, ignore_errors=True)
-    model.generation_config.eos_token_id = stop_ids
+    generative = cfg.task.objective == "generate"  # a classification head generates nothing
+    if generative:
+        model.generation_config.eos_token_id = stop_ids
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    if cfg.adapter.method == "lora":
+    if cfg.adapter.method == "lora" and generative:
         model.get_base_model().generation_config.save_pretrained(staging)
     shutil.rmtree(out / "final", ignore_errors=True)
     staging.rename(out / "final")
@@ -120,12 +132,14 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
     torch.set_num_threads(cfg.train.threads or default_threads())
     device = pick_device()
     dtype = pick_dtype(cfg.model.dtype, device)
+    head = cfg.task.objective == "head"
 
     # --- setup: base, tokenizer, data (bad data fails here, before the model is even loaded) -----------------
     base = load_base(cfg.model, device, dtype)
     tokenizer = base.tokenizer
     renderer = Renderer(tokenizer, cfg.data.prompt_format, cfg.data.max_length)
-    prepared = prepare_data(cfg, renderer)
+    # A head's rows are (input ids, [class index]) instead of (ids, per-token labels): data/classify.py.
+    prepared = prepare_data(cfg, HeadEncoder(renderer, cfg.task.labels) if head else renderer)
     if prepared.errors:
         log(f"data.skip_invalid=true: skipped {len(prepared.errors)} bad row(s):\n{describe_errors(prepared.errors)}")
     if prepared.truncated:
@@ -136,16 +150,20 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
         write_json(out / "manifest.json", build_manifest(cfg, base.resolved, prepared.files, tokenizer, sys.argv))
 
     model = base.model
-    if is_run_dir(base.resolved.path) and cfg.adapter.method == "lora":
-        # Continuing from a run: its adapter was merged into the weights, which the new adapter must point at.
+    if is_run_dir(base.resolved.path) and (cfg.adapter.method == "lora" or head):
+        # Continuing from a run: its adapter was merged into the weights, which the new adapter must point at
+        # (and which a head's classifier is loaded from).
         model.save_pretrained(out / "base")
         tokenizer.save_pretrained(out / "base")
         model.name_or_path = str((out / "base").resolve())
         model.config._name_or_path = model.name_or_path
     random.seed(cfg.train.seed)
     torch.manual_seed(cfg.train.seed)
+    causal_lm = None
+    if head:  # the plain causal LM stays until the zero-shot baseline has been generated with it
+        causal_lm, model = model, head_run.build_classifier(cfg, base, out, device, dtype)
     if cfg.adapter.method == "lora":
-        model = add_lora(model, cfg.adapter)
+        model = add_lora_head(model, cfg.adapter) if head else add_lora(model, cfg.adapter)
     else:
         model.requires_grad_(True)
     total_params, trainable = count_parameters(model)
@@ -157,7 +175,11 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
         f"{device}, {dtype}"
     )
     optimizer, scheduler = build_optimizer(model, cfg.train, steps)
-    objective = CausalLMObjective()
+    class_weights = None
+    if head:
+        objective, class_weights = head_run.build_objective(cfg.task, prepared.train, log)
+    else:
+        objective = CausalLMObjective()
     pad_id = tokenizer.pad_token_id
     metrics = MetricsLog(out / "metrics.jsonl")
     checkpoints = out / "checkpoints"
@@ -178,19 +200,30 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
     # --- the base model's numbers, on the same held-out rows the tuned model will face ----------------------
     base_file = out / "eval" / "base.json"
     if not base_file.is_file() or position.step == 0:
-        base_metrics = _evaluate(model, prepared, cfg, objective, pad_id, device)
-        base_eval = {
-            "model": cfg.model.base,
-            "metrics": base_metrics,
-            "samples": _samples(model, renderer, prepared, cfg, device),
-        }
-        if cfg.task.type != "none":
-            base_eval["task"] = _task(model, renderer, prepared, cfg, device).to_json()
+        if head:
+            args = (renderer, prepared, cfg, objective, class_weights, pad_id, device)
+            base_eval = head_run.base_eval(model, causal_lm, *args)
+            base_metrics = base_eval["metrics"]
+            log(
+                f"base model: untrained head eval loss {base_metrics['loss']:.4f}, accuracy "
+                f"{base_metrics['accuracy']:.4f}; zero-shot generation accuracy "
+                f"{base_eval['task']['metrics']['accuracy']:.4f}"
+            )
+        else:
+            base_metrics = _evaluate(model, prepared, cfg, objective, pad_id, device)
+            base_eval = {
+                "model": cfg.model.base,
+                "metrics": base_metrics,
+                "samples": _samples(model, renderer, prepared, cfg, device),
+            }
+            if cfg.task.type != "none":
+                base_eval["task"] = _task(model, renderer, prepared, cfg, device).to_json()
+            log(f"base model: eval loss {base_metrics['loss']:.4f}, perplexity {base_metrics['perplexity']:.2f}")
         write_json(base_file, base_eval)
         metrics.truncate_after(0)
         metrics.write({"step": 0, "split": "eval", **base_metrics})
-        log(f"base model: eval loss {base_metrics['loss']:.4f}, perplexity {base_metrics['perplexity']:.2f}")
     base_eval = read_json(base_file)
+    causal_lm = base.model = None  # a head run needs the causal LM no longer; free its memory before training
 
     # --- fit ---------------------------------------------------------------------------------------------------
     started = time.perf_counter()
@@ -215,18 +248,21 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
 
     # --- save, evaluate the tuned model, write the card --------------------------------------------------------
     _save_final(model, tokenizer, out, cfg, renderer.stop_ids())
-    tuned_metrics = _evaluate(model, prepared, cfg, objective, pad_id, device)
-    tuned_eval = {
-        "model": str(out / "final"),
-        "metrics": tuned_metrics,
-        "samples": _samples(model, renderer, prepared, cfg, device),
-    }
-    if cfg.task.type != "none":
-        tuned_task = _task(model, renderer, prepared, cfg, device)
-        tuned_eval["task"] = tuned_task.to_json()
-        tuned_eval["comparison"] = compare(TaskResult(**base_eval["task"]), tuned_task, cfg.task, cfg.train.seed)
+    if head:
+        tuned_eval = head_run.tuned_eval(model, prepared, cfg, objective, base_eval, out / "final", pad_id, device)
+    else:
+        tuned_metrics = _evaluate(model, prepared, cfg, objective, pad_id, device)
+        tuned_eval = {
+            "model": str(out / "final"),
+            "metrics": tuned_metrics,
+            "samples": _samples(model, renderer, prepared, cfg, device),
+        }
+        if cfg.task.type != "none":
+            tuned_task = _task(model, renderer, prepared, cfg, device)
+            tuned_eval["task"] = tuned_task.to_json()
+            tuned_eval["comparison"] = compare(TaskResult(**base_eval["task"]), tuned_task, cfg.task, cfg.train.seed)
     write_json(out / "eval" / "tuned.json", tuned_eval)
-    metrics.write({"step": position.step, "split": "eval", **tuned_metrics})
+    metrics.write({"step": position.step, "split": "eval", **tuned_eval["metrics"]})
     params = {
         "total": total_params,
         "trainable": trainable,
@@ -238,4 +274,5 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
     (out / "MODEL_CARD.md").write_text(
         model_card(cfg, read_json(out / "manifest.json"), base_eval, tuned_eval, params), encoding="utf-8"
     )
+    write_run_report(out)
     return RunResult(out, base_eval, tuned_eval, position.step)

@@ -1,0 +1,178 @@
+"""report.html: what a run did and whether it helped, as one self-contained page (inline CSS and SVG, no network).
+
+    from tunesmith.report.run_html import write_run_report
+    write_run_report(Path("runs/gsm8k-lora"))      # reads the run directory, writes report.html beside it
+
+Loss curves (train and held-out), the base-vs-tuned table, the task scores with their bootstrap intervals, the
+confusion matrix of a classification task, and the held-out answers side by side, with the ones that changed first.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from tunesmith.report.html import BAR, CSS, Raw, h, num, table
+
+
+def svg_lines(series: list[tuple[str, str, list[tuple[float, float]]]], width: int = 720, height: int = 260) -> str:
+    """Line chart of (name, colour, [(x, y)]) series on shared axes, with a legend; single points drawn as dots."""
+    points = [p for _, _, pts in series for p in pts]
+    if not points:
+        return ""
+    left, right, top, bottom = 52, 16, 12, 36
+    plot_w, plot_h = width - left - right, height - top - bottom
+    x0, x1 = min(x for x, _ in points), max(x for x, _ in points)
+    y0, y1 = min(y for _, y in points), max(y for _, y in points)
+    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
+
+    def sx(x: float) -> float:
+        return left + plot_w * (x - x0) / (x1 - x0)
+
+    def sy(y: float) -> float:
+        return top + plot_h * (1 - (y - y0) / (y1 - y0))
+
+    parts = [f'<svg width="{width}" height="{height}" role="img">']
+    for frac in (0, 0.5, 1):
+        y = y0 + frac * (y1 - y0)
+        parts.append(
+            f'<line x1="{left}" x2="{left + plot_w}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" stroke="#eaeef2"/>'
+            f'<text x="{left - 6}" y="{sy(y) + 4:.1f}" font-size="11" text-anchor="end" fill="#59636e">{y:.3g}</text>'
+        )
+    for x in (x0, (x0 + x1) / 2, x1):
+        parts.append(
+            f'<text x="{sx(x):.1f}" y="{top + plot_h + 16}" font-size="11" text-anchor="middle" '
+            f'fill="#59636e">{num(round(x))}</text>'
+        )
+    parts.append(
+        f'<text x="{left + plot_w / 2:.1f}" y="{height - 4}" font-size="11" text-anchor="middle" '
+        'fill="#59636e">optimizer step</text>'
+    )
+    for i, (name, colour, pts) in enumerate(series):
+        if len(pts) > 1:
+            path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
+            parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.8"/>')
+        for x, y in pts if len(pts) <= 40 else []:
+            parts.append(
+                f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{colour}"><title>step {x:g}: {y:.4f}'
+                "</title></circle>"
+            )
+        parts.append(
+            f'<rect x="{left + plot_w - 150}" y="{top + 4 + 16 * i}" width="10" height="10" fill="{colour}"/>'
+            f'<text x="{left + plot_w - 134}" y="{top + 13 + 16 * i}" font-size="12">{h(name)}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _confusion(task: dict, labels: list[str]) -> str:
+    counts = {(r, p): 0 for r in labels for p in [*labels, None]}
+    for ref, pred in zip(task["references"], task["predictions"], strict=True):
+        key = (ref, pred if pred in labels else None)
+        if key in counts:
+            counts[key] += 1
+    peak = max(counts.values()) or 1
+    head = "".join(f"<th>{h(p)}</th>" for p in labels) + "<th>unreadable</th>"
+    rows = []
+    for ref in labels:
+        cells = []
+        for pred in [*labels, None]:
+            n = counts[(ref, pred)]
+            shade = int(235 - 150 * n / peak)
+            style = f"background:rgb({shade},{shade + 10 if shade < 245 else 245},255)" if n else ""
+            cells.append(f'<td class="n" style="{style}">{n}</td>')
+        rows.append(f"<tr><th>{h(ref)}</th>{''.join(cells)}</tr>")
+    return f"<table><tr><th>reference \\ predicted</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _loss_curves(metrics: list[dict]) -> str:
+    train = [(m["step"], m["loss"]) for m in metrics if "lr" in m]
+    held = [(m["step"], m["loss"]) for m in metrics if m.get("split") == "eval"]
+    return svg_lines([("train loss", BAR, train), ("held-out loss", "#cf222e", held)])
+
+
+def render_run_report(run_dir: Path) -> str:
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    base = json.loads((run_dir / "eval" / "base.json").read_text(encoding="utf-8"))
+    tuned = json.loads((run_dir / "eval" / "tuned.json").read_text(encoding="utf-8"))
+    metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if x]
+    b, t = base["metrics"], tuned["metrics"]
+    sections = [
+        f"<h1>{h(run_dir.name)}</h1>",
+        f'<div class="meta">base {h(cfg["model"]["base"])} · {h(cfg["adapter"]["method"])} · '
+        f"{num(max((m['step'] for m in metrics), default=0))} steps · {num(t['rows'])} held-out rows</div>",
+        "<h2>Held-out evaluation</h2>",
+        table(
+            ["metric", "base", "tuned", "change"],
+            [
+                (name, f"{b[k]:.4f}", f"{t[k]:.4f}", f"{t[k] - b[k]:+.4f}")
+                for k, name in (("loss", "loss"), ("perplexity", "perplexity"), ("token_accuracy", "token accuracy"))
+            ],
+            numeric=(1, 2, 3),
+        ),
+    ]
+    comparison = tuned.get("comparison")
+    if comparison:
+        sections.append(f"<h2>Task: {h(tuned['task']['task'])}</h2>")
+        sections.append(
+            table(
+                ["metric", "base", "tuned", "change", "95% interval", "p (tuned ≤ base)"],
+                [
+                    (
+                        m,
+                        f"{d['base']:.4f}",
+                        f"{d['tuned']:.4f}",
+                        f"{d['diff']:+.4f}",
+                        f"[{d['low']:+.4f}, {d['high']:+.4f}]",
+                        f"{d['p_value']:.3f}",
+                    )
+                    for m, d in comparison.items()
+                ],
+                numeric=(1, 2, 3, 4, 5),
+            )
+        )
+        labels = cfg.get("task", {}).get("labels") or []
+        if tuned["task"]["task"] == "classification" and labels:
+            sections.append("<h3>Confusion matrix, tuned</h3>" + _confusion(tuned["task"], labels))
+            sections.append("<h3>Confusion matrix, base</h3>" + _confusion(base["task"], labels))
+        changed = [
+            (r, bp, tp)
+            for r, bp, tp in zip(
+                tuned["task"]["references"], base["task"]["predictions"], tuned["task"]["predictions"], strict=True
+            )
+            if bp != tp
+        ]
+        sections.append(f"<h3>Predictions that changed ({len(changed)} of {len(tuned['task']['references'])})</h3>")
+        sections.append(
+            table(["reference", "base", "tuned"], [(r, bp or "-", tp or "-") for r, bp, tp in changed[:20]])
+        )
+    sections.append("<h2>Loss</h2>" + _loss_curves(metrics))
+    pairs = list(zip(base.get("samples", []), tuned.get("samples", []), strict=False))
+    if pairs:
+        pairs.sort(key=lambda p: p[0]["answer"] == p[1]["answer"])
+        sections.append("<h2>Held-out prompts, greedy answers</h2>")
+        sections.append(
+            table(
+                ["prompt", "base", "tuned"],
+                [(bs["prompt"], Raw(_pre(bs["answer"])), Raw(_pre(ts["answer"]))) for bs, ts in pairs],
+            )
+        )
+    body = "\n".join(sections)
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{h(run_dir.name)} · tunesmith run'
+        f"</title><style>{CSS}</style></head><body><main>{body}"
+        "<footer>Written by tunesmith from the run directory (config.yaml, metrics.jsonl, eval/).</footer>"
+        "</main></body></html>"
+    )
+
+
+def _pre(text: str) -> str:
+    return f'<div style="white-space:pre-wrap">{h(text)}</div>'
+
+
+def write_run_report(run_dir: Path) -> Path:
+    path = run_dir / "report.html"
+    path.write_text(render_run_report(run_dir), encoding="utf-8")
+    return path
