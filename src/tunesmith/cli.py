@@ -8,6 +8,7 @@ tunesmith data audit TRAIN [--eval EVAL] [--config CONFIG] [--out DIR] [--strict
 tunesmith data redact IN OUT
 tunesmith data preview CONFIG.yaml [-n 3]
 tunesmith generate RUN --prompt "..."
+tunesmith predict RUN --text "..." [--text ...] | --file F [--field COLUMN] [--out preds.jsonl]
 tunesmith models
 """
 
@@ -92,6 +93,12 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from tunesmith.eval.predict import predict_command
+
+    return predict_command(args.run, args.text, args.file, args.field, args.out, args.batch_size)
+
+
 def _models(_: argparse.Namespace) -> int:
     from tunesmith.models.registry import registered_models
 
@@ -164,6 +171,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", default=None, help="system message")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.set_defaults(func=_generate)
+
+    p = verbs.add_parser(
+        "predict",
+        help="label texts with a classification-head run (task.objective: head; generative runs: use generate)",
+        description="Classify texts with a finished run trained with task.objective: head, encoding them as its "
+        "training rows were (prompt format, template, max_length). Runs that generate the label word "
+        "(objective: generate) are not supported here: ask them with `tunesmith generate`.",
+    )
+    p.add_argument("run", help="run directory (or its final/ folder)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", action="append", help="a text to classify (repeat for several); prints label + p")
+    source.add_argument("--file", default=None, help="a data file (jsonl/json/csv/tsv/parquet/txt, .gz too)")
+    p.add_argument("--field", default=None, help="--file column holding the text (default: as the run's training data)")
+    p.add_argument("--out", default=None, help="write JSONL (row, label, probabilities) here instead of stdout")
+    p.add_argument("--batch-size", type=int, default=16, help="inputs per forward pass")
+    p.set_defaults(func=_predict)
 
     p = verbs.add_parser("models", help="list the registered base models")
     p.set_defaults(func=_models)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,74 @@ def add_lora(model: nn.Module, adapter: AdapterConfig) -> nn.Module:
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora)
+
+
+def load_classifier(
+    path: Path,
+    labels: list[str],
+    pad_id: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    trust_remote_code: bool = False,
+) -> nn.Module:
+    """The base at `path` as a sequence classifier: its decoder plus a fresh K-way `score` head (seeded by the
+    caller's torch seed). The config names the labels (id2label / label2id) and the pad id, which transformers'
+    pooling needs (the last token that is not the pad id), so `final/` classifies with transformers alone."""
+    from transformers import AutoModelForSequenceClassification
+
+    _quiet_transformers()
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+    )
+    model.config.pad_token_id = pad_id
+    model.config.problem_type = "single_label_classification"
+    model.config.architectures = [type(model).__name__]  # the base's config still names its causal-LM class
+    return model.to(device)
+
+
+def add_lora_head(model: nn.Module, adapter: AdapterConfig) -> nn.Module:
+    """LoRA for a sequence classifier: peft's SEQ_CLS task keeps the `score` head out of the LoRA targets and
+    trains it whole (modules_to_save), so it is in the checkpoints and in the saved adapter."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=adapter.r,
+        lora_alpha=adapter.alpha,
+        lora_dropout=adapter.dropout,
+        target_modules=adapter.target_modules,
+        task_type="SEQ_CLS",
+    )
+    return get_peft_model(model, lora)
+
+
+_WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json")
+
+
+def save_classifier_base(model: nn.Module, weights_dir: Path, folder: Path, tokenizer) -> Path:
+    """Write the folder a head's adapter is saved against and point `model` at it: the classifier's config (labels,
+    pad id) beside the base weights. AutoPeftModelForSequenceClassification builds the base from the config in that
+    folder, so the base's own folder (a causal-LM config) would give a 2-way head without label names. The weight
+    files are hard-linked (copied across file systems): the run holds its own base at no extra disk cost."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if weights_dir.resolve() != folder.resolve():
+        for pattern in _WEIGHT_FILES:
+            for src in weights_dir.glob(pattern):
+                dst = folder / src.name
+                dst.unlink(missing_ok=True)
+                try:
+                    os.link(src, dst)
+                except OSError:
+                    shutil.copy2(src, dst)
+    model.config.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    model.name_or_path = str(folder.resolve())
+    model.config._name_or_path = model.name_or_path
+    return folder
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

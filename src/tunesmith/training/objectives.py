@@ -2,12 +2,14 @@
 
 Returning *sums* (not means) lets the loop normalise by the number of trained tokens across a whole
 accumulation window, so a batch of 8 equals 2 accumulated micro-batches of 4 however the tokens fall.
+For a classification head the unit is the row: its batches carry one class per row, and the same normalisation
+averages the loss over the rows of the window.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -20,10 +22,13 @@ from tunesmith.data.templates import IGNORE, Encoded
 class Batch:
     input_ids: torch.Tensor  # (B, T) long, right-padded
     attention_mask: torch.Tensor  # (B, T) long, 0 on padding
-    labels: torch.Tensor  # (B, T) long, IGNORE where untrained
+    labels: torch.Tensor  # (B, T) long, IGNORE where untrained; or (B,) class indices for a classification head
 
     @property
     def trained_tokens(self) -> int:
+        """The units the loss is averaged over: trained tokens, or rows when each row carries one class."""
+        if self.labels.ndim == 1:
+            return int((self.labels != IGNORE).sum())
         # Labels are shifted by one inside the objective: position 0 is never a target.
         return int((self.labels[:, 1:] != IGNORE).sum())
 
@@ -35,17 +40,30 @@ class Batch:
         return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
 
 
+def carries_class(row: Encoded) -> bool:
+    """A row with exactly one label holds a class index (data/classify.py), not per-token labels. The two cannot be
+    confused: a causal-LM row of one token trains nothing, and `Renderer.encode` never produces one."""
+    return len(row.labels) == 1
+
+
 def collate(rows: list[Encoded], pad_id: int) -> Batch:
-    """Pad to the longest row of this batch only (dynamic padding)."""
+    """Pad to the longest row of this batch only (dynamic padding). Rows that carry a class give (B,) labels."""
+    classes = {carries_class(r) for r in rows}
+    if len(classes) > 1:
+        raise ValueError("a batch mixes rows with one class label and rows with per-token labels")
     width = max(len(r.input_ids) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    if classes == {True}:
+        labels = torch.tensor([r.labels[0] for r in rows], dtype=torch.long)
+    else:
+        labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
     for i, r in enumerate(rows):
         n = len(r.input_ids)
         ids[i, :n] = torch.tensor(r.input_ids)
         mask[i, :n] = 1
-        labels[i, :n] = torch.tensor(r.labels)
+        if labels.ndim == 2:
+            labels[i, :n] = torch.tensor(r.labels)
     return Batch(ids, mask, labels)
 
 
@@ -96,3 +114,46 @@ class CausalLMObjective:
         loss_sum = F.cross_entropy(logits, wanted, reduction="sum")
         correct = int((logits.detach().argmax(-1) == wanted).sum())
         return LossParts(loss_sum, int(wanted.numel()), correct)
+
+
+class ClassificationObjective:
+    """One class per row, from a sequence-classification model (transformers' *ForSequenceClassification, through
+    a peft wrapper or not): cross-entropy or focal loss, with optional class weights and label smoothing.
+
+    The model pools its own logits (the last token that is not the pad id), so the loss is computed on exactly what
+    `final/` returns at inference with plain transformers. The score head is K wide, so its (B, T, K) logits cost
+    nothing next to the decoder. Class weights scale each row's loss by the weight of its class (torch's `weight`);
+    the loop divides the sum by the rows of the window, not by the summed weights, so accumulation stays exact and
+    balanced weights (mean 1 over the training rows) keep the loss on the unweighted scale.
+    """
+
+    def __init__(
+        self,
+        class_weights: torch.Tensor | None = None,
+        loss: Literal["ce", "focal"] = "ce",
+        focal_gamma: float = 2.0,
+        label_smoothing: float = 0.0,
+    ):
+        self.class_weights = class_weights
+        self.loss = loss
+        self.focal_gamma = focal_gamma
+        self.label_smoothing = label_smoothing
+
+    def __call__(self, model: nn.Module, batch: Batch) -> LossParts:
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+        return self.loss_parts(logits, batch.labels)
+
+    def loss_parts(self, logits: torch.Tensor, targets: torch.Tensor) -> LossParts:
+        """Summed loss of (N, K) logits against (N,) class indices."""
+        logits = logits.float()
+        weight = None if self.class_weights is None else self.class_weights.to(logits.device, torch.float32)
+        per_row = F.cross_entropy(
+            logits, targets, weight=weight, label_smoothing=self.label_smoothing, reduction="none"
+        )
+        if self.loss == "focal":
+            # Focal loss (Lin et al. 2017): scale each row's (weighted, smoothed) cross-entropy by (1 - p_true)^gamma,
+            # so rows the model already gets right count less. gamma = 0 gives cross-entropy exactly (x^0 = 1).
+            p_true = logits.log_softmax(-1).gather(1, targets[:, None]).squeeze(1).exp()
+            per_row = (1 - p_true).pow(self.focal_gamma) * per_row
+        correct = int((logits.detach().argmax(-1) == targets).sum())
+        return LossParts(per_row.sum(), int(targets.numel()), correct)
