@@ -101,10 +101,10 @@ def test_encode_for_head_renders_a_user_turn_and_targets_the_label_index(tiny_to
         [{"role": "user", "content": "reset my password"}], add_generation_prompt=True, tokenize=False
     )
     assert enc.input_ids == tiny_tokenizer(expected, add_special_tokens=False)["input_ids"]
-    assert enc.labels == [1] and (enc.source, enc.line) == ("d.jsonl", 4)
+    assert enc.target == 1 and enc.labels == [] and (enc.source, enc.line) == ("d.jsonl", 4)
     # sst2 style: a completion row whose completion is the label word
     completion = Example(Kind.completion, "s.tsv", 2, prompt="Review: fine\nSentiment:", completion="account")
-    assert encode_for_head(completion, tiny_tokenizer, LABELS, 128).labels == [0]
+    assert encode_for_head(completion, tiny_tokenizer, LABELS, 128).target == 0
     # plain: what tokenizer(text) gives any transformers user
     plain = encode_for_head(ex, Renderer(tiny_tokenizer, "plain", 128), LABELS, 128)
     assert plain.input_ids == tiny_tokenizer("reset my password")["input_ids"]
@@ -151,7 +151,11 @@ def test_bad_labels_are_row_errors_with_file_and_line(tiny_model_dir, tmp_path):
 
 
 def test_collate_gives_one_label_per_row_and_counts_rows():
-    rows = [Encoded([5, 6, 7], [1], "x", 1), Encoded([5, 6], [0], "x", 2), Encoded([5], [2], "x", 3)]
+    rows = [
+        Encoded([5, 6, 7], [], "x", 1, target=1),
+        Encoded([5, 6], [], "x", 2, target=0),
+        Encoded([5], [], "x", 3, target=2),
+    ]
     batch = collate(rows, 0)
     assert batch.labels.tolist() == [1, 0, 2] and batch.input_ids.shape == (3, 3)
     assert batch.trained_tokens == 3

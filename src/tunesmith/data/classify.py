@@ -94,7 +94,7 @@ def encode_for_head(
     if not ids:
         field = "text" if example.kind is Kind.classification else "prompt"
         return RowError(example.source, example.line, field, "the input has no token left (only padding tokens)")
-    return Encoded(ids, [labels.index(label)], example.source, example.line, truncated)
+    return Encoded(ids, [], example.source, example.line, truncated, target=labels.index(label))
 
 
 class HeadEncoder:

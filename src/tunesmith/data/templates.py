@@ -27,17 +27,19 @@ class Segment:
 
 @dataclass
 class Encoded:
-    """One example as model input. `labels` align with `input_ids`; IGNORE marks untrained positions."""
+    """One example as model input. For token-level objectives `labels` align with `input_ids` (IGNORE marks
+    untrained positions); a classification row instead carries its class index in `target` and no labels."""
 
     input_ids: list[int]
     labels: list[int]
     source: str
     line: int
     truncated: bool = False
+    target: int | None = None
 
     @property
     def trained_tokens(self) -> int:
-        return sum(1 for x in self.labels if x != IGNORE)
+        return 1 if self.target is not None else sum(1 for x in self.labels if x != IGNORE)
 
 
 class TemplateError(TunesmithError, ValueError):

@@ -90,7 +90,7 @@ def evaluate_head(
     `perplexity` (exp of the loss) are kept under the causal-LM names so run tables read the same; a head's trained
     unit is the row."""
     logits = head_logits(model, [r.input_ids for r in rows], batch_size, pad_id, device)
-    targets = torch.tensor([r.labels[0] for r in rows], dtype=torch.long)
+    targets = torch.tensor([r.target for r in rows], dtype=torch.long)
     loss = float(objective.loss_parts(logits, targets).loss_sum) / max(1, len(rows))
     scores = compute(
         "classification", [labels[i] for i in logits.argmax(-1).tolist()], [labels[t] for t in targets.tolist()], labels

@@ -60,7 +60,7 @@ def build_objective(
     """The head's loss from the config; balanced class weights are computed from the training labels and logged."""
     weights = None
     if task.class_weights == "balanced":
-        weights = balanced_weights([r.labels[0] for r in train], task.labels)
+        weights = balanced_weights([r.target for r in train], task.labels)
         shown = ", ".join(f"{label} {w:.4f}" for label, w in zip(task.labels, weights, strict=True))
         log(f"class weights (balanced, n / (K * count)): {shown}")
     objective = ClassificationObjective(

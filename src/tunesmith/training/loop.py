@@ -47,7 +47,7 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 def data_fingerprint(rows: list[Encoded]) -> str:
     digest = hashlib.sha256()
     for r in rows:
-        digest.update(json.dumps([r.input_ids, r.labels]).encode())
+        digest.update(json.dumps([r.input_ids, r.labels, r.target]).encode())
     return digest.hexdigest()[:16]
 
 

@@ -41,9 +41,8 @@ class Batch:
 
 
 def carries_class(row: Encoded) -> bool:
-    """A row with exactly one label holds a class index (data/classify.py), not per-token labels. The two cannot be
-    confused: a causal-LM row of one token trains nothing, and `Renderer.encode` never produces one."""
-    return len(row.labels) == 1
+    """A classification row (data/classify.py) holds a class index, not per-token labels."""
+    return row.target is not None
 
 
 def collate(rows: list[Encoded], pad_id: int) -> Batch:
@@ -55,7 +54,7 @@ def collate(rows: list[Encoded], pad_id: int) -> Batch:
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     if classes == {True}:
-        labels = torch.tensor([r.labels[0] for r in rows], dtype=torch.long)
+        labels = torch.tensor([r.target for r in rows], dtype=torch.long)
     else:
         labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
     for i, r in enumerate(rows):
