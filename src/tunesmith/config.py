@@ -142,6 +142,11 @@ class TrainConfig(Strict):
 
 
 class EvalConfig(Strict):
+    general: bool = Field(
+        True,
+        description="Measure forgetting, base vs tuned: perplexity on bundled general text and accuracy on a small "
+        "general-knowledge QA set (causal-LM runs; adds ~20 s per model on a CPU).",
+    )
     samples: int = Field(3, ge=0, description="Held-out prompts answered by base and tuned model, side by side.")
     max_new_tokens: int = Field(96, ge=1, description="Generation length for the side-by-side samples.")
     batch_size: int = Field(8, ge=1, description="Examples per forward pass during evaluation.")

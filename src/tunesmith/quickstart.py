@@ -29,7 +29,7 @@ def quickstart_config(out: str) -> dict:
         },
         "adapter": {"method": "lora", "r": 16, "alpha": 32, "dropout": 0.0},
         "train": {
-            "max_steps": 16,
+            "max_steps": 14,
             "batch_size": 8,
             "micro_batch_size": 8,
             "lr": 2e-3,

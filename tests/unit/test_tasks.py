@@ -26,14 +26,20 @@ def test_classification_task_needs_labels():
         TaskConfig(type="classification", labels=["only"])
 
 
-def test_run_scores_base_and_tuned_on_the_same_rows_with_an_interval(tiny_model_dir, tmp_path):
-    rows = [{"prompt": f"is {n} even or odd?", "completion": "even" if n % 2 == 0 else "odd"} for n in range(40)]
+def parity_run(model_dir, tmp_path, rows: int, steps: int, resamples: int):
+    """A classification-as-generation run on "is N even or odd?", a quarter of the rows held out."""
     data = tmp_path / "parity.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    cfg = tiny_config(tiny_model_dir, data, tmp_path / "run", max_steps=4)
-    cfg["task"] = {"type": "classification", "labels": ["even", "odd"], "max_new_tokens": 3, "bootstrap_resamples": 200}
+    examples = [{"prompt": f"is {n} even or odd?", "completion": "even" if n % 2 == 0 else "odd"} for n in range(rows)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in examples), encoding="utf-8")
+    cfg = tiny_config(model_dir, data, tmp_path / "run", max_steps=steps)
+    labels = ["even", "odd"]
+    cfg["task"] = {"type": "classification", "labels": labels, "max_new_tokens": 3, "bootstrap_resamples": resamples}
     cfg["data"]["eval_fraction"] = 0.25
-    run = run_training(build_config(cfg), log=lambda *_: None)
+    return run_training(build_config(cfg), log=lambda *_: None)
+
+
+def test_run_scores_base_and_tuned_on_the_same_rows_with_an_interval(tiny_model_dir, tmp_path):
+    run = parity_run(tiny_model_dir, tmp_path, rows=40, steps=4, resamples=200)
     base, tuned = run.base["task"], run.tuned["task"]
     assert base["references"] == tuned["references"] and len(base["references"]) == 10
     assert set(base["references"]) <= {"even", "odd"}
@@ -48,15 +54,29 @@ def test_run_scores_base_and_tuned_on_the_same_rows_with_an_interval(tiny_model_
 
 
 def test_report_html_is_self_contained_with_curves_and_confusion(tiny_model_dir, tmp_path):
-    rows = [{"prompt": f"is {n} even or odd?", "completion": "even" if n % 2 == 0 else "odd"} for n in range(24)]
-    data = tmp_path / "parity.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    cfg = tiny_config(tiny_model_dir, data, tmp_path / "run", max_steps=3)
-    cfg["task"] = {"type": "classification", "labels": ["even", "odd"], "max_new_tokens": 3, "bootstrap_resamples": 100}
-    cfg["data"]["eval_fraction"] = 0.25
-    run = run_training(build_config(cfg), log=lambda *_: None)
+    run = parity_run(tiny_model_dir, tmp_path, rows=24, steps=3, resamples=100)
     page = (run.run_dir / "report.html").read_text()
     assert "<polyline" in page and "held-out loss" in page  # the loss curves
     assert "Confusion matrix, tuned" in page and "reference \\ predicted" in page
     assert "95% interval" in page
     assert "http://" not in page and "https://" not in page and "<script" not in page
+
+
+def test_general_ability_answer_matching():
+    from tunesmith.eval.general import answered
+
+    assert answered("The capital of France is Paris.\nIt is large.", "Paris")
+    assert not answered("Parisian food is great.", "Paris")
+    assert not answered("I think so.\nParis", "Paris")  # only the first line counts
+    assert answered("7", "7") and not answered("17", "7")
+
+
+def test_every_run_reports_forgetting(tiny_model_dir, tmp_path):
+    run = parity_run(tiny_model_dir, tmp_path, rows=16, steps=2, resamples=100)
+    for side in (run.base, run.tuned):
+        general = side["general"]
+        assert general["text_tokens"] > 1000 and general["qa_rows"] == 40
+        assert general["text_perplexity"] > 1 and 0 <= general["qa_accuracy"] <= 1
+    change = run.tuned["forgetting"]
+    assert change["text_perplexity"] == run.tuned["general"]["text_perplexity"] - run.base["general"]["text_perplexity"]
+    assert "general-text perplexity (forgetting)" in (run.run_dir / "MODEL_CARD.md").read_text()

@@ -95,8 +95,10 @@ def load_base(spec: ModelConfig, device: torch.device, dtype: torch.dtype) -> Lo
     return LoadedBase(model, tokenizer, resolved, weights_dir)
 
 
-def add_lora(model: nn.Module, adapter: AdapterConfig) -> nn.Module:
-    """Wrap with peft LoRA; every linear layer but the output head by default. Base weights are frozen by peft."""
+def add_lora(model: nn.Module, adapter: AdapterConfig, task_type: str = "CAUSAL_LM") -> nn.Module:
+    """Wrap with peft LoRA; every linear layer but the output head by default. Base weights are frozen by peft.
+    For a sequence classifier (task_type SEQ_CLS) peft keeps the `score` head out of the LoRA targets and trains it
+    whole (modules_to_save), so it is in the checkpoints and in the saved adapter."""
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(
@@ -104,7 +106,7 @@ def add_lora(model: nn.Module, adapter: AdapterConfig) -> nn.Module:
         lora_alpha=adapter.alpha,
         lora_dropout=adapter.dropout,
         target_modules=adapter.target_modules,
-        task_type="CAUSAL_LM",
+        task_type=task_type,
     )
     return get_peft_model(model, lora)
 
@@ -135,21 +137,6 @@ def load_classifier(
     model.config.problem_type = "single_label_classification"
     model.config.architectures = [type(model).__name__]  # the base's config still names its causal-LM class
     return model.to(device)
-
-
-def add_lora_head(model: nn.Module, adapter: AdapterConfig) -> nn.Module:
-    """LoRA for a sequence classifier: peft's SEQ_CLS task keeps the `score` head out of the LoRA targets and
-    trains it whole (modules_to_save), so it is in the checkpoints and in the saved adapter."""
-    from peft import LoraConfig, get_peft_model
-
-    lora = LoraConfig(
-        r=adapter.r,
-        lora_alpha=adapter.alpha,
-        lora_dropout=adapter.dropout,
-        target_modules=adapter.target_modules,
-        task_type="SEQ_CLS",
-    )
-    return get_peft_model(model, lora)
 
 
 _WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json")

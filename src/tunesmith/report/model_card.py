@@ -17,6 +17,12 @@ def model_card(cfg: Config, manifest: dict, base_eval: dict, tuned_eval: dict, p
         f"| {name} | {_fmt(b[key])} | {_fmt(t[key])} | {_fmt(t[key] - b[key])} |"
         for key, name in (("loss", "eval loss"), ("perplexity", "perplexity"), ("token_accuracy", "token accuracy"))
     )
+    bg, tg = base_eval.get("general"), tuned_eval.get("general")
+    if bg and tg:
+        rows += "".join(
+            f"\n| {name} (forgetting) | {_fmt(bg[key])} | {_fmt(tg[key])} | {_fmt(tg[key] - bg[key])} |"
+            for key, name in (("text_perplexity", "general-text perplexity"), ("qa_accuracy", "general QA accuracy"))
+        )
     data = "\n".join(f"| `{d['path']}` | {d['bytes']} | `{d['sha256'][:16]}…` |" for d in manifest["data"])
     a, tr = cfg.adapter, cfg.train
     adapter = (

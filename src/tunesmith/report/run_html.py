@@ -113,6 +113,22 @@ def render_run_report(run_dir: Path) -> str:
             numeric=(1, 2, 3),
         ),
     ]
+    bg, tg = base.get("general"), tuned.get("general")
+    if bg and tg:
+        sections.append("<h3>Forgetting: general ability, base vs tuned</h3>")
+        sections.append(
+            table(
+                ["probe", "base", "tuned", "change"],
+                [
+                    (name, f"{bg[k]:.4f}", f"{tg[k]:.4f}", f"{tg[k] - bg[k]:+.4f}")
+                    for k, name in (
+                        ("text_perplexity", "general-text perplexity"),
+                        ("qa_accuracy", "general QA accuracy"),
+                    )
+                ],
+                numeric=(1, 2, 3),
+            )
+        )
     comparison = tuned.get("comparison")
     if comparison:
         sections.append(f"<h2>Task: {h(tuned['task']['task'])}</h2>")

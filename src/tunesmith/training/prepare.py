@@ -67,6 +67,15 @@ def describe_errors(errors: list[RowError], limit: int = SHOWN_ERRORS) -> str:
     return "\n".join(lines)
 
 
+def encoder_for(cfg: Config, renderer: Renderer):
+    """The row encoder the config's objective trains with: the chat-template renderer, or the head encoder."""
+    if cfg.task.objective == "head":
+        from tunesmith.data.classify import HeadEncoder
+
+        return HeadEncoder(renderer, cfg.task.labels)
+    return renderer
+
+
 def prepare_data(cfg: Config, renderer: Renderer) -> Prepared:
     if not cfg.data.train:
         raise DataRefused("data.train is empty: give at least one dataset entry with a path")

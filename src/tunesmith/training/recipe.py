@@ -22,14 +22,13 @@ import yaml
 
 from tunesmith.config import Config
 from tunesmith.data.audit_cli import preflight_audit
-from tunesmith.data.classify import HeadEncoder
 from tunesmith.data.templates import Renderer
+from tunesmith.eval.general import general_ability
 from tunesmith.eval.predict import evaluate_head
 from tunesmith.eval.runner import evaluate_loss, generate_answers
 from tunesmith.eval.tasks import TaskResult, compare, run_task
 from tunesmith.models.loading import (
     add_lora,
-    add_lora_head,
     count_parameters,
     default_threads,
     load_base,
@@ -44,7 +43,7 @@ from tunesmith.training import head as head_run
 from tunesmith.training.checkpoint import Position, clean_staging, list_checkpoints, load_checkpoint, save_checkpoint
 from tunesmith.training.loop import Loop, MetricsLog, build_optimizer, data_fingerprint, fit, total_steps
 from tunesmith.training.objectives import CausalLMObjective
-from tunesmith.training.prepare import Prepared, describe_errors, prepare_data
+from tunesmith.training.prepare import Prepared, describe_errors, encoder_for, prepare_data
 
 
 @dataclass
@@ -139,7 +138,7 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
     tokenizer = base.tokenizer
     renderer = Renderer(tokenizer, cfg.data.prompt_format, cfg.data.max_length)
     # A head's rows are (input ids, [class index]) instead of (ids, per-token labels): data/classify.py.
-    prepared = prepare_data(cfg, HeadEncoder(renderer, cfg.task.labels) if head else renderer)
+    prepared = prepare_data(cfg, encoder_for(cfg, renderer))
     if prepared.errors:
         log(f"data.skip_invalid=true: skipped {len(prepared.errors)} bad row(s):\n{describe_errors(prepared.errors)}")
     if prepared.truncated:
@@ -166,7 +165,7 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
     if head:  # the plain causal LM stays until the zero-shot baseline has been generated with it
         causal_lm, model = model, head_run.build_classifier(cfg, base, out, device, dtype)
     if cfg.adapter.method == "lora":
-        model = add_lora_head(model, cfg.adapter) if head else add_lora(model, cfg.adapter)
+        model = add_lora(model, cfg.adapter, task_type="SEQ_CLS" if head else "CAUSAL_LM")
     else:
         model.requires_grad_(True)
     total_params, trainable = count_parameters(model)
@@ -221,6 +220,8 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
             }
             if cfg.task.type != "none":
                 base_eval["task"] = _task(model, renderer, prepared, cfg, device).to_json()
+            if cfg.eval.general:
+                base_eval["general"] = general_ability(model, renderer, cfg.eval.batch_size, device).as_dict()
             log(f"base model: eval loss {base_metrics['loss']:.4f}, perplexity {base_metrics['perplexity']:.2f}")
         write_json(base_file, base_eval)
         metrics.truncate_after(0)
@@ -264,6 +265,12 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
             tuned_task = _task(model, renderer, prepared, cfg, device)
             tuned_eval["task"] = tuned_task.to_json()
             tuned_eval["comparison"] = compare(TaskResult(**base_eval["task"]), tuned_task, cfg.task, cfg.train.seed)
+        if cfg.eval.general and "general" in base_eval:
+            general = general_ability(model, renderer, cfg.eval.batch_size, device).as_dict()
+            tuned_eval["general"] = general
+            tuned_eval["forgetting"] = {
+                key: general[key] - base_eval["general"][key] for key in ("text_perplexity", "qa_accuracy")
+            }
     write_json(out / "eval" / "tuned.json", tuned_eval)
     metrics.write({"step": position.step, "split": "eval", **tuned_eval["metrics"]})
     params = {

@@ -18,6 +18,10 @@ def print_result(result: RunResult, console: Console | None = None) -> None:
     numbers.add_column("change", justify="right")
     for key, label in (("loss", "eval loss"), ("perplexity", "perplexity"), ("token_accuracy", "token accuracy")):
         numbers.add_row(label, f"{b[key]:.4f}", f"{t[key]:.4f}", f"{t[key] - b[key]:+.4f}")
+    bg, tg = result.base.get("general"), result.tuned.get("general")
+    if bg and tg:
+        for key, label in (("text_perplexity", "general-text perplexity"), ("qa_accuracy", "general QA accuracy")):
+            numbers.add_row(f"{label} (forgetting)", f"{bg[key]:.4f}", f"{tg[key]:.4f}", f"{tg[key] - bg[key]:+.4f}")
     console.print(numbers)
     comparison = result.tuned.get("comparison")
     if comparison:
