@@ -8,6 +8,7 @@ tunesmith data audit TRAIN [--eval EVAL] [--config CONFIG] [--out DIR] [--strict
 tunesmith data redact IN OUT
 tunesmith data preview CONFIG.yaml [-n 3]
 tunesmith generate RUN --prompt "..."
+tunesmith eval RUN_OR_MODEL [--config CONFIG] [--data FILE ...]
 tunesmith predict RUN --text "..." [--text ...] | --file F [--field COLUMN] [--out preds.jsonl]
 tunesmith models
 """
@@ -43,6 +44,25 @@ def _plan(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, plan.to_json())
     return 1 if plan.warnings else 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from tunesmith.eval.command import eval_command
+    from tunesmith.training.recipe import RunResult
+    from tunesmith.training.summary import print_result
+
+    result = eval_command(args.target, args.config, args.data, args.kind, args.fields, args.out)
+    if "tuned" in result:
+        tuned = {**result["tuned"], "comparison": result.get("comparison")}
+        print_result(RunResult(Path(args.target), result["base"], tuned, 0))
+    else:
+        Console().print_json(data=result["model"]["metrics"])
+        if "task" in result["model"]:
+            Console().print_json(data=result["model"]["task"]["metrics"])
+    print(f"wrote {result['written_to']}")
+    return 0
 
 
 def _quickstart(args: argparse.Namespace) -> int:
@@ -123,6 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=3, help="real training steps to time (after one warm-up)")
     p.add_argument("--json", type=Path, default=None, help="also write the plan as JSON to this file")
     p.set_defaults(func=_plan)
+
+    p = verbs.add_parser("eval", help="score a finished run against its base, or any model, on held-out data")
+    p.add_argument("target", help="run directory, registry name, HF model directory or .gguf file")
+    p.add_argument("--config", default=None, help="YAML config whose data.eval, task and eval sections are used")
+    p.add_argument("--data", nargs="*", default=[], help="held-out files (replace the config's data.eval)")
+    p.add_argument("--kind", default="auto", help="record kind of --data files (default: detect)")
+    p.add_argument("--fields", nargs="*", default=[], metavar="SRC=DST", help="map --data columns to fields")
+    p.add_argument("--out", default=None, help="JSON file for the scores (default: RUN/eval/eval.json)")
+    p.set_defaults(func=_eval)
 
     p = verbs.add_parser("quickstart", help="tune the embedded default model on the bundled support dataset")
     p.add_argument("--out", default="runs/quickstart", help="run directory (replaced if it exists)")

@@ -80,3 +80,23 @@ def test_every_run_reports_forgetting(tiny_model_dir, tmp_path):
     change = run.tuned["forgetting"]
     assert change["text_perplexity"] == run.tuned["general"]["text_perplexity"] - run.base["general"]["text_perplexity"]
     assert "general-text perplexity (forgetting)" in (run.run_dir / "MODEL_CARD.md").read_text()
+
+
+def test_eval_command_scores_a_run_against_its_base(tiny_model_dir, tmp_path, capsys):
+    from tunesmith.cli import main
+
+    run = parity_run(tiny_model_dir, tmp_path, rows=16, steps=2, resamples=100)
+    held_out = tmp_path / "held.jsonl"
+    rows = [{"prompt": f"is {n} even or odd?", "completion": "even" if n % 2 == 0 else "odd"} for n in range(30, 36)]
+    held_out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text(
+        "task: {type: classification, labels: [even, odd], max_new_tokens: 3, bootstrap_resamples: 100}\n",
+        encoding="utf-8",
+    )
+    assert main(["eval", str(run.run_dir), "--config", str(cfg), "--data", str(held_out)]) == 0
+    scores = json.loads((run.run_dir / "eval" / "eval.json").read_text())
+    assert scores["rows"] == 6 and {"base", "tuned", "comparison"} <= set(scores)
+    assert scores["base"]["task"]["references"] == scores["tuned"]["task"]["references"]
+    assert scores["tuned"]["metrics"]["rows"] == 6 and "general" in scores["tuned"]
+    assert "accuracy" in capsys.readouterr().out

@@ -1,0 +1,92 @@
+"""`tunesmith eval RUN_OR_MODEL`: score a finished run (against its own base) or any model on held-out data.
+
+    tunesmith eval runs/sst2-sentiment --config examples/sst2-sentiment.yaml          # the config's eval data + task
+    tunesmith eval runs/gsm8k-lora --data ../shared/data/gsm8k/test.jsonl --fields question=prompt answer=completion
+    tunesmith eval smollm2-135m-instruct --config examples/sst2-sentiment.yaml        # one model, no comparison
+
+For a run, the base it was tuned from answers the same rows with the same prompts, and every metric is reported
+base vs tuned (task metrics with a paired-bootstrap 95% interval), plus forgetting on the bundled general probes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tunesmith.config import Config, DatasetSpec, Kind, load_config
+from tunesmith.data.check import parse_fields
+from tunesmith.data.loading import load_dataset
+from tunesmith.data.templates import Encoded, Renderer
+from tunesmith.errors import TunesmithError
+from tunesmith.eval.chat import load_final
+from tunesmith.eval.general import general_ability
+from tunesmith.eval.runner import evaluate_loss
+from tunesmith.eval.tasks import TaskResult, compare, run_task
+from tunesmith.models.loading import load_base, pick_device, pick_dtype
+from tunesmith.models.registry import is_run_dir
+from tunesmith.rundir import write_json
+from tunesmith.training.objectives import CausalLMObjective
+
+
+def _score(model, renderer: Renderer, pairs, cfg: Config, device: torch.device) -> dict:
+    encoded = [e for e in (renderer.encode(ex, spec.system) for ex, spec in pairs) if isinstance(e, Encoded)]
+    pad = renderer.tokenizer.pad_token_id
+    result: dict = {
+        "metrics": evaluate_loss(model, encoded, CausalLMObjective(), cfg.eval.batch_size, pad, device).as_dict()
+    }
+    if cfg.task.type != "none":
+        result["task"] = run_task(model, renderer, pairs, cfg.task, cfg.eval.batch_size, device).to_json()
+    if cfg.eval.general:
+        result["general"] = general_ability(model, renderer, cfg.eval.batch_size, device).as_dict()
+    return result
+
+
+def evaluate_target(target: str, cfg: Config) -> dict:
+    """Scores of `target` (and of its base, when it is a run) on cfg.data.eval, as eval/*.json hold them."""
+    if cfg.task.objective == "head":
+        raise TunesmithError("classification-head runs are scored by `tunesmith predict --file`; eval is generative")
+    if not cfg.data.eval:
+        raise TunesmithError("no held-out data: give --data FILE or a --config whose data.eval lists datasets")
+    device = pick_device()
+    pairs = []
+    for spec in cfg.data.eval:
+        loaded = load_dataset(spec)
+        for error in loaded.errors:
+            print(f"skipped: {error}")
+        pairs += [(ex, spec) for ex in loaded.examples]
+    pairs = pairs[: cfg.data.eval_max_rows]
+    run = Path(target)
+    out: dict = {"target": target, "rows": len(pairs)}
+    if is_run_dir(run):
+        model, tokenizer = load_final(run, device)
+        renderer = Renderer(tokenizer, cfg.data.prompt_format, cfg.data.max_length)
+        out["tuned"] = _score(model, renderer, pairs, cfg, device)
+        del model
+        base_cfg = load_config(run / "config.yaml")
+        base = load_base(base_cfg.model, device, pick_dtype(base_cfg.model.dtype, device))
+        out["base"] = _score(base.model, renderer, pairs, cfg, device)
+        if cfg.task.type != "none":
+            base_task, tuned_task = TaskResult(**out["base"]["task"]), TaskResult(**out["tuned"]["task"])
+            out["comparison"] = compare(base_task, tuned_task, cfg.task, cfg.train.seed)
+    else:
+        cfg.model.base = target
+        base = load_base(cfg.model, device, pick_dtype(cfg.model.dtype, device))
+        renderer = Renderer(base.tokenizer, cfg.data.prompt_format, cfg.data.max_length)
+        out["model"] = _score(base.model, renderer, pairs, cfg, device)
+    return out
+
+
+def eval_command(
+    target: str, config: str | None, data: list[str], kind: str, fields: list[str], out: str | None
+) -> dict:
+    cfg = load_config(config) if config else Config()
+    if data:
+        cfg.data.eval = [DatasetSpec(path=p, kind=Kind(kind), fields=parse_fields(fields)) for p in data]
+    result = evaluate_target(target, cfg)
+    path = (
+        Path(out) if out else (Path(target) / "eval" / "eval.json" if is_run_dir(Path(target)) else Path("eval.json"))
+    )
+    write_json(path, result)
+    result["written_to"] = str(path)
+    return result
