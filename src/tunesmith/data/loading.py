@@ -71,6 +71,16 @@ class LoadResult:
     fields: dict[str, str] = field(default_factory=dict)
 
 
+def parse_json_document(data: bytes, name: str) -> object:
+    """A whole JSON document (a UTF-8 BOM is allowed); errors name the file, and the line and column in it."""
+    try:
+        return json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        raise DataError(f"{name}: not valid UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start})") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{name}:{err.lineno}: not valid JSON: {err.msg} (column {err.colno})") from None
+
+
 def detect_format(path: Path) -> str | None:
     """The format named by the file's extension, looking through a trailing .gz; None when there is none."""
     suffixes = [s.lower() for s in path.suffixes]
@@ -286,13 +296,7 @@ def _read_json(path: Path, gz: bool, json_key: str | None) -> Iterator[Row]:
             data = fh.read()
         except (OSError, EOFError) as err:
             raise DataError(f"{name}: cannot read the file: {err}") from None
-    try:
-        doc = json.loads(data.decode("utf-8-sig"))
-    except UnicodeDecodeError as err:
-        raise DataError(f"{name}: not valid UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start})") from None
-    except json.JSONDecodeError as err:
-        raise DataError(f"{name}:{err.lineno}: not valid JSON: {err.msg} (column {err.colno})") from None
-    rows = _json_rows(doc, name, json_key)
+    rows = _json_rows(parse_json_document(data, name), name, json_key)
     return _json_items(name, rows)
 
 

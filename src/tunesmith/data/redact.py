@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from tunesmith.data.loading import FORMATS, DataError, detect_format
+from tunesmith.data.loading import FORMATS, DataError, detect_format, parse_json_document
 from tunesmith.data.pii import PII_KINDS, PiiHit, redact_text
 
 MAX_EXAMPLES = 10
@@ -257,12 +257,7 @@ def _column(header: list[str], i: int) -> str:
 def _json(fin: BinaryIO, fout: BinaryIO, tally: _Tally, columns: list[str] | None) -> None:
     """The whole document is redacted (not only the row list); rows are numbered by their place in the list."""
     data = fin.read()
-    try:
-        doc = json.loads(data.decode("utf-8-sig"))
-    except UnicodeDecodeError as err:
-        raise DataError(f"{tally.name}: not valid UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start})") from None
-    except json.JSONDecodeError as err:
-        raise DataError(f"{tally.name}:{err.lineno}: not valid JSON: {err.msg} (column {err.colno})") from None
+    doc = parse_json_document(data, tally.name)
     rows, key = _json_rows(doc)
     changed_any = False
     if rows is None:
