@@ -92,8 +92,8 @@ def audit_command(
 
 def preflight_audit(cfg: Config, tokenizer, run_dir: Path, log=print) -> AuditReport | None:
     """The audit `tunesmith train` runs before training: writes run_dir/audit.json, raises AuditRefused on a
-    blocking problem that `audit.allow` does not name (rows that train nothing pass when data.skip_invalid is set,
-    since the run then skips them and says so)."""
+    blocking problem that `audit.allow` does not name (rows that train nothing pass when data.skip_invalid is set or
+    for a classification head, see below)."""
     if not cfg.audit.enabled:
         return None
     report = run_audit(
@@ -106,7 +106,10 @@ def preflight_audit(cfg: Config, tokenizer, run_dir: Path, log=print) -> AuditRe
         slice_field=cfg.audit.slice_field,
     )
     write_json(run_dir / "audit.json", report.to_json())
-    allow = [*cfg.audit.allow, *(["zero_trained"] if cfg.data.skip_invalid else [])]
+    # Rows that would train nothing are already skipped and reported (skip_invalid), or cannot exist for a head: it
+    # trains every row that encodes, and rows that do not encode stop the run before the audit.
+    trains_every_row = cfg.data.skip_invalid or cfg.task.objective == "head"
+    allow = [*cfg.audit.allow, *(["zero_trained"] if trains_every_row else [])]
     problems = report.blocking(allow)
     if problems:
         raise AuditRefused(

@@ -77,6 +77,13 @@ class Renderer:
             msgs.insert(0, {"role": "system", "content": system})
         return msgs
 
+    def first_turn(self, example: Example, system: str | None = None) -> tuple[list[dict[str, str]], str]:
+        """(the conversation before the first assistant turn, that turn's content): the question a user of the model
+        would ask and the answer the data gives, for side-by-side answers and task scoring."""
+        msgs = self.messages(example, system)
+        first = next(i for i, m in enumerate(msgs) if m["role"] == "assistant")
+        return msgs[:first], msgs[first]["content"]
+
     def render_prompt(self, messages: list[dict[str, str]]) -> str:
         """The inference prompt for the next assistant turn."""
         if self.chat:

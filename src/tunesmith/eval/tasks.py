@@ -54,11 +54,8 @@ def read_prediction(text: str, task: TaskConfig) -> str | None:
     return text.strip()
 
 
-def _reference(example: Example, task: TaskConfig) -> str:
-    target = example.completion
-    if target is None and example.messages:
-        target = next(m["content"] for m in reversed(example.messages) if m["role"] == "assistant")
-    target = (target or "").strip()
+def _reference(answer: str, task: TaskConfig) -> str:
+    target = answer.strip()
     return extract_number(target) or target if task.parse == "number" else target
 
 
@@ -72,11 +69,12 @@ def run_task(
 ) -> TaskResult:
     """Generate an answer for each held-out row (its first assistant turn) and score the predictions."""
     pairs = pairs[: task.max_rows]
-    prompts = []
+    prompts, references = [], []
     for example, spec in pairs:
-        msgs = renderer.messages(example, spec.system)
-        first = next(i for i, m in enumerate(msgs) if m["role"] == "assistant")
-        prompts.append(renderer.prompt_ids(msgs[:first]))
+        # The first assistant turn is both what is asked and what is scored, also for multi-turn rows.
+        prompt, answer = renderer.first_turn(example, spec.system)
+        prompts.append(renderer.prompt_ids(prompt))
+        references.append(_reference(answer, task))
     # Similar lengths together: left padding in a batch costs compute on every generated token.
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     generations = [""] * len(prompts)
@@ -89,7 +87,6 @@ def run_task(
         for i, answer in zip(chunk, answers, strict=True):
             generations[i] = answer
     predictions = [read_prediction(g, task) for g in generations]
-    references = [_reference(ex, task) for ex, _ in pairs]
     labels = task.labels or None
     metrics = compute(task.type, predictions, references, labels)
     return TaskResult(task.type, metrics, generations, predictions, references)

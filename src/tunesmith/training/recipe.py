@@ -81,10 +81,9 @@ def _samples(model, renderer: Renderer, prepared: Prepared, cfg: Config, device)
     """Greedy answers to the first held-out prompts: what a user of the model would ask, answered."""
     prompts, references = [], []
     for ex, spec in prepared.eval_examples[: cfg.eval.samples]:
-        msgs = renderer.messages(ex, spec.system)
-        first = next(i for i, m in enumerate(msgs) if m["role"] == "assistant")
-        prompts.append(msgs[:first])
-        references.append(msgs[first]["content"])
+        prompt, reference = renderer.first_turn(ex, spec.system)
+        prompts.append(prompt)
+        references.append(reference)
     answers = generate_answers(
         model,
         renderer.tokenizer,
@@ -144,10 +143,7 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
     if prepared.truncated:
         log(f"note: {prepared.truncated} row(s) were truncated to data.max_length={cfg.data.max_length} tokens")
     if not resume:
-        # The audit's "rows that train nothing" counts generated tokens; a head trains every row that encoded above,
-        # so for a head that finding must not stop the run (the audit lets it pass when data.skip_invalid is set).
-        audited = cfg.model_copy(update={"data": cfg.data.model_copy(update={"skip_invalid": True})}) if head else cfg
-        preflight_audit(audited, tokenizer, out, log)  # writes audit.json; stops on what the config does not allow
+        preflight_audit(cfg, tokenizer, out, log)  # writes audit.json; stops on what the config does not allow
         (out / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
         write_json(out / "manifest.json", build_manifest(cfg, base.resolved, prepared.files, tokenizer, sys.argv))
 
