@@ -39,7 +39,16 @@ class Kind(StrEnum):
     preference = "preference"  # prompt + chosen + rejected; audited now, trained by a preference objective
 
 
+class IdSelection(Strict):
+    """Rows chosen by id from a file of ids: a JSON list, a JSON object (its keys), or one id per line."""
+
+    file: str = Field(description="File holding the ids, e.g. an official test split's id list.")
+    field: str = Field("id", description="Column holding each row's id (_key for a JSON object of records).")
+    exclude: bool = Field(False, description="Keep every row except these ids, instead of only these.")
+
+
 class DatasetSpec(Strict):
+    name: str | None = Field(None, description="Name in reports and per-dataset metrics; default: the file's stem.")
     path: str = Field(description="File to read: .jsonl/.json/.csv/.tsv/.parquet/.txt, optionally .gz.")
     kind: Kind = Field(Kind.auto, description="Record kind; auto detects it from the (mapped) field names.")
     format: Literal["auto", "jsonl", "json", "csv", "tsv", "parquet", "txt"] = Field(
@@ -59,6 +68,25 @@ class DatasetSpec(Strict):
     )
     system: str | None = Field(None, description="System message put before every chat rendered from this dataset.")
     limit: int | None = Field(None, ge=1, description="Use only the first N valid rows of the file.")
+    ids: IdSelection | None = Field(None, description="Keep (or drop) only the rows whose id is listed in a file.")
+    weight: float | None = Field(
+        None,
+        gt=0,
+        description="Sampling proportion when several train datasets are mixed: each epoch draws weight / total of "
+        "its rows from this dataset (cycling through it when that is more rows than it has). Unset: its size.",
+    )
+
+    @property
+    def display_name(self) -> str:
+        if self.name:
+            return self.name
+        path = Path(self.path)
+        stem = path.name.split(".")[0] or path.name
+        return (
+            stem
+            if stem not in ("train", "dev", "test", "eval", "valid", "validation")
+            else f"{path.parent.name}/{stem}"
+        )
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -86,7 +114,7 @@ class DataConfig(Strict):
         default_factory=list, description="Held-out datasets; when empty a deterministic split of train is used."
     )
     eval_fraction: float = Field(0.05, gt=0, lt=1, description="Share of train held out when data.eval is empty.")
-    eval_max_rows: int = Field(256, ge=1, description="At most this many rows are held out or evaluated.")
+    eval_max_rows: int = Field(256, ge=1, description="Rows evaluated per eval dataset (or held out of train).")
     max_length: int = Field(1024, ge=8, description="Tokens per example; longer rows are truncated on the right.")
     prompt_format: Literal["auto", "chat", "plain"] = Field(
         "auto",
@@ -94,6 +122,32 @@ class DataConfig(Strict):
         "(plain), or chat whenever the tokenizer has a template (auto).",
     )
     skip_invalid: bool = Field(False, description="Skip bad rows (reported) instead of refusing to train.")
+    split_by: str | None = Field(
+        None,
+        description="Source column whose rows stay together on one side of the held-out split (e.g. the paragraph "
+        "of QA rows), so eval never asks about text seen in training. The split is also stratified by dataset and, "
+        "for classification rows, by label.",
+    )
+    slice_field: str | None = Field(
+        None,
+        description="Source column whose values are slices: the audit's label share per slice, and every task "
+        "metric per slice with the largest gap between slices (bias check).",
+    )
+
+    @model_validator(mode="after")
+    def _split_by_needs_split(self) -> DataConfig:
+        if self.split_by is not None and self.eval:
+            raise ValueError("data.split_by groups the held-out split of train; with data.eval given there is none")
+        return self
+
+    @model_validator(mode="after")
+    def _distinct_names(self) -> DataConfig:
+        for split in ("train", "eval"):
+            names = [spec.display_name for spec in getattr(self, split)]
+            dups = sorted({n for n in names if names.count(n) > 1})
+            if dups:
+                raise ValueError(f"data.{split}: two datasets are both named {dups[0]!r}; give each a distinct name")
+        return self
 
 
 class AdapterConfig(Strict):
@@ -183,6 +237,11 @@ class TaskConfig(Strict):
     label_smoothing: float = Field(
         0.0, ge=0, lt=1, description="objective head: share of each target spread uniformly over all classes."
     )
+    prompt_variants: list[str] = Field(
+        default_factory=list,
+        description="Paraphrased prompts the task is also scored under (base and tuned), reported as mean and spread. "
+        "{prompt} is the row's own prompt text; {column} is a source column, as in a dataset template.",
+    )
 
     @model_validator(mode="after")
     def _labels_for_classification(self) -> TaskConfig:
@@ -194,7 +253,11 @@ class TaskConfig(Strict):
     def _head_settings(self) -> TaskConfig:
         if self.loss != "focal" and self.focal_gamma != 2.0:
             raise ValueError("task.focal_gamma applies to task.loss: focal only")
+        if self.prompt_variants and self.type == "none":
+            raise ValueError("task.prompt_variants: set task.type; variants are scored by the task's metrics")
         if self.objective == "head":
+            if self.prompt_variants:
+                raise ValueError("task.prompt_variants: a classification head reads no prompt; use objective generate")
             if self.type != "classification":
                 raise ValueError("task.objective: head needs task.type: classification (and task.labels)")
             if len(set(self.labels)) != len(self.labels):
@@ -217,7 +280,6 @@ class AuditConfig(Strict):
     near_duplicate_threshold: float = Field(
         0.85, gt=0, le=1, description="Estimated Jaccard similarity of word 5-gram shingles that counts as near-equal."
     )
-    slice_field: str | None = Field(None, description="Source column whose values split the label distribution.")
 
 
 class OutputConfig(Strict):

@@ -16,8 +16,9 @@ from tunesmith.data.templates import IGNORE, Encoded
 from tunesmith.models.loading import load_tokenizer
 from tunesmith.rundir import RunDirError
 from tunesmith.training.checkpoint import clean_staging, list_checkpoints
-from tunesmith.training.loop import epoch_order, lr_lambda
+from tunesmith.training.loop import lr_lambda
 from tunesmith.training.objectives import CausalLMObjective, collate
+from tunesmith.training.order import epoch_order
 from tunesmith.training.recipe import run_training
 
 

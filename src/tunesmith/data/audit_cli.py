@@ -79,7 +79,7 @@ def audit_command(
         prompt_format=cfg.data.prompt_format,
         max_length=cfg.data.max_length,
         near_threshold=cfg.audit.near_duplicate_threshold,
-        slice_field=slice_field or cfg.audit.slice_field,
+        slice_field=slice_field or cfg.data.slice_field,
     )
     report.tokenizer = base  # the name the user knows, not the cache folder it resolved to
     folder = Path(out)
@@ -103,7 +103,7 @@ def preflight_audit(cfg: Config, tokenizer, run_dir: Path, log=print) -> AuditRe
         prompt_format=cfg.data.prompt_format,
         max_length=cfg.data.max_length,
         near_threshold=cfg.audit.near_duplicate_threshold,
-        slice_field=cfg.audit.slice_field,
+        slice_field=cfg.data.slice_field,
     )
     write_json(run_dir / "audit.json", report.to_json())
     # Rows that would train nothing are already skipped and reported (skip_invalid), or cannot exist for a head: it

@@ -85,7 +85,8 @@ class Example:
     same as user/assistant turns, and `chosen`/`rejected` the final replies. A pair whose transcripts differ earlier
     cannot be split: it keeps both whole transcripts with `prompt` and `messages` None (the audit reports it).
 
-    `extra` holds the source columns the row did not use (str/int/float/bool values as text), for slicing."""
+    `extra` holds the source columns the row did not use (str/int/float/bool values as text), for the audit's
+    slices; `row` is the source row itself, for grouped splits, eval slices and prompt variants."""
 
     kind: Kind
     source: str
@@ -98,6 +99,14 @@ class Example:
     chosen: str | None = None
     rejected: str | None = None
     extra: dict[str, str] | None = None
+    row: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    def column(self, name: str) -> str | None:
+        """A source column's value as text (None when the row lacks it or it is not a scalar)."""
+        if self.row is not None:
+            value = self.row.get(name)
+            return label_key(value) if isinstance(value, str | int | float | bool) else None
+        return (self.extra or {}).get(name)
 
 
 class RowProblem(Exception):
@@ -236,6 +245,10 @@ def parse_transcript(text: str) -> list[dict[str, str]]:
     return messages
 
 
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
 def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
@@ -270,7 +283,7 @@ class RowRules:
         rendered = self._render(row) if self.template is not None else None
         mapped = {k: v for k, v in row.items() if k not in self.fields}
         mapped.update((self.fields[k], v) for k, v in row.items() if k in self.fields)
-        ex = Example(self.kind, source, line, extra=self._extra(row))
+        ex = Example(self.kind, source, line, extra=self._extra(row), row=row)
         if self.kind is Kind.chat:
             ex.messages = self._messages(mapped)
         elif self.kind is Kind.text:
@@ -311,8 +324,10 @@ class RowRules:
                 raise RowProblem(col, f"missing; the template uses {{{col}}}")
             if row[col] is None:
                 raise RowProblem(col, f"null; the template uses {{{col}}}")
+        # A list of strings (an abstract's sentences, a paper's sections) fills its placeholder one item per line.
+        values = {k: "\n".join(v) if _is_str_list(v) else v for k, v in row.items()}
         try:
-            return self.template.format_map(row)
+            return self.template.format_map(values)
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as err:  # e.g. {x:d} over a string
             raise RowProblem("template", f"cannot fill the template from this row: {err}") from None
 
@@ -338,6 +353,9 @@ class RowRules:
     def _target(self, mapped: dict[str, Any], canon: str, fallback: str) -> str:
         if canon not in mapped and fallback in mapped:
             canon = fallback
+        if _is_str_list(mapped.get(canon)) and mapped[canon]:
+            # Several references (SciTLDR's TLDRs, SQuAD's answers): the first is the target that is trained.
+            mapped = {**mapped, canon: mapped[canon][0]}
         if not self.labels or canon not in mapped or mapped[canon] is None:
             return self._text(mapped, canon)
         key = label_key(mapped[canon])

@@ -3,7 +3,8 @@
     from tunesmith.data.loading import load_dataset
     result = load_dataset(config.data.train[0], base_dir=config_path.parent)
 
-Formats: JSONL, JSON (a list, or a list inside an object), CSV, TSV, Parquet and plain text, each optionally
+Formats: JSONL, JSON (a list, a list inside an object, an object of records keyed by id, or SQuAD's nested
+articles/paragraphs/questions, flattened to one row per question), CSV, TSV, Parquet and plain text, each optionally
 gzip-compressed. Line formats are decoded line by line so that one bad byte costs one row, not the file. Problems
 with a whole file (missing, empty, unknown format, no detectable kind) raise DataError; problems with a row never
 raise, they are collected in `LoadResult.errors` with file, line, field and reason.
@@ -31,6 +32,7 @@ from tunesmith.data.formats import (
     RowRules,
     alias_fields,
     detect_kind,
+    label_key,
     template_columns,
     undetected_reason,
 )
@@ -146,6 +148,7 @@ def load_dataset(spec: DatasetSpec, base_dir: Path | None = None) -> LoadResult:
         fields = _resolve_fields(spec, name, columns)
         kind = _resolve_kind(spec, name, columns, fields, head)
         rules = RowRules(kind, fields, spec.template, dict(spec.labels), spec.system)
+        wanted = _id_filter(spec, path, columns)
         examples: list[Example] = []
         errors: list[RowError] = []
         rows = 0
@@ -153,6 +156,9 @@ def load_dataset(spec: DatasetSpec, base_dir: Path | None = None) -> LoadResult:
             rows += 1
             if isinstance(item, RowError):
                 errors.append(item)
+                continue
+            if wanted is not None and not wanted(item):
+                rows -= 1  # a row the selection leaves out is not part of this dataset
                 continue
             try:
                 examples.append(rules.example(item, name, line))
@@ -165,6 +171,17 @@ def load_dataset(spec: DatasetSpec, base_dir: Path | None = None) -> LoadResult:
         if close is not None:
             close()
     return LoadResult(spec, examples, errors, rows, kind, fields)
+
+
+def _id_filter(spec: DatasetSpec, path: Path, columns: list[str] | None):
+    """A row predicate for `spec.ids`, or None. The id file resolves like the data path (relative to the cwd)."""
+    if spec.ids is None:
+        return None
+    if columns is not None and spec.ids.field not in columns:
+        raise DataError(f"{path}: ids.field {spec.ids.field!r} is not a column (columns: {', '.join(columns)})")
+    ids = read_ids(Path(spec.ids.file).expanduser())
+    key, exclude = spec.ids.field, spec.ids.exclude
+    return lambda row: (label_key(row.get(key)) in ids) != exclude
 
 
 def _resolve_fields(spec: DatasetSpec, name: str, columns: list[str] | None) -> dict[str, str]:
@@ -323,6 +340,11 @@ def _json_rows(doc: Any, name: str, json_key: str | None) -> list[Any]:
         return node
     if isinstance(doc, list):
         return doc
+    if _is_squad(doc):
+        return _squad_rows(doc)
+    if isinstance(doc, dict) and doc and all(isinstance(v, dict) for v in doc.values()):
+        # {id: record, ...} (e.g. PubMedQA): one row per record, its key kept as column _key.
+        return [{"_key": key, **record} for key, record in doc.items()]
     if isinstance(doc, dict):
         lists = [k for k, v in doc.items() if isinstance(v, list)]
         if len(lists) == 1:
@@ -331,6 +353,57 @@ def _json_rows(doc: Any, name: str, json_key: str | None) -> list[Any]:
         found = ", ".join(keys[:10]) + (f", ... ({len(keys)} keys)" if len(keys) > 10 else "") if keys else "none"
         raise DataError(f"{name}: cannot tell which key holds the rows (keys: {found}); set json_key")
     raise DataError(f"{name}: expected a list of rows or an object holding one, got a JSON {_json_type(doc)}")
+
+
+def _is_squad(doc: Any) -> bool:
+    data = doc.get("data") if isinstance(doc, dict) else None
+    return isinstance(data, list) and bool(data) and isinstance(data[0], dict) and "paragraphs" in data[0]
+
+
+def _squad_rows(doc: dict) -> list[Any]:
+    """SQuAD v1/v2 JSON, one row per question: id, title, paragraph (title#index, for grouped splits), context,
+    question, answer (the first reference) and answers (all references, for QA scoring)."""
+    rows: list[Any] = []
+    for article in doc["data"]:
+        title = str(article.get("title", "")) if isinstance(article, dict) else ""
+        paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
+        for p_index, paragraph in enumerate(paragraphs if isinstance(paragraphs, list) else []):
+            if not isinstance(paragraph, dict):
+                rows.append(paragraph)  # reported as a bad row by _json_items
+                continue
+            for qa in paragraph.get("qas") or []:
+                if not isinstance(qa, dict):
+                    rows.append(qa)
+                    continue
+                answers = [a.get("text") for a in qa.get("answers") or [] if isinstance(a, dict)]
+                rows.append(
+                    {
+                        "id": qa.get("id"),
+                        "title": title,
+                        "paragraph": f"{title}#{p_index}",
+                        "context": paragraph.get("context"),
+                        "question": qa.get("question"),
+                        "answer": answers[0] if answers else None,
+                        "answers": answers,
+                    }
+                )
+    return rows
+
+
+def read_ids(path: Path) -> set[str]:
+    """Ids from a JSON list, the keys of a JSON object, or one id per line of a text file."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the id file: {err.strerror or err}") from None
+    if path.suffix.lower() == ".json":
+        doc = parse_json_document(data, str(path))
+        if isinstance(doc, dict):
+            return {str(k) for k in doc}
+        if isinstance(doc, list):
+            return {str(v) for v in doc}
+        raise DataError(f"{path}: an id file holds a JSON list or object, got a JSON {_json_type(doc)}")
+    return {line.strip() for line in data.decode("utf-8-sig").splitlines() if line.strip()}
 
 
 def _read_delimited(path: Path, gz: bool, fmt: str, columns: list[str] | None) -> Iterator[Row]:

@@ -36,6 +36,7 @@ class Encoded:
     line: int
     truncated: bool = False
     target: int | None = None
+    dataset: int = 0  # index of the dataset entry (data.train or data.eval) the row came from
 
     @property
     def trained_tokens(self) -> int:

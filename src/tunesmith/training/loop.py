@@ -26,6 +26,7 @@ from tunesmith.data.templates import Encoded
 from tunesmith.training.checkpoint import Position, save_checkpoint
 from tunesmith.training.memory import peak_rss
 from tunesmith.training.objectives import Objective, collate
+from tunesmith.training.order import Order, epoch_order
 
 
 def steps_per_epoch(n_examples: int, batch_size: int) -> int:
@@ -36,12 +37,6 @@ def total_steps(cfg: TrainConfig, n_examples: int) -> int:
     if cfg.max_steps is not None:
         return cfg.max_steps
     return max(1, math.ceil(cfg.epochs * steps_per_epoch(n_examples, cfg.batch_size)))
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """The example order of one epoch: a pure function of (seed, epoch), so a resumed run sees the same order."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=generator).tolist()
 
 
 def data_fingerprint(rows: list[Encoded]) -> str:
@@ -119,10 +114,14 @@ class Loop:
     metrics: MetricsLog
     evaluate: Callable[[], dict[str, float]]  # held-out metrics of the model as it is now
     crash_after_step: int | None = None  # tests only: raise after this step, as a killed process would stop
+    order: Order | None = None  # epoch -> row indices (training/order.py); None: a permutation of all rows
 
 
 def _step_indices(loop: Loop, position: Position) -> list[int]:
-    order = epoch_order(len(loop.train), loop.cfg.seed, position.epoch)
+    if loop.order is not None:
+        order = loop.order(position.epoch)
+    else:
+        order = epoch_order(len(loop.train), loop.cfg.seed, position.epoch)
     start = position.batch_in_epoch * loop.cfg.batch_size
     return order[start : start + loop.cfg.batch_size]
 

@@ -19,7 +19,7 @@ import torch
 from tunesmith.config import Config
 from tunesmith.data.templates import Renderer
 from tunesmith.models.loading import add_lora, count_parameters, default_threads, load_base, pick_device, pick_dtype
-from tunesmith.training.loop import build_optimizer, epoch_order, steps_per_epoch, total_steps
+from tunesmith.training.loop import build_optimizer, steps_per_epoch, total_steps
 from tunesmith.training.memory import (
     GIB,
     MemoryBreakdown,
@@ -31,6 +31,7 @@ from tunesmith.training.memory import (
     static_bytes,
 )
 from tunesmith.training.objectives import CausalLMObjective, collate
+from tunesmith.training.order import Order, build_order
 from tunesmith.training.prepare import prepare_data
 
 
@@ -68,14 +69,14 @@ class Plan:
         return data
 
 
-def _run_batches(cfg: Config, n_rows: int, steps: int) -> list[list[list[int]]]:
+def _run_batches(cfg: Config, n_rows: int, steps: int, order: Order) -> list[list[list[int]]]:
     """Every optimizer step of the run as the loop will take it (the order is a pure function of the seed):
     a list of micro-batches of row indices per step."""
     per_epoch = steps_per_epoch(n_rows, cfg.train.batch_size)
     out = []
     for step in range(steps):
         epoch, k = divmod(step, per_epoch)
-        idx = epoch_order(n_rows, cfg.train.seed, epoch)[k * cfg.train.batch_size : (k + 1) * cfg.train.batch_size]
+        idx = order(epoch)[k * cfg.train.batch_size : (k + 1) * cfg.train.batch_size]
         out.append([idx[j : j + cfg.train.micro_batch_size] for j in range(0, len(idx), cfg.train.micro_batch_size)])
     return out
 
@@ -104,7 +105,8 @@ def make_plan(cfg: Config, calibration_steps: int = 3, log=print) -> Plan:
     total, trainable = count_parameters(model)
     rows, pad_id = prepared.train, base.tokenizer.pad_token_id
     steps = total_steps(cfg.train, len(rows))
-    run = _run_batches(cfg, len(rows), steps)
+    order = build_order(prepared.train_sizes(), [spec.weight for spec in cfg.data.train], cfg.train.seed)
+    run = _run_batches(cfg, len(rows), steps, order)
     per_epoch = steps_per_epoch(len(rows), cfg.train.batch_size)
     epoch = run[:per_epoch]
     lengths = [len(r.input_ids) for r in rows]

@@ -34,10 +34,22 @@ class Prepared:
     rows: int
     errors: list[RowError] = field(default_factory=list)
     truncated: int = 0
+    train_names: list[str] = field(default_factory=list)  # dataset names, by Encoded.dataset
+    eval_names: list[str] = field(default_factory=list)
+
+    def train_sizes(self) -> list[int]:
+        """Encoded training rows per dataset entry, in data.train order."""
+        sizes = [0] * max(1, len(self.train_names))
+        for row in self.train:
+            sizes[row.dataset] += 1
+        return sizes
 
 
-def _load(specs: list[DatasetSpec], files: list[Path], errors: list[RowError]) -> list[tuple[Example, DatasetSpec]]:
-    out: list[tuple[Example, DatasetSpec]] = []
+Pair = tuple[Example, DatasetSpec]
+
+
+def _load(specs: list[DatasetSpec], files: list[Path], errors: list[RowError]) -> list[Pair]:
+    out: list[Pair] = []
     for spec in specs:
         result = load_dataset(spec)
         files.append(Path(spec.path))
@@ -47,17 +59,61 @@ def _load(specs: list[DatasetSpec], files: list[Path], errors: list[RowError]) -
 
 
 def _encode(
-    pairs: list[tuple[Example, DatasetSpec]], renderer: Renderer, errors: list[RowError]
-) -> tuple[list[Encoded], list[tuple[Example, DatasetSpec]]]:
+    pairs: list[Pair], specs: list[DatasetSpec], renderer: Renderer, errors: list[RowError]
+) -> tuple[list[Encoded], list[Pair]]:
+    index = {id(spec): i for i, spec in enumerate(specs)}
     encoded, kept = [], []
     for ex, spec in pairs:
         result = renderer.encode(ex, spec.system)
         if isinstance(result, RowError):
             errors.append(result)
         else:
+            result.dataset = index[id(spec)]
             encoded.append(result)
             kept.append((ex, spec))
     return encoded, kept
+
+
+def held_out_rows(
+    pairs: list[Pair], specs: list[DatasetSpec], n_eval: int, seed: int, split_by: str | None
+) -> set[int]:
+    """Indices of the rows held out for eval: a seeded choice, stratified by dataset and (classification) label,
+    taking whole groups of `split_by` so that rows sharing a value (one paragraph's questions) stay on one side.
+
+    Per stratum the quota is its share of `n_eval` (largest remainder); a pure function of seed and rows."""
+    index = {id(spec): i for i, spec in enumerate(specs)}
+    groups: dict[object, list[int]] = {}
+    for i, (ex, spec) in enumerate(pairs):
+        if split_by is None:
+            key: object = i
+        else:
+            value = ex.column(split_by)
+            if value is None:
+                raise DataRefused(f"{ex.source}:{ex.line}: {split_by}: missing; data.split_by groups rows by it")
+            key = (index[id(spec)], value)
+        groups.setdefault(key, []).append(i)
+    strata: dict[tuple[int, str], list[object]] = {}
+    for key, rows in groups.items():
+        ex, spec = pairs[rows[0]]
+        strata.setdefault((index[id(spec)], ex.label or ""), []).append(key)
+    n = len(pairs)
+    sizes = {s: sum(len(groups[k]) for k in keys) for s, keys in strata.items()}
+    exact = {s: n_eval * size / n for s, size in sizes.items()}
+    quota = {s: int(q) for s, q in exact.items()}
+    for s in sorted(exact, key=lambda s: (-(exact[s] - quota[s]), s))[: n_eval - sum(quota.values())]:
+        quota[s] += 1
+    held: set[int] = set()
+    for number, s in enumerate(sorted(strata)):
+        keys = strata[s]
+        # One stratum of single rows draws exactly the permutation an unstratified split would.
+        generator = torch.Generator().manual_seed(seed if number == 0 else seed * 7919 + number)
+        taken = 0
+        for j in torch.randperm(len(keys), generator=generator).tolist():
+            if taken >= quota[s]:
+                break
+            held.update(groups[keys[j]])
+            taken += len(groups[keys[j]])
+    return held
 
 
 def describe_errors(errors: list[RowError], limit: int = SHOWN_ERRORS) -> str:
@@ -82,20 +138,26 @@ def prepare_data(cfg: Config, renderer: Renderer) -> Prepared:
     files: list[Path] = []
     errors: list[RowError] = []
     train_pairs = _load(cfg.data.train, files, errors)
+    train_names = [spec.display_name for spec in cfg.data.train]
     if cfg.data.eval:
-        eval_pairs = _load(cfg.data.eval, files, errors)[: cfg.data.eval_max_rows]
+        eval_specs = cfg.data.eval
+        eval_pairs = []
+        for spec in eval_specs:
+            eval_pairs.extend(_load([spec], files, errors)[: cfg.data.eval_max_rows])
     else:
-        # Deterministic held-out split: a seeded permutation, independent of anything but the seed and row count.
+        # Deterministic held-out split of train (see held_out_rows).
+        eval_specs = cfg.data.train
         n = len(train_pairs)
         n_eval = min(cfg.data.eval_max_rows, max(1, round(n * cfg.data.eval_fraction))) if n > 1 else 0
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.train.seed)).tolist()
-        held = set(order[:n_eval])
+        held = held_out_rows(train_pairs, eval_specs, n_eval, cfg.train.seed, cfg.data.split_by)
         eval_pairs = [p for i, p in enumerate(train_pairs) if i in held]
         train_pairs = [p for i, p in enumerate(train_pairs) if i not in held]
     rows = len(train_pairs) + len(eval_pairs) + len(errors)
-    train, _ = _encode(train_pairs, renderer, errors)
-    evals, eval_kept = _encode(eval_pairs, renderer, errors)
-    prepared = Prepared(train, evals, eval_kept, files, rows, errors, sum(r.truncated for r in train + evals))
+    train, _ = _encode(train_pairs, cfg.data.train, renderer, errors)
+    evals, eval_kept = _encode(eval_pairs, eval_specs, renderer, errors)
+    truncated = sum(r.truncated for r in train + evals)
+    eval_names = [spec.display_name for spec in eval_specs]
+    prepared = Prepared(train, evals, eval_kept, files, rows, errors, truncated, train_names, eval_names)
     if errors and not cfg.data.skip_invalid:
         raise DataRefused(
             f"{len(errors)} bad row(s); nothing was trained. Fix them, or set data.skip_invalid=true to skip them.\n"

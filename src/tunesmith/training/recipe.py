@@ -43,6 +43,7 @@ from tunesmith.training import head as head_run
 from tunesmith.training.checkpoint import Position, clean_staging, list_checkpoints, load_checkpoint, save_checkpoint
 from tunesmith.training.loop import Loop, MetricsLog, build_optimizer, data_fingerprint, fit, total_steps
 from tunesmith.training.objectives import CausalLMObjective
+from tunesmith.training.order import build_order
 from tunesmith.training.prepare import Prepared, describe_errors, encoder_for, prepare_data
 
 
@@ -241,6 +242,7 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
         metrics=metrics,
         evaluate=lambda: _evaluate(model, prepared, cfg, objective, pad_id, device),
         crash_after_step=crash_after_step,
+        order=build_order(prepared.train_sizes(), [spec.weight for spec in cfg.data.train], cfg.train.seed),
     )
     position = fit(loop, position)
     train_seconds = time.perf_counter() - started
@@ -267,6 +269,7 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
             tuned_eval["forgetting"] = {
                 key: general[key] - base_eval["general"][key] for key in ("text_perplexity", "qa_accuracy")
             }
+    tuned_eval["train_seconds"] = round(train_seconds, 1)  # this process's fit() only (a resumed run: since resume)
     write_json(out / "eval" / "tuned.json", tuned_eval)
     metrics.write({"step": position.step, "split": "eval", **tuned_eval["metrics"]})
     params = {

@@ -1,0 +1,120 @@
+"""Task benchmarks: each task trained and scored base vs tuned on ../shared/data, then one markdown table.
+
+    python benchmarks/tasks/run.py --out runs/bench-tasks                 # every task, one after another
+    python benchmarks/tasks/run.py --out runs/bench-tasks --only sst2-head
+    python benchmarks/tasks/run.py --out runs/bench-tasks --table-only    # rebuild the table from finished runs
+
+Each task is an ordinary `tunesmith train` run (its config is in this folder or in examples/), so every number in
+the table is also in that run's eval/base.json and eval/tuned.json, report.html and MODEL_CARD.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class Job:
+    name: str
+    config: str
+    overrides: list[str] = field(default_factory=list)
+    metrics: tuple[str, ...] = ("accuracy",)
+    note: str = ""
+
+
+JOBS = [
+    Job("sst2-head", "examples/sst2-head.yaml", note="LoRA + head, 2,400 train rows; full dev (872)"),
+    Job(
+        "davidson-unweighted",
+        "examples/davidson-head.yaml",
+        ["task.class_weights=none", "data.eval_fraction=0.1"],
+        ("macro_f1", "accuracy"),
+        "head, plain CE; stratified 10% split of 4,000 rows",
+    ),
+    Job(
+        "davidson-weighted",
+        "examples/davidson-head.yaml",
+        ["task.class_weights=balanced", "data.eval_fraction=0.1"],
+        ("macro_f1", "accuracy"),
+        "head, balanced class weights; same split",
+    ),
+    Job("scitldr", str(HERE / "scitldr.yaml"), metrics=("rougeL", "rouge1"), note="256 train papers; test[:100]"),
+    Job("xquad", str(HERE / "xquad.yaml"), metrics=("exact_match", "f1"), note="split by paragraph (48 held out)"),
+    Job("pubmedqa", str(HERE / "pubmedqa.yaml"), note="192 train rows; official 500 test ids"),
+]
+
+
+def run(job: Job, out: Path) -> None:
+    run_dir = out / job.name
+    cmd = [sys.executable, "-m", "tunesmith.cli", "train", job.config, f"output.dir={run_dir}", "output.overwrite=true"]
+    cmd += job.overrides
+    print("$", " ".join(cmd), flush=True)
+    started = time.perf_counter()
+    with open(out / f"{job.name}.log", "w", encoding="utf-8") as log:
+        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+    print(f"  {job.name}: exit {code} after {time.perf_counter() - started:.0f} s (log: {out / job.name}.log)")
+
+
+def _read(run_dir: Path, name: str) -> dict:
+    path = run_dir / "eval" / f"{name}.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _cell(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def table(out: Path, jobs: list[Job]) -> str:
+    lines = [
+        "| task | metric | base | tuned | tuned − base [95% CI] | train time | forgetting: QA acc / text ppl | setup |",
+        "|---|---|---:|---:|---|---:|---|---|",
+    ]
+    for job in jobs:
+        base, tuned = _read(out / job.name, "base"), _read(out / job.name, "tuned")
+        if not tuned:
+            lines.append(f"| {job.name} | (no finished run) | | | | | | {job.note} |")
+            continue
+        forgetting = tuned.get("forgetting")
+        lost = (
+            f"{forgetting['qa_accuracy']:+.3f} / {forgetting['text_perplexity']:+.2f}"
+            if forgetting
+            else "n/a (a head does not generate)"
+        )
+        for metric in job.metrics:
+            diff = tuned.get("comparison", {}).get(metric, {})
+            ci = f"{diff['diff']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]" if diff else "—"
+            lines.append(
+                f"| {job.name} | {metric} | {_cell(base['task']['metrics'].get(metric))} | "
+                f"{_cell(tuned['task']['metrics'].get(metric))} | {ci} | {tuned.get('train_seconds', 0):.0f} s | "
+                f"{lost} | {job.note} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-tasks"))
+    parser.add_argument("--only", nargs="*", help="task names to run (default: all)")
+    parser.add_argument("--table-only", action="store_true", help="only rebuild the table from finished runs")
+    args = parser.parse_args()
+    jobs = [j for j in JOBS if not args.only or j.name in args.only]
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.table_only:
+        for job in jobs:
+            run(job, args.out)
+    text = table(args.out, JOBS)
+    (args.out / "table.md").write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

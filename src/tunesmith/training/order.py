@@ -1,0 +1,68 @@
+"""Which training rows each epoch visits, in which order: a pure function of (seed, epoch), so a resumed run sees
+exactly the order an uninterrupted one would.
+
+    data: {train: [{path: a.jsonl, weight: 3}, {path: b.jsonl, weight: 1}]}    # a 3:1 mixture
+
+One dataset (or no weights): a seeded permutation of all rows. Several datasets with `weight`s: every epoch has as
+many rows as the datasets together, split between them in proportion to their weights (largest remainder). A
+dataset asked for fewer rows than it has contributes the next rows of its own seeded stream, so successive epochs
+cover all of it; one asked for more cycles through fresh permutations of itself (upsampling). The chosen rows are
+then shuffled together, so every optimizer step mixes the datasets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+Order = Callable[[int], list[int]]
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """A seeded permutation of n rows for one epoch."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator).tolist()
+
+
+def quotas(sizes: list[int], weights: list[float]) -> list[int]:
+    """Rows per epoch from each dataset: the total row count split by weight, rounded by largest remainder."""
+    total, mass = sum(sizes), sum(weights)
+    exact = [total * w / mass for w in weights]
+    out = [int(x) for x in exact]
+    by_remainder = sorted(range(len(sizes)), key=lambda i: (-(exact[i] - out[i]), i))
+    for i in by_remainder[: total - sum(out)]:
+        out[i] += 1
+    return out
+
+
+def _stream(size: int, seed: int, dataset: int, start: int, count: int) -> list[int]:
+    """Items [start, start + count) of the endless stream perm_0 + perm_1 + ... of one dataset's rows."""
+    out: list[int] = []
+    cycle, offset = divmod(start, size)
+    while len(out) < count:
+        generator = torch.Generator().manual_seed((seed * 1_000_003 + dataset) * 7919 + cycle)
+        perm = torch.randperm(size, generator=generator).tolist()
+        out.extend(perm[offset : offset + count - len(out)])
+        cycle, offset = cycle + 1, 0
+    return out
+
+
+def mixture_order(sizes: list[int], weights: list[float], seed: int, epoch: int) -> list[int]:
+    """One epoch of a weighted mixture, as indices into the concatenation of the datasets (in `sizes` order)."""
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    chosen: list[int] = []
+    for i, (size, quota) in enumerate(zip(sizes, quotas(sizes, weights), strict=True)):
+        if size and quota:
+            chosen.extend(starts[i] + j for j in _stream(size, seed, i, epoch * quota, quota))
+    return [chosen[j] for j in epoch_order(len(chosen), seed, epoch)]
+
+
+def build_order(sizes: list[int], weights: list[float | None], seed: int) -> Order:
+    """The epoch -> row order function for a run: plain permutations unless some dataset sets a weight
+    (datasets without one weigh their own size, i.e. they keep their natural share)."""
+    if len(sizes) < 2 or all(w is None for w in weights):
+        n = sum(sizes)
+        return lambda epoch: epoch_order(n, seed, epoch)
+    resolved = [float(size) if w is None else w for size, w in zip(sizes, weights, strict=True)]
+    return lambda epoch: mixture_order(sizes, resolved, seed, epoch)
