@@ -1,0 +1,128 @@
+"""The FastAPI app: routes, API-key check, request-size limits, OpenAI-shaped errors, and the lifespan that opens
+the store, starts the model thread and the job workers, and stops them again.
+
+    uvicorn-free use in tests: TestClient(create_app(ServeSettings(runs_dir=tmp, workers=0)))
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from tunesmith.serve import routes_inference, routes_jobs
+from tunesmith.serve.batcher import Batcher
+from tunesmith.serve.catalog import Catalog
+from tunesmith.serve.engines import Engines
+from tunesmith.serve.errors import error_body, install_handlers
+from tunesmith.serve.settings import ServeSettings
+from tunesmith.serve.state import ServerState
+from tunesmith.serve.store import Store
+from tunesmith.serve.supervisor import Supervisor
+
+OPEN_PATHS = ("/health",)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _send_error(send, status: int, message: str, extra_headers: list | None = None) -> None:
+    body = json.dumps(error_body(status, message)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers + (extra_headers or [])})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Guard:
+    """ASGI middleware in front of every route: the bearer key (unless the path is open) and the body size, counted
+    as it arrives so a chunked upload without Content-Length is cut off too."""
+
+    def __init__(self, app, settings: ServeSettings):
+        self.app, self.settings = app, settings
+        self.keys = [k.encode() for k in settings.api_keys]
+
+    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+        given = headers.get(b"authorization", b"")
+        if not given.lower().startswith(b"bearer "):
+            return False
+        token = given[7:].strip()
+        # compare_digest against every key: no early exit that would time which key prefix matched
+        return any([hmac.compare_digest(token, key) for key in self.keys])
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        if self.keys and scope["path"] not in OPEN_PATHS and not self._authorized(headers):
+            message = "missing or wrong API key: send Authorization: Bearer <key>"
+            return await _send_error(send, 401, message, [(b"www-authenticate", b"Bearer")])
+        limit = self.settings.max_body_bytes
+        if scope["path"].rstrip("/") == "/v1/files" and scope["method"] == "POST":
+            limit = self.settings.max_upload_bytes + 64 * 1024  # the multipart envelope around the file
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return await _send_error(send, 413, f"request body over this server's limit of {limit:,} bytes")
+        seen = 0
+        started = False
+
+        async def counted_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge
+            return message
+
+        async def tracked_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except BodyTooLarge:
+            if not started:
+                await _send_error(send, 413, f"request body over this server's limit of {limit:,} bytes")
+
+
+def create_app(settings: ServeSettings) -> FastAPI:
+    settings.prepare()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        engines = Engines(settings.trust_remote_code)
+        batcher = Batcher(engines, settings.max_batch, settings.batch_window_s)
+        store = Store(settings.db_path)
+        app.state.server = ServerState(settings, store, Catalog(settings.runs_dir, settings.bases), engines, batcher)
+        supervisor = Supervisor(settings)
+        app.state.supervisor = supervisor
+        batcher.start()
+        supervisor.start()
+        try:
+            yield
+        finally:
+            supervisor.stop()
+            batcher.stop()
+
+    app = FastAPI(
+        title="tunesmith serve",
+        version="1",
+        description="OpenAI-compatible inference for base models and tuned runs, plus files and fine-tuning jobs "
+        "that train with tunesmith. Tuned models are addressed as `ft:<base>:<run-name>`; classification-head runs "
+        "answer at POST /v1/classifications.",
+        lifespan=lifespan,
+    )
+    install_handlers(app)
+    app.include_router(routes_inference.router)
+    app.include_router(routes_jobs.router)
+
+    @app.get("/health", summary="Liveness (needs no API key)")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.add_middleware(Guard, settings=settings)
+    return app

@@ -1,0 +1,150 @@
+"""Which models the server knows: base models by name, and every finished run in the runs directory.
+
+    GET /v1/models   ->  smollm2-135m-instruct, ft:smollm2-135m-instruct:support-1a2b3c4d, ...
+
+A base is a registered model whose package is installed, or an HF model directory the operator named with
+`--model`. A run is a folder of the runs directory with final/ and eval/tuned.json (training finished); it is
+addressed as `ft:<base>:<run-name>`, where <base> is the id of the base it was trained from (followed through
+runs that continued other runs).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from tunesmith.errors import TunesmithError
+from tunesmith.models.registry import ModelNotFound, is_run_dir, registered_models, registry_gguf
+from tunesmith.serve.paths import UnsafePath, is_run_name, run_path
+
+STATE_PREFIX = "."
+
+
+class UnknownModel(TunesmithError):
+    """A model id the server does not serve."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    id: str
+    base_id: str
+    source: str  # registry name or directory for a base; the run directory for a run
+    created: int
+    run_dir: Path | None = None  # runs only
+    objective: str = "generate"  # generate (chat and completions) or head (classifications)
+    prompt_format: str = "auto"
+
+    @property
+    def is_run(self) -> bool:
+        return self.run_dir is not None
+
+    def as_json(self) -> dict:
+        return {
+            "id": self.id,
+            "object": "model",
+            "created": self.created,
+            "owned_by": "user" if self.is_run else "tunesmith",
+            "task": "classification" if self.objective == "head" else "generation",
+        }
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return int(path.stat().st_mtime)
+    except OSError:
+        return 0
+
+
+class Catalog:
+    def __init__(self, runs_dir: Path, bases: list[str]):
+        self.runs_dir = runs_dir
+        self.extra_bases = bases
+
+    # --- bases -----------------------------------------------------------------------------------------------
+
+    def bases(self) -> list[ModelEntry]:
+        out = []
+        for entry in registered_models():
+            try:
+                gguf = registry_gguf(entry)
+            except ModelNotFound:
+                continue  # its package is not installed: not servable here
+            out.append(ModelEntry(entry.name, entry.name, entry.name, _mtime(gguf)))
+        for source in self.extra_bases:
+            path = Path(source).expanduser().resolve()
+            out.append(ModelEntry(path.name, path.name, str(path), _mtime(path)))
+        return out
+
+    def base_id(self, source: str, depth: int = 0) -> str:
+        """The id of the base a `model.base` value names; a run is followed to its own base."""
+        names = {e.name for e in registered_models()}
+        if source.lower() in names:
+            return source.lower()
+        path = Path(source).expanduser()
+        if depth < 8 and is_run_dir(path):
+            return self.base_id(self._run_config(path).get("model", {}).get("base", path.name), depth + 1)
+        return path.name
+
+    # --- runs ------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _run_config(run_dir: Path) -> dict:
+        try:
+            return yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            return {}
+
+    def _run_entry(self, name: str) -> ModelEntry | None:
+        if not is_run_name(name) or name.startswith(STATE_PREFIX):
+            return None
+        try:
+            run_dir = run_path(self.runs_dir, name)
+        except UnsafePath:
+            return None
+        if not is_run_dir(run_dir) or not (run_dir / "eval" / "tuned.json").is_file():
+            return None
+        cfg = self._run_config(run_dir)
+        base_id = self.base_id(str(cfg.get("model", {}).get("base", "")))
+        task = cfg.get("task") or {}
+        return ModelEntry(
+            f"ft:{base_id}:{name}",
+            base_id,
+            str(run_dir),
+            _mtime(run_dir / "eval" / "tuned.json"),
+            run_dir,
+            task.get("objective", "generate"),
+            (cfg.get("data") or {}).get("prompt_format", "auto"),
+        )
+
+    def runs(self) -> list[ModelEntry]:
+        if not self.runs_dir.is_dir():
+            return []
+        entries = (self._run_entry(p.name) for p in sorted(self.runs_dir.iterdir()) if p.is_dir())
+        return [e for e in entries if e is not None]
+
+    def all(self) -> list[ModelEntry]:
+        return self.bases() + self.runs()
+
+    def get(self, model_id: str) -> ModelEntry:
+        """The entry for a model id, or UnknownModel. `ft:` ids name a run folder; nothing else becomes a path."""
+        if model_id.startswith("ft:"):
+            parts = model_id.split(":")
+            entry = self._run_entry(parts[-1]) if len(parts) == 3 else None
+            if entry is not None and entry.id == model_id:
+                return entry
+        else:
+            for entry in self.bases():
+                if entry.id == model_id:
+                    return entry
+        raise UnknownModel(f"The model '{model_id}' does not exist (GET /v1/models lists the served models)")
+
+
+def adapter_base(final: Path) -> Path | None:
+    """The base weights directory a LoRA adapter in final/ was saved against; None for a full model."""
+    config = final / "adapter_config.json"
+    if not config.is_file():
+        return None
+    return Path(json.loads(config.read_text(encoding="utf-8"))["base_model_name_or_path"]).resolve()
