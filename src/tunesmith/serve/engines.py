@@ -158,7 +158,8 @@ class Engines:
         if loaded is None:
             loaded = self._loaded[profile.weights] = Loaded(self._load(profile.weights))
         if profile.adapter is not None:
-            loaded.model.set_adapter(self._adapter_name(loaded, profile.adapter))
+            name = self._adapter_name(loaded, profile.adapter)  # may wrap loaded.model in a PeftModel first
+            loaded.model.set_adapter(name)
             yield loaded.model
             return
         from peft import PeftModel
