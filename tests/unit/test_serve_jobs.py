@@ -1,0 +1,175 @@
+"""The real server (`tunesmith serve` in a subprocess) driven by the official openai package: upload a file, run a
+fine-tuning job on the tiny model to success, chat with the result (streaming and not), cancel a job, and kill the
+server with SIGKILL mid-job, start it again, and see the job resume from its checkpoint and finish."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from tiny_runs import write_chat_data
+
+openai = pytest.importorskip("openai")
+
+FAST = ["eval.general=false", "eval.samples=0", "data.max_length=128"]
+
+
+class Server:
+    """`tunesmith serve` on a free loopback port, started and killed like an operator would."""
+
+    def __init__(self, runs_dir: Path, model_dir: Path):
+        self.runs_dir, self.model_dir = runs_dir, model_dir
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc: subprocess.Popen | None = None
+        self.client = openai.OpenAI(base_url=f"http://127.0.0.1:{self.port}/v1", api_key="unused", max_retries=0)
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "tunesmith.cli", "serve", "--runs-dir", str(self.runs_dir), "--port",
+                   str(self.port), "--model", str(self.model_dir)]  # fmt: skip
+        log = open(self.runs_dir.parent / "server.log", "ab")  # noqa: SIM115 - the server process writes to it
+        self.proc = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+        )
+        log.close()
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise AssertionError("the server did not come up:\n" + (self.runs_dir.parent / "server.log").read_text())
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("served")
+    server = Server(root / "runs", tiny_model_dir)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def training_file(server, tmp_path_factory) -> str:
+    data = write_chat_data(tmp_path_factory.mktemp("data") / "arith.jsonl", n=24)
+    with open(data, "rb") as fh:
+        uploaded = server.client.files.create(file=fh, purpose="fine-tune")
+    assert uploaded.status == "processed" and uploaded.filename == "arith.jsonl"
+    return uploaded.id
+
+
+def wait_for(server: Server, job_id: str, done, timeout_s: float = 120):
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        job = server.client.fine_tuning.jobs.retrieve(job_id)
+        if done(job):
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} stuck in {job.status}")
+
+
+def messages(server: Server, job_id: str) -> list[str]:
+    return [e.message for e in server.client.fine_tuning.jobs.list_events(job_id, limit=1000).data][::-1]
+
+
+def test_a_job_trains_to_success_and_its_model_chats_at_once(server, training_file):
+    client = server.client
+    job = client.fine_tuning.jobs.create(
+        model="tiny-llama", training_file=training_file, suffix="arith", seed=3,
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 8}}},
+        extra_body={"overrides": [*FAST, "train.max_steps=3"]},
+    )  # fmt: skip
+    assert job.status == "validating_files" and job.seed == 3
+    seen = set()
+    job = wait_for(server, job.id, lambda j: seen.add(j.status) or j.status in ("succeeded", "failed", "cancelled"))
+    assert job.status == "succeeded", job.error
+    assert seen <= {"validating_files", "queued", "running", "succeeded"}
+    assert job.fine_tuned_model == f"ft:tiny-llama:arith-{job.id[6:14]}"
+    assert job.hyperparameters.n_epochs == 1 and job.hyperparameters.batch_size == 8 and job.trained_tokens > 0
+    log = messages(server, job.id)
+    order = ["Created fine-tuning job", "Validating training file", "Files validated", "Fine-tuning job started",
+             "Step 1: training loss", "Checkpoint created at step 3", "New fine-tuned model created",
+             "The job has successfully completed"]  # fmt: skip
+    positions = [next(i for i, m in enumerate(log) if m.startswith(prefix)) for prefix in order]
+    assert positions == sorted(positions), log
+    metrics = [e for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data if e.type == "metrics"]
+    assert any("train_loss" in e.data for e in metrics) and any("valid_loss" in e.data for e in metrics)
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert checkpoints[0].step_number == 3  # newest first
+    last = checkpoints[0].metrics
+    assert last.train_loss is not None and last.valid_loss is not None and last.valid_mean_token_accuracy is not None
+    csv = client.files.content(job.result_files[0]).text
+    assert csv.splitlines()[0].startswith("step,train_loss") and len(csv.splitlines()) == 4
+
+    model = job.fine_tuned_model
+    assert model in {m.id for m in client.models.list().data}
+    ask = [{"role": "user", "content": "what is 2 plus 3?"}]
+    answer = client.chat.completions.create(model=model, messages=ask, max_tokens=6, temperature=0)
+    assert answer.usage.prompt_tokens > 0 and answer.choices[0].finish_reason in ("stop", "length")
+    stream = client.chat.completions.create(model=model, messages=ask, max_tokens=6, temperature=0, stream=True)
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert streamed == answer.choices[0].message.content
+    page = client.fine_tuning.jobs.list(limit=1)
+    assert page.data[0].id == job.id
+
+
+def test_cancel_stops_a_running_job(server, training_file):
+    client = server.client
+    job = client.fine_tuning.jobs.create(
+        model="tiny-llama", training_file=training_file, extra_body={"overrides": [*FAST, "train.max_steps=100000"]}
+    )
+    wait_for(server, job.id, lambda j: j.status == "running")
+    cancelled = client.fine_tuning.jobs.cancel(job.id)
+    assert cancelled.status == "cancelled"
+    deadline = time.time() + 30
+    while time.time() < deadline and not any(m.startswith("Training stopped") for m in messages(server, job.id)):
+        time.sleep(0.3)
+    assert any(m.startswith("Training stopped") for m in messages(server, job.id))
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
+    with pytest.raises(openai.BadRequestError):
+        client.fine_tuning.jobs.cancel(job.id)
+
+
+def test_killed_server_resumes_the_job_from_its_checkpoint(server, training_file):
+    client = server.client
+    job = client.fine_tuning.jobs.create(
+        model="tiny-llama", training_file=training_file, suffix="durable",
+        extra_body={"overrides": [*FAST, "train.max_steps=12", "train.save_every=3", "train.eval_every=0"]},
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(m.startswith("Checkpoint created") for m in messages(server, job.id)):
+        time.sleep(0.2)
+    before = messages(server, job.id)
+    assert any(m.startswith("Checkpoint created") for m in before)
+    server.kill()  # SIGKILL: no shutdown code runs; the worker and its training follow it down
+
+    server.start()
+    job = wait_for(server, job.id, lambda j: j.status in ("succeeded", "failed", "cancelled"), timeout_s=150)
+    assert job.status == "succeeded", job.error
+    after = messages(server, job.id)
+    assert after[: len(before)] == before  # nothing logged before the kill was lost
+    assert any(m.startswith("Resuming training from checkpoint step") for m in after), after
+    assert server.client.files.retrieve(training_file).status == "processed"
+    reply = client.chat.completions.create(model=job.fine_tuned_model, messages=[{"role": "user", "content": "hi"}],
+                                           max_tokens=3)  # fmt: skip
+    assert reply.choices[0].message.role == "assistant"
