@@ -100,3 +100,82 @@ def test_eval_command_scores_a_run_against_its_base(tiny_model_dir, tmp_path, ca
     assert scores["base"]["task"]["references"] == scores["tuned"]["task"]["references"]
     assert scores["tuned"]["metrics"]["rows"] == 6 and "general" in scores["tuned"]
     assert "accuracy" in capsys.readouterr().out
+
+
+def test_slice_metrics_and_largest_gap():
+    from tunesmith.eval.slices import slice_metrics
+
+    values = ["a"] * 10 + ["b"] * 10 + ["c"] * 3
+    refs = ["x"] * 23
+    preds = ["x"] * 9 + ["y"] + ["x"] * 5 + ["y"] * 5 + ["y"] * 3
+    report = slice_metrics("classification", ("accuracy",), preds, refs, values, ["x", "y"], min_rows=10)
+    assert report["slices"]["a"] == {"n": 10, "accuracy": 0.9}
+    assert report["slices"]["c"]["accuracy"] == 0.0  # listed, but too small to be called the worst
+    assert report["gaps"]["accuracy"] == {"high": "a", "low": "b", "gap": pytest.approx(0.4)}
+
+
+def test_prompt_variant_rewrites_the_first_user_turn():
+    from tunesmith.config import Kind
+    from tunesmith.data.formats import Example
+    from tunesmith.eval.variants import VariantError, with_prompt
+
+    row = {"sentence": "a fine film", "label": 1}
+    ex = Example(Kind.completion, "d.tsv", 4, prompt="Review: a fine film", completion="positive", row=row)
+    assert with_prompt(ex, "{prompt}\nOne word:").prompt == "Review: a fine film\nOne word:"
+    assert with_prompt(ex, "Is '{sentence}' positive?").prompt == "Is 'a fine film' positive?"
+    assert ex.prompt == "Review: a fine film"  # the original row is untouched
+    chat = Example(
+        Kind.chat,
+        "c.jsonl",
+        1,
+        messages=[
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "yo"},
+        ],
+    )
+    assert with_prompt(chat, "<{prompt}>").messages[1]["content"] == "<hi>"
+    with pytest.raises(VariantError, match=r"d\.tsv:4"):
+        with_prompt(ex, "{title}")
+
+
+def test_mixed_run_reports_each_dataset_slices_and_prompt_sensitivity(tiny_model_dir, tmp_path):
+    """Two datasets mixed 3:1, a slice column, and two prompt variants: everything lands in eval/*.json and the
+    report."""
+    paths = []
+    for name, numbers in (("even_odd", range(0, 40)), ("parity", range(100, 120))):
+        rows = [
+            {
+                "prompt": f"is {n} even or odd?",
+                "completion": "even" if n % 2 == 0 else "odd",
+                "size": "big" if n > 20 else "small",
+            }
+            for n in numbers
+        ]
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        paths.append(path)
+    cfg = tiny_config(tiny_model_dir, paths[0], tmp_path / "run", max_steps=3)
+    cfg["data"]["train"] = [{"path": str(paths[0]), "weight": 3}, {"path": str(paths[1]), "weight": 1}]
+    cfg["data"]["eval_fraction"] = 0.25
+    cfg["data"]["slice_field"] = "size"
+    cfg["task"] = {
+        "type": "classification",
+        "labels": ["even", "odd"],
+        "max_new_tokens": 3,
+        "bootstrap_resamples": 100,
+        "prompt_variants": ["{prompt} Answer:", "Number parity question: {prompt}"],
+    }
+    run = run_training(build_config(cfg), log=lambda *_: None)
+    for side in (run.base, run.tuned):
+        assert set(side["metrics"]["datasets"]) == {"even_odd", "parity"}
+        slices = side["task"]["slices"]
+        assert set(slices) == {"size", "dataset"} and set(slices["dataset"]["slices"]) == {"even_odd", "parity"}
+        assert sum(s["n"] for s in slices["size"]["slices"].values()) == len(side["task"]["references"]) == 15
+        sensitivity = side["task"]["prompt_sensitivity"]
+        assert len(sensitivity["scores"]["accuracy"]) == 3
+        assert sensitivity["scores"]["accuracy"][0] == side["task"]["metrics"]["accuracy"]
+    page = (run.run_dir / "report.html").read_text()
+    assert (
+        "Held-out loss per dataset" in page and "Per slice: size" in page and "Prompt sensitivity (3 prompts)" in page
+    )

@@ -22,7 +22,8 @@ from tunesmith.errors import TunesmithError
 from tunesmith.eval.chat import load_final
 from tunesmith.eval.general import general_ability
 from tunesmith.eval.runner import evaluate_loss
-from tunesmith.eval.tasks import TaskResult, compare, run_task
+from tunesmith.eval.scoring import score_task
+from tunesmith.eval.tasks import compare, task_result
 from tunesmith.models.loading import load_base, pick_device, pick_dtype
 from tunesmith.models.registry import is_run_dir
 from tunesmith.rundir import write_json
@@ -36,7 +37,7 @@ def _score(model, renderer: Renderer, pairs, cfg: Config, device: torch.device) 
         "metrics": evaluate_loss(model, encoded, CausalLMObjective(), cfg.eval.batch_size, pad, device).as_dict()
     }
     if cfg.task.type != "none":
-        result["task"] = run_task(model, renderer, pairs, cfg.task, cfg.eval.batch_size, device).to_json()
+        result["task"] = score_task(model, renderer, pairs, cfg, device)
     if cfg.eval.general:
         result["general"] = general_ability(model, renderer, cfg.eval.batch_size, device).as_dict()
     return result
@@ -67,7 +68,7 @@ def evaluate_target(target: str, cfg: Config) -> dict:
         base = load_base(base_cfg.model, device, pick_dtype(base_cfg.model.dtype, device))
         out["base"] = _score(base.model, renderer, pairs, cfg, device)
         if cfg.task.type != "none":
-            base_task, tuned_task = TaskResult(**out["base"]["task"]), TaskResult(**out["tuned"]["task"])
+            base_task, tuned_task = task_result(out["base"]["task"]), task_result(out["tuned"]["task"])
             out["comparison"] = compare(base_task, tuned_task, cfg.task, cfg.train.seed)
     else:
         cfg.model.base = target

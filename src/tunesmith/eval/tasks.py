@@ -8,7 +8,9 @@ read out of the generated text by `eval.parse` and scored by `eval.metrics`; unr
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
@@ -20,6 +22,7 @@ from tunesmith.eval.bootstrap import bootstrap_metric
 from tunesmith.eval.metrics import compute
 from tunesmith.eval.parse import extract_number, first_line, match_label, strip_prefix
 from tunesmith.eval.runner import generate_answers
+from tunesmith.eval.slices import task_slices
 
 HEADLINE = {
     "classification": ("accuracy", "macro_f1"),
@@ -36,9 +39,23 @@ class TaskResult:
     generations: list[str]
     predictions: list[str | None]
     references: list[str]
+    slices: dict[str, dict] = field(default_factory=dict)  # eval/slices.py: per slice column, metrics and gaps
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    def add_slices(self, pairs: Sequence[tuple[Example, DatasetSpec]], slice_field: str | None, task: TaskConfig):
+        """Fill `slices` from the scored rows (`pairs`, in prediction order)."""
+        self.slices = task_slices(
+            self.task, HEADLINE[self.task], self.predictions, self.references, pairs, slice_field, task.labels or None
+        )
+        return self
+
+
+def task_result(saved: dict) -> TaskResult:
+    """A TaskResult back from its eval/*.json section (which may hold more, e.g. prompt_sensitivity)."""
+    names = {f.name for f in dataclasses.fields(TaskResult)}
+    return TaskResult(**{k: v for k, v in saved.items() if k in names})
 
 
 def read_prediction(text: str, task: TaskConfig) -> str | None:

@@ -3,8 +3,9 @@
     from tunesmith.report.run_html import write_run_report
     write_run_report(Path("runs/gsm8k-lora"))      # reads the run directory, writes report.html beside it
 
-Loss curves (train and held-out), the base-vs-tuned table, the task scores with their bootstrap intervals, the
-confusion matrix of a classification task, and the held-out answers side by side, with the ones that changed first.
+Loss curves (train and held-out), the base-vs-tuned table (and held-out loss per dataset), the task scores with
+their bootstrap intervals, the confusion matrix of a classification task, scores per slice, prompt sensitivity, and
+the held-out answers side by side, with the ones that changed first.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from pathlib import Path
 import yaml
 
 from tunesmith.report.html import BAR, CSS, Raw, h, num, table
+from tunesmith.report.task_html import dataset_section, sensitivity_section, slice_sections
+
+DATASET_COLOURS = ("#bf8700", "#1a7f37", "#8250df", "#57606a", "#bc4c00")
 
 
 def svg_lines(series: list[tuple[str, str, list[tuple[float, float]]]], width: int = 720, height: int = 260) -> str:
@@ -89,8 +93,13 @@ def _confusion(task: dict, labels: list[str]) -> str:
 
 def _loss_curves(metrics: list[dict]) -> str:
     train = [(m["step"], m["loss"]) for m in metrics if "lr" in m]
-    held = [(m["step"], m["loss"]) for m in metrics if m.get("split") == "eval"]
-    return svg_lines([("train loss", BAR, train), ("held-out loss", "#cf222e", held)])
+    evals = [m for m in metrics if m.get("split") == "eval"]
+    series = [("train loss", BAR, train), ("held-out loss", "#cf222e", [(m["step"], m["loss"]) for m in evals])]
+    names = list(dict.fromkeys(name for m in evals for name in m.get("datasets") or {}))
+    for name, colour in zip(names, DATASET_COLOURS, strict=False):  # several eval sets: each one's curve
+        points = [(m["step"], m["datasets"][name]["loss"]) for m in evals if name in (m.get("datasets") or {})]
+        series.append((f"held-out: {name}", colour, points))
+    return svg_lines(series)
 
 
 def render_run_report(run_dir: Path) -> str:
@@ -113,6 +122,7 @@ def render_run_report(run_dir: Path) -> str:
             numeric=(1, 2, 3),
         ),
     ]
+    sections += dataset_section(b, t)
     bg, tg = base.get("general"), tuned.get("general")
     if bg and tg:
         sections.append("<h3>Forgetting: general ability, base vs tuned</h3>")
@@ -153,6 +163,8 @@ def render_run_report(run_dir: Path) -> str:
         if tuned["task"]["task"] == "classification" and labels:
             sections.append("<h3>Confusion matrix, tuned</h3>" + _confusion(tuned["task"], labels))
             sections.append("<h3>Confusion matrix, base</h3>" + _confusion(base["task"], labels))
+        sections += slice_sections(base["task"], tuned["task"])
+        sections += sensitivity_section(base["task"], tuned["task"])
         changed = [
             (r, bp, tp)
             for r, bp, tp in zip(

@@ -24,7 +24,7 @@ from tunesmith.data.templates import Encoded, Renderer
 from tunesmith.errors import TunesmithError
 from tunesmith.eval.metrics import compute
 from tunesmith.eval.predict import evaluate_head
-from tunesmith.eval.tasks import TaskResult, compare, run_task
+from tunesmith.eval.tasks import TaskResult, compare, run_task, task_result
 from tunesmith.models.loading import LoadedBase, load_classifier, save_classifier_base
 from tunesmith.models.registry import is_run_dir
 from tunesmith.training.objectives import ClassificationObjective
@@ -110,6 +110,7 @@ def base_eval(
         prompt = Example(Kind.completion, example.source, example.line, prompt=text + suffix, completion=label)
         prompts.append((prompt, spec))
     zero_shot = run_task(causal_lm, renderer, prompts, cfg.task, cfg.eval.batch_size, device)
+    zero_shot.add_slices(_task_rows(prepared, cfg.task), cfg.data.slice_field, cfg.task)
     samples = [
         {"prompt": _input_text(ex), "reference": ref, "answer": answer}
         for (ex, _), ref, answer in zip(
@@ -149,7 +150,7 @@ def tuned_eval(
     metrics = compute("classification", predictions, references, labels)
     task = TaskResult(
         "classification", metrics, generations=predictions, predictions=predictions, references=references
-    )
+    ).add_slices(rows, cfg.data.slice_field, cfg.task)
     samples = [
         {"prompt": _input_text(ex), "reference": ref, "answer": f"{pred} (p={float(p.max()):.2f})"}
         for (ex, _), ref, pred, p in zip(rows, references, predictions, probs, strict=True)
@@ -160,7 +161,7 @@ def tuned_eval(
         "metrics": scored.metrics,
         "task": task.to_json(),
         "task_method": HEAD,
-        "comparison": compare(TaskResult(**base["task"]), task, cfg.task, cfg.train.seed),
+        "comparison": compare(task_result(base["task"]), task, cfg.task, cfg.train.seed),
         "comparison_method": f"tuned = {HEAD}; base = {ZERO_SHOT}",
         "head": base.get("head"),
         "samples": samples,

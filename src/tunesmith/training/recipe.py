@@ -26,7 +26,9 @@ from tunesmith.data.templates import Renderer
 from tunesmith.eval.general import general_ability
 from tunesmith.eval.predict import evaluate_head
 from tunesmith.eval.runner import evaluate_loss, generate_answers
-from tunesmith.eval.tasks import TaskResult, compare, run_task
+from tunesmith.eval.scoring import score_task
+from tunesmith.eval.tasks import compare, task_result
+from tunesmith.eval.variants import check_variants
 from tunesmith.models.loading import (
     add_lora,
     count_parameters,
@@ -99,15 +101,20 @@ def _samples(model, renderer: Renderer, prepared: Prepared, cfg: Config, device)
     ]
 
 
-def _task(model, renderer: Renderer, prepared: Prepared, cfg: Config, device) -> TaskResult:
-    return run_task(model, renderer, prepared.eval_examples, cfg.task, cfg.eval.batch_size, device)
-
-
 def _evaluate(model, prepared: Prepared, cfg: Config, objective, pad_id: int, device) -> dict:
     if cfg.task.objective == "head":
         labels, batch_size = cfg.task.labels, cfg.eval.batch_size
         return evaluate_head(model, prepared.eval, objective, labels, batch_size, pad_id, device).metrics
-    return evaluate_loss(model, prepared.eval, objective, cfg.eval.batch_size, pad_id, device).as_dict()
+    metrics = evaluate_loss(model, prepared.eval, objective, cfg.eval.batch_size, pad_id, device).as_dict()
+    if len({row.dataset for row in prepared.eval}) > 1:  # several eval sets: each one's own numbers too
+        metrics["datasets"] = {
+            name: evaluate_loss(
+                model, [r for r in prepared.eval if r.dataset == i], objective, cfg.eval.batch_size, pad_id, device
+            ).as_dict()
+            for i, name in enumerate(prepared.eval_names)
+            if any(r.dataset == i for r in prepared.eval)
+        }
+    return metrics
 
 
 def _save_final(model, tokenizer, out: Path, cfg: Config, stop_ids: list[int]) -> None:
@@ -141,6 +148,7 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
     prepared = prepare_data(cfg, encoder_for(cfg, renderer))
     if prepared.errors:
         log(f"data.skip_invalid=true: skipped {len(prepared.errors)} bad row(s):\n{describe_errors(prepared.errors)}")
+    check_variants(prepared.eval_examples[: cfg.task.max_rows], cfg.task.prompt_variants)
     if prepared.truncated:
         log(f"note: {prepared.truncated} row(s) were truncated to data.max_length={cfg.data.max_length} tokens")
     if not resume:
@@ -216,7 +224,7 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
                 "samples": _samples(model, renderer, prepared, cfg, device),
             }
             if cfg.task.type != "none":
-                base_eval["task"] = _task(model, renderer, prepared, cfg, device).to_json()
+                base_eval["task"] = score_task(model, renderer, prepared.eval_examples, cfg, device)
             if cfg.eval.general:
                 base_eval["general"] = general_ability(model, renderer, cfg.eval.batch_size, device).as_dict()
             log(f"base model: eval loss {base_metrics['loss']:.4f}, perplexity {base_metrics['perplexity']:.2f}")
@@ -260,9 +268,10 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
             "samples": _samples(model, renderer, prepared, cfg, device),
         }
         if cfg.task.type != "none":
-            tuned_task = _task(model, renderer, prepared, cfg, device)
-            tuned_eval["task"] = tuned_task.to_json()
-            tuned_eval["comparison"] = compare(TaskResult(**base_eval["task"]), tuned_task, cfg.task, cfg.train.seed)
+            tuned_eval["task"] = score_task(model, renderer, prepared.eval_examples, cfg, device)
+            tuned_eval["comparison"] = compare(
+                task_result(base_eval["task"]), task_result(tuned_eval["task"]), cfg.task, cfg.train.seed
+            )
         if cfg.eval.general and "general" in base_eval:
             general = general_ability(model, renderer, cfg.eval.batch_size, device).as_dict()
             tuned_eval["general"] = general
