@@ -359,3 +359,19 @@ def test_generative_runs_are_refused_by_predict(tiny_model_dir, tmp_path, capsys
     run_training(build_config(tiny_config(tiny_model_dir, data, tmp_path / "gen", max_steps=1)), **quiet)
     assert main(["predict", str(tmp_path / "gen"), "--text", "is 4 even?"]) == 2
     assert "tunesmith generate" in capsys.readouterr().err
+
+
+def test_plan_and_preview_understand_a_head_config(tiny_model_dir, toy, tmp_path):
+    from rich.console import Console
+
+    from tunesmith.data.preview import preview
+    from tunesmith.training.plan import make_plan
+
+    cfg = build_config(head_config(tiny_model_dir, toy, tmp_path / "run"))
+    plan = make_plan(cfg, calibration_steps=1, log=lambda *_: None)
+    assert plan.train_rows + plan.eval_rows == 96 and plan.trained_tokens_per_epoch == plan.train_rows
+    assert plan.measured_peak is not None and not (tmp_path / "run").exists()
+    console = Console(record=True, width=200)
+    preview(cfg, n=2, console=console)
+    shown = console.export_text()
+    assert shown.count("read by the head at the last token") == 2

@@ -1,7 +1,8 @@
 """`tunesmith data preview CONFIG -n 3`: the first training rows exactly as the model will see them.
 
-Trained tokens (the loss falls on them) are highlighted; everything else is dimmed. Without colour (a pipe or a
-log file), trained spans are wrapped in [[ ]].
+Trained tokens (the loss falls on them) are highlighted; everything else is dimmed. For a classification head
+(task.objective: head) each row shows the text the head reads and the class it is trained towards. Without colour
+(a pipe or a log file), trained spans are wrapped in [[ ]].
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from tunesmith.data.loading import load_dataset
 from tunesmith.data.templates import IGNORE, Encoded, Renderer
 from tunesmith.models.loading import load_tokenizer
 from tunesmith.models.registry import is_run_dir, resolve_base
+from tunesmith.training.prepare import encoder_for
 
 
 def highlight(encoded: Encoded, tokenizer, color: bool) -> Text:
@@ -40,18 +42,24 @@ def preview(cfg: Config, n: int = 3, console: Console | None = None) -> None:
     folder = resolved.path / "final" if is_run_dir(resolved.path) else resolved.path
     tokenizer = load_tokenizer(folder)
     renderer = Renderer(tokenizer, cfg.data.prompt_format, cfg.data.max_length)
+    encoder = encoder_for(cfg, renderer)
     shown = 0
     for spec in cfg.data.train:
         result = load_dataset(spec.model_copy(update={"limit": n - shown}))
         for error in result.errors:
             console.print(f"[red]bad row[/red] {error}", markup=True, highlight=False)
         for example in result.examples:
-            encoded = renderer.encode(example, spec.system)
+            encoded = encoder.encode(example, spec.system)
             console.rule(f"{example.source}:{example.line} ({example.kind.value})")
             if not isinstance(encoded, Encoded):
                 console.print(f"[red]not trainable[/red] {encoded}", highlight=False)
                 continue
-            console.print(highlight(encoded, tokenizer, console.is_terminal), highlight=False)
+            if encoded.target is not None:  # a classification head: the whole text in, one class out
+                console.print(tokenizer.decode(encoded.input_ids), highlight=False, markup=False)
+                label = cfg.task.labels[encoded.target]
+                console.print(f"-> class {encoded.target} ({label}), read by the head at the last token", style="green")
+            else:
+                console.print(highlight(encoded, tokenizer, console.is_terminal), highlight=False)
             console.print(
                 f"{len(encoded.input_ids)} tokens, {encoded.trained_tokens} trained"
                 + (" (truncated)" if encoded.truncated else ""),

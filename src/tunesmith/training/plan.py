@@ -18,7 +18,16 @@ import torch
 
 from tunesmith.config import Config
 from tunesmith.data.templates import Renderer
-from tunesmith.models.loading import add_lora, count_parameters, default_threads, load_base, pick_device, pick_dtype
+from tunesmith.models.loading import (
+    add_lora,
+    count_parameters,
+    default_threads,
+    load_base,
+    load_classifier,
+    pick_device,
+    pick_dtype,
+)
+from tunesmith.training.head import build_objective
 from tunesmith.training.loop import build_optimizer, steps_per_epoch, total_steps
 from tunesmith.training.memory import (
     GIB,
@@ -32,7 +41,7 @@ from tunesmith.training.memory import (
 )
 from tunesmith.training.objectives import CausalLMObjective, collate
 from tunesmith.training.order import Order, build_order
-from tunesmith.training.prepare import prepare_data
+from tunesmith.training.prepare import encoder_for, prepare_data
 
 
 @dataclass
@@ -99,11 +108,20 @@ def make_plan(cfg: Config, calibration_steps: int = 3, log=print) -> Plan:
     dtype = pick_dtype(cfg.model.dtype, device)
     base = load_base(cfg.model, device, dtype)
     renderer = Renderer(base.tokenizer, cfg.data.prompt_format, cfg.data.max_length)
-    prepared = prepare_data(cfg, renderer)
+    head = cfg.task.objective == "head"
+    prepared = prepare_data(cfg, encoder_for(cfg, renderer))
     torch.manual_seed(cfg.train.seed)
-    model = add_lora(base.model, cfg.adapter) if cfg.adapter.method == "lora" else base.model.requires_grad_(True)
-    total, trainable = count_parameters(model)
     rows, pad_id = prepared.train, base.tokenizer.pad_token_id
+    model, objective = base.model, CausalLMObjective()
+    if head:  # the run's model and loss: the base as a K-way classifier (training/head.py)
+        labels, remote = cfg.task.labels, cfg.model.trust_remote_code
+        model = load_classifier(base.weights_dir, labels, pad_id, device, dtype, remote)
+        objective, _ = build_objective(cfg.task, rows, log=lambda *_: None)
+    if cfg.adapter.method == "lora":
+        model = add_lora(model, cfg.adapter, task_type="SEQ_CLS" if head else "CAUSAL_LM")
+    else:
+        model.requires_grad_(True)
+    total, trainable = count_parameters(model)
     steps = total_steps(cfg.train, len(rows))
     order = build_order(prepared.train_sizes(), [spec.weight for spec in cfg.data.train], cfg.train.seed)
     run = _run_batches(cfg, len(rows), steps, order)
@@ -139,7 +157,6 @@ def make_plan(cfg: Config, calibration_steps: int = 3, log=print) -> Plan:
         )
 
     optimizer, _ = build_optimizer(model, cfg.train, steps)
-    objective = CausalLMObjective()
     model.train()
     measured = None
     if memory.total > 0.9 * available:
