@@ -29,6 +29,36 @@ figcaption{font-size:12px;color:#59636e}
 .note{color:#59636e;font-size:13px} footer{margin-top:40px;color:#59636e;font-size:12px}
 """
 BAR = "#0969da"
+# The held-out rows of every run's base-vs-tuned table: a causal LM's loss numbers, or a head's (whose "accuracy"
+# is per row and whose perplexity, exp of a classification loss, would mean nothing).
+LM_ROWS = (("loss", "eval loss"), ("perplexity", "perplexity"), ("token_accuracy", "token accuracy"))
+HEAD_ROWS = (("loss", "head eval loss (cross-entropy)"), ("token_accuracy", "head accuracy (rows)"))
+
+
+def eval_rows(result: dict) -> tuple[tuple[str, str], ...]:
+    """Which metrics to show for an eval/*.json result, and their names."""
+    return HEAD_ROWS if result.get("objective") == "head" else LM_ROWS
+
+
+def task_lines(task: dict) -> list[str]:
+    """Plain-text lines for the largest slice gaps and the prompt sensitivity of one model's task section."""
+    lines = []
+    for column, report in (task.get("slices") or {}).items():
+        for metric, gap in report["gaps"].items():
+            lines.append(
+                f"largest {metric} gap by {column}: {gap['gap']:.4f} ({gap['high']} > {gap['low']}, "
+                f"slices of >= {report['min_rows']} rows)"
+            )
+    sensitivity = task.get("prompt_sensitivity")
+    if sensitivity:
+        for metric in sensitivity["scores"]:
+            lines.append(
+                f"{metric} over {len(sensitivity['templates'])} prompts: mean {sensitivity['mean'][metric]:.4f}, "
+                f"sd {sensitivity['std'][metric]:.4f}, range {sensitivity['range'][metric]:.4f}"
+            )
+    return lines
+
+
 MAX_ROWS = 20
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tunesmith.config import Config
+from tunesmith.report.html import eval_rows, task_lines
 
 
 def _fmt(x: float) -> str:
@@ -14,8 +15,7 @@ def _fmt(x: float) -> str:
 def model_card(cfg: Config, manifest: dict, base_eval: dict, tuned_eval: dict, params: dict) -> str:
     b, t = base_eval["metrics"], tuned_eval["metrics"]
     rows = "\n".join(
-        f"| {name} | {_fmt(b[key])} | {_fmt(t[key])} | {_fmt(t[key] - b[key])} |"
-        for key, name in (("loss", "eval loss"), ("perplexity", "perplexity"), ("token_accuracy", "token accuracy"))
+        f"| {name} | {_fmt(b[key])} | {_fmt(t[key])} | {_fmt(t[key] - b[key])} |" for key, name in eval_rows(tuned_eval)
     )
     bg, tg = base_eval.get("general"), tuned_eval.get("general")
     if bg and tg:
@@ -42,6 +42,12 @@ def model_card(cfg: Config, manifest: dict, base_eval: dict, tuned_eval: dict, p
         if task_rows
         else ""
     )
+    if task:
+        notes = [f"- base: {line}" for line in task_lines(base_eval["task"])]
+        notes += [f"- tuned: {line}" for line in task_lines(tuned_eval["task"])]
+        task += "\n".join(notes) + ("\n" if notes else "")
+    if tuned_eval.get("objective") == "head":
+        task += f"\nTuned = {tuned_eval.get('task_method')}; base = {base_eval.get('task_method')}.\n"
     samples = ""
     for s_base, s_tuned in zip(base_eval.get("samples", []), tuned_eval.get("samples", []), strict=False):
         samples += f"\n**Prompt:** {s_base['prompt']}\n\n- base: {s_base['answer']}\n- tuned: {s_tuned['answer']}\n"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from tunesmith.report.html import BAR, CSS, Raw, h, num, table
+from tunesmith.report.html import BAR, CSS, Raw, eval_rows, h, num, table
 from tunesmith.report.task_html import dataset_section, sensitivity_section, slice_sections
 
 DATASET_COLOURS = ("#bf8700", "#1a7f37", "#8250df", "#57606a", "#bc4c00")
@@ -115,10 +115,7 @@ def render_run_report(run_dir: Path) -> str:
         "<h2>Held-out evaluation</h2>",
         table(
             ["metric", "base", "tuned", "change"],
-            [
-                (name, f"{b[k]:.4f}", f"{t[k]:.4f}", f"{t[k] - b[k]:+.4f}")
-                for k, name in (("loss", "loss"), ("perplexity", "perplexity"), ("token_accuracy", "token accuracy"))
-            ],
+            [(name, f"{b[k]:.4f}", f"{t[k]:.4f}", f"{t[k] - b[k]:+.4f}") for k, name in eval_rows(tuned)],
             numeric=(1, 2, 3),
         ),
     ]

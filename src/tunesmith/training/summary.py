@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from tunesmith.report.html import eval_rows, task_lines
 from tunesmith.training.recipe import RunResult
 
 
@@ -16,7 +17,7 @@ def print_result(result: RunResult, console: Console | None = None) -> None:
     numbers.add_column("base", justify="right")
     numbers.add_column("tuned", justify="right")
     numbers.add_column("change", justify="right")
-    for key, label in (("loss", "eval loss"), ("perplexity", "perplexity"), ("token_accuracy", "token accuracy")):
+    for key, label in eval_rows(result.tuned):
         numbers.add_row(label, f"{b[key]:.4f}", f"{t[key]:.4f}", f"{t[key] - b[key]:+.4f}")
     bg, tg = result.base.get("general"), result.tuned.get("general")
     if bg and tg:
@@ -32,6 +33,9 @@ def print_result(result: RunResult, console: Console | None = None) -> None:
             interval = f"[{d['low']:+.4f}, {d['high']:+.4f}]"
             task.add_row(metric, f"{d['base']:.4f}", f"{d['tuned']:.4f}", f"{d['diff']:+.4f}", interval)
         console.print(task)
+        for side in ("base", "tuned"):
+            for line in task_lines(getattr(result, side).get("task", {})):
+                console.print(f"{side}: {line}", highlight=False)
     samples = list(zip(result.base.get("samples", []), result.tuned.get("samples", []), strict=False))
     if samples:
         answers = Table(title="same held-out prompts, greedy answers", show_lines=True)
