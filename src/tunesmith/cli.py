@@ -3,6 +3,7 @@
 tunesmith quickstart
 tunesmith train CONFIG.yaml [key.sub=value ...] [--resume]
 tunesmith plan CONFIG.yaml [key.sub=value ...]
+tunesmith verify CONFIG.yaml [key.sub=value ...] [--steps 3]
 tunesmith data check FILE [--kind K] [--fields src=dst ...]
 tunesmith data audit TRAIN [--eval EVAL] [--config CONFIG] [--out DIR] [--strict] [--slice FIELD]
 tunesmith data redact IN OUT
@@ -20,6 +21,8 @@ import argparse
 import os
 import sys
 from pathlib import Path
+
+from tunesmith.config import SPEED_OPTIONS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on a model hub: these machines work offline
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -45,6 +48,15 @@ def _plan(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, plan.to_json())
     return 1 if plan.warnings else 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from tunesmith.config import load_config
+    from tunesmith.training.verify import print_report, verify
+
+    report = verify(load_config(args.config, args.overrides), steps=args.steps, options=tuple(args.options))
+    print_report(report)
+    return 0 if report.ok else 1
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -156,6 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=3, help="real training steps to time (after one warm-up)")
     p.add_argument("--json", type=Path, default=None, help="also write the plan as JSON to this file")
     p.set_defaults(func=_plan)
+
+    p = verbs.add_parser("verify", help="check that each speed option leaves losses and gradients unchanged")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--steps", type=int, default=3, help="optimizer steps per variant")
+    p.add_argument(
+        "--options", nargs="+", default=list(SPEED_OPTIONS), choices=SPEED_OPTIONS, help="speed options to check"
+    )
+    p.set_defaults(func=_verify)
 
     p = verbs.add_parser("eval", help="score a finished run against its base, or any model, on held-out data")
     p.add_argument("target", help="run directory, registry name, HF model directory or .gguf file")

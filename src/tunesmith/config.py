@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tunesmith.errors import TunesmithError
 
+# The speed options `tunesmith verify` checks against the plain computation (training/verify.py).
+SPEED_OPTIONS = ("packing", "chunked_ce", "activation_checkpointing", "compile")
+
 
 class ConfigError(TunesmithError, ValueError):
     """A config file or override that does not fit the schema; the message names the key."""
@@ -179,6 +182,23 @@ class TrainConfig(Strict):
     log_every: int = Field(1, ge=1, description="Write a metrics line every N optimizer steps.")
     seed: int = Field(42, description="Seed for data order, initialisation and dropout.")
     threads: int | None = Field(None, ge=1, description="CPU threads; default is the number of physical cores.")
+    packing: bool = Field(
+        True,
+        description="Pack the rows of each micro-batch into as few sequences as fit data.max_length (best-fit "
+        "decreasing), with positions restarting per row and a block-diagonal causal mask: no padding compute, the "
+        "same loss. Causal-LM objectives only.",
+    )
+    group_by_length: bool = Field(
+        False,
+        description="Without packing: batch rows of similar length together (seeded, within windows of 64 batches) "
+        "so that little is padded; batches are still visited in random order.",
+    )
+    activation_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: much less memory, ~30% more compute."
+    )
+    compile: bool = Field(
+        False, description="torch.compile each decoder layer (regional compilation; the first steps pay compile time)."
+    )
 
     @model_validator(mode="after")
     def _batch_divides(self) -> TrainConfig:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from tunesmith.data.templates import Encoded
-from tunesmith.training.objectives import Objective, collate
+from tunesmith.training.objectives import Objective, make_batch
 
 
 @dataclass
@@ -32,14 +32,16 @@ def evaluate_loss(
     batch_size: int,
     pad_id: int,
     device: torch.device,
+    pack_to: int | None = None,
 ) -> LossEval:
-    """Token-weighted over the whole set (not a mean of batch means), in a length-sorted order to pad little."""
+    """Token-weighted over the whole set (not a mean of batch means), in a length-sorted order to pad little;
+    with `pack_to`, each batch is packed as in training (the same loss, fewer padding tokens)."""
     was_training = model.training
     model.eval()
     ordered = sorted(rows, key=lambda r: len(r.input_ids))
     loss_sum, tokens, correct = 0.0, 0, 0
     for i in range(0, len(ordered), batch_size):
-        parts = objective(model, collate(ordered[i : i + batch_size], pad_id).to(device))
+        parts = objective(model, make_batch(ordered[i : i + batch_size], pad_id, pack_to).to(device))
         loss_sum += float(parts.loss_sum)
         tokens += parts.tokens
         correct += parts.correct

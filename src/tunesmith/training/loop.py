@@ -25,7 +25,7 @@ from tunesmith.config import TrainConfig
 from tunesmith.data.templates import Encoded
 from tunesmith.training.checkpoint import Position, save_checkpoint
 from tunesmith.training.memory import peak_rss
-from tunesmith.training.objectives import Objective, collate
+from tunesmith.training.objectives import Batch, Objective, make_batch
 from tunesmith.training.order import Order, epoch_order
 
 
@@ -115,6 +115,23 @@ class Loop:
     evaluate: Callable[[], dict[str, float]]  # held-out metrics of the model as it is now
     crash_after_step: int | None = None  # tests only: raise after this step, as a killed process would stop
     order: Order | None = None  # epoch -> row indices (training/order.py); None: a permutation of all rows
+    pack_to: int | None = None  # pack each micro-batch into sequences of at most this many tokens (packing.py)
+
+
+def accumulate(model: nn.Module, objective: Objective, micro: list[Batch]) -> tuple[float, int, int, int]:
+    """Forward and backward over one step's micro-batches; returns (loss sum, correct, real tokens, trained tokens).
+
+    The loss is normalised by the trained tokens of the whole step, not per micro-batch: otherwise a micro-batch
+    with few trained tokens would weigh as much as one with many, and accumulation would not equal a big batch."""
+    window = sum(b.trained_tokens for b in micro)
+    loss_sum, correct, real = 0.0, 0, 0
+    for batch in micro:
+        parts = objective(model, batch)
+        (parts.loss_sum / window).backward()
+        loss_sum += float(parts.loss_sum.detach())
+        correct += parts.correct
+        real += batch.real_tokens
+    return loss_sum, correct, real, window
 
 
 def _step_indices(loop: Loop, position: Position) -> list[int]:
@@ -149,19 +166,12 @@ def fit(loop: Loop, position: Position) -> Position:
     while position.step < loop.total_steps:
         indices = _step_indices(loop, position)
         micro = [
-            collate([loop.train[i] for i in indices[j : j + cfg.micro_batch_size]], loop.pad_id).to(loop.device)
+            make_batch([loop.train[i] for i in indices[j : j + cfg.micro_batch_size]], loop.pad_id, loop.pack_to).to(
+                loop.device
+            )
             for j in range(0, len(indices), cfg.micro_batch_size)
         ]
-        # Normalise by the trained tokens of the whole step, not per micro-batch: otherwise a micro-batch with
-        # few trained tokens would weigh as much as one with many, and accumulation would not equal a big batch.
-        window = sum(b.trained_tokens for b in micro)
-        loss_sum, correct, real = 0.0, 0, 0
-        for batch in micro:
-            parts = loop.objective(model, batch)
-            (parts.loss_sum / window).backward()
-            loss_sum += float(parts.loss_sum.detach())
-            correct += parts.correct
-            real += batch.real_tokens
+        loss_sum, correct, real, window = accumulate(model, loop.objective, micro)
         grad_norm = None
         if cfg.max_grad_norm is not None:
             params = [p for p in model.parameters() if p.requires_grad]

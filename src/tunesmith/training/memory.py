@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from tunesmith.training.chunked_ce import CE_CHUNK
+
 GIB = 1024**3
 
 
@@ -87,7 +89,7 @@ def activation_bytes(config, tokens: int, trained_tokens: int, dtype_bytes: int,
     projections (3 x hidden + intermediate), the attention's q, k, v and output (2 x hidden + 2 x kv width), and
     the MLP's gate, up and activation outputs (3 x intermediate). Full fine-tuning keeps the same tensors (weight
     gradients need the same inputs). Checkpointing keeps only each layer's input plus one layer's working set.
-    The output projection runs on trained positions only: logits and their gradient, in fp32.
+    The output projection runs on trained positions only, CE_CHUNK at a time: one chunk's logits and gradient, fp32.
     During backward, the gradients of those tensors coexist with them and the allocator keeps freed blocks, which
     on CPU measured about twice the saved tensors at the peak (SmolLM2-135M, LoRA, 8 x 179 tokens).
     """
@@ -98,7 +100,7 @@ def activation_bytes(config, tokens: int, trained_tokens: int, dtype_bytes: int,
     kv = getattr(config, "num_key_value_heads", heads) * getattr(config, "head_dim", hidden // heads)
     per_layer = 7 * hidden + 4 * inter + 2 * kv
     kept = (layers * hidden + per_layer) if checkpointing else layers * per_layer
-    logits = 2 * trained_tokens * config.vocab_size * 4
+    logits = 2 * min(trained_tokens, CE_CHUNK) * config.vocab_size * 4  # chunked: one chunk's logits at a time
     return 2 * tokens * kept * dtype_bytes + logits
 
 

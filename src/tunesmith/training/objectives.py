@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tunesmith.data.templates import IGNORE, Encoded
+from tunesmith.training.chunked_ce import CE_CHUNK, linear_cross_entropy
 
 
 @dataclass
@@ -23,6 +24,14 @@ class Batch:
     input_ids: torch.Tensor  # (B, T) long, right-padded
     attention_mask: torch.Tensor  # (B, T) long, 0 on padding
     labels: torch.Tensor  # (B, T) long, IGNORE where untrained; or (B,) class indices for a classification head
+    position_ids: torch.Tensor | None = None  # packed batches: positions restart at 0 for every row in a sequence
+    block_mask: torch.Tensor | None = None  # packed batches: (B, 1, T, T) bool, True where attention is allowed
+
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        """Keyword arguments for the model's forward: a packed batch gives its 4D block mask and positions."""
+        if self.block_mask is None:
+            return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+        return {"input_ids": self.input_ids, "attention_mask": self.block_mask, "position_ids": self.position_ids}
 
     @property
     def trained_tokens(self) -> int:
@@ -37,7 +46,16 @@ class Batch:
         return int(self.attention_mask.sum())
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
+        return Batch(
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.labels.to(device),
+            move(self.position_ids),
+            move(self.block_mask),
+        )
 
 
 def carries_class(row: Encoded) -> bool:
@@ -64,6 +82,16 @@ def collate(rows: list[Encoded], pad_id: int) -> Batch:
         if labels.ndim == 2:
             labels[i, :n] = torch.tensor(r.labels)
     return Batch(ids, mask, labels)
+
+
+def make_batch(rows: list[Encoded], pad_id: int, pack_to: int | None = None) -> Batch:
+    """The loop's micro-batch: packed into sequences of at most `pack_to` tokens (training/packing.py), or padded
+    to its longest row. Rows that carry a class are never packed."""
+    if pack_to is not None and not any(carries_class(r) for r in rows):
+        from tunesmith.training.packing import pack
+
+        return pack(rows, pad_id, pack_to)
+    return collate(rows, pad_id)
 
 
 @dataclass
@@ -95,21 +123,30 @@ class CausalLMObjective:
     """Next-token cross-entropy on trained positions only.
 
     The output projection runs only on hidden states whose next token is trained, so prompt and padding positions
-    cost no vocabulary-sized matmul and the full (B, T, V) logits tensor is never built.
+    cost no vocabulary-sized matmul. With `chunk` set (the default), the projection and the cross-entropy run
+    `chunk` positions at a time with their gradients formed on the spot (training/chunked_ce.py), so no
+    (tokens, vocab) logits tensor is kept at all; `chunk=None` is the plain projection (tunesmith verify compares
+    the two).
     """
+
+    def __init__(self, chunk: int | None = CE_CHUNK):
+        self.chunk = chunk
 
     def __call__(self, model: nn.Module, batch: Batch) -> LossParts:
         targets = batch.labels[:, 1:]
         keep = targets != IGNORE
+        wanted = targets[keep]
         parts = _backbone_and_head(model)
         if parts is None:
-            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1][keep]
+            logits = model(**batch.model_inputs()).logits[:, :-1][keep]
         else:
             backbone, head = parts
-            hidden = backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
-            logits = head(hidden[:, :-1][keep])
+            hidden = backbone(**batch.model_inputs()).last_hidden_state[:, :-1][keep]
+            if self.chunk is not None and isinstance(head, nn.Linear) and head.bias is None:
+                loss_sum, correct = linear_cross_entropy(hidden, head.weight, wanted, self.chunk)
+                return LossParts(loss_sum, int(wanted.numel()), correct)
+            logits = head(hidden)
         logits = logits.float()
-        wanted = targets[keep]
         loss_sum = F.cross_entropy(logits, wanted, reduction="sum")
         correct = int((logits.detach().argmax(-1) == wanted).sum())
         return LossParts(loss_sum, int(wanted.numel()), correct)
@@ -139,7 +176,7 @@ class ClassificationObjective:
         self.label_smoothing = label_smoothing
 
     def __call__(self, model: nn.Module, batch: Batch) -> LossParts:
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+        logits = model(**batch.model_inputs(), use_cache=False).logits
         return self.loss_parts(logits, batch.labels)
 
     def loss_parts(self, logits: torch.Tensor, targets: torch.Tensor) -> LossParts:

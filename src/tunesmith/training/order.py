@@ -58,11 +58,46 @@ def mixture_order(sizes: list[int], weights: list[float], seed: int, epoch: int)
     return [chosen[j] for j in epoch_order(len(chosen), seed, epoch)]
 
 
-def build_order(sizes: list[int], weights: list[float | None], seed: int) -> Order:
+GROUP_WINDOW = 64  # batches per window that length grouping sorts within
+
+
+def group_by_length(order: list[int], lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[int]:
+    """The same rows, batched with rows of similar length: windows of GROUP_WINDOW batches of the random order are
+    sorted by length and cut into batches, and the batches are then shuffled, so the data stays in random order
+    at the scale of batches while each batch pads little."""
+    window = batch_size * GROUP_WINDOW
+    batches: list[list[int]] = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: -lengths[i])
+        batches += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
+    # A short last batch stays last, so every other step keeps a full batch (as in the plain order).
+    full = [b for b in batches if len(b) == batch_size]
+    rest = [b for b in batches if len(b) != batch_size]
+    shuffled = [full[i] for i in epoch_order(len(full), seed + 1, epoch)]
+    return [i for b in shuffled + rest for i in b]
+
+
+def build_order(
+    sizes: list[int],
+    weights: list[float | None],
+    seed: int,
+    lengths: list[int] | None = None,
+    batch_size: int = 1,
+) -> Order:
     """The epoch -> row order function for a run: plain permutations unless some dataset sets a weight
-    (datasets without one weigh their own size, i.e. they keep their natural share)."""
+    (datasets without one weigh their own size, i.e. they keep their natural share); with `lengths`, batches of
+    `batch_size` are grouped by length."""
     if len(sizes) < 2 or all(w is None for w in weights):
         n = sum(sizes)
-        return lambda epoch: epoch_order(n, seed, epoch)
-    resolved = [float(size) if w is None else w for size, w in zip(sizes, weights, strict=True)]
-    return lambda epoch: mixture_order(sizes, resolved, seed, epoch)
+
+        def base(epoch: int) -> list[int]:
+            return epoch_order(n, seed, epoch)
+    else:
+        resolved = [float(size) if w is None else w for size, w in zip(sizes, weights, strict=True)]
+
+        def base(epoch: int) -> list[int]:
+            return mixture_order(sizes, resolved, seed, epoch)
+
+    if lengths is None:
+        return base
+    return lambda epoch: group_by_length(base(epoch), lengths, batch_size, seed, epoch)

@@ -39,9 +39,11 @@ from tunesmith.training.memory import (
     reset_peak_rss,
     static_bytes,
 )
-from tunesmith.training.objectives import CausalLMObjective, collate
-from tunesmith.training.order import Order, build_order
-from tunesmith.training.prepare import encoder_for, prepare_data
+from tunesmith.training.objectives import CausalLMObjective, make_batch
+from tunesmith.training.order import Order
+from tunesmith.training.packing import best_fit_decreasing
+from tunesmith.training.prepare import encoder_for, packs, prepare_data, train_order
+from tunesmith.training.speed import apply_speed_options
 
 
 @dataclass
@@ -98,7 +100,10 @@ def _suggestions(cfg: Config, plan_bytes: int, available: int) -> list[str]:
     tips.append(f"  data.max_length={max(64, cfg.data.max_length // 2)} (truncates long rows)")
     if cfg.adapter.method == "full":
         tips.append("  adapter.method=lora (no gradients or optimizer state for the frozen weights)")
-    tips.append("  activation checkpointing (see the checkpointed estimate above)")
+    if not cfg.train.activation_checkpointing:
+        tips.append(
+            "  train.activation_checkpointing=true (recomputes activations; see the checkpointed estimate above)"
+        )
     return tips
 
 
@@ -121,24 +126,30 @@ def make_plan(cfg: Config, calibration_steps: int = 3, log=print) -> Plan:
         model = add_lora(model, cfg.adapter, task_type="SEQ_CLS" if head else "CAUSAL_LM")
     else:
         model.requires_grad_(True)
+    apply_speed_options(model, cfg.train)
     total, trainable = count_parameters(model)
     steps = total_steps(cfg.train, len(rows))
-    order = build_order(prepared.train_sizes(), [spec.weight for spec in cfg.data.train], cfg.train.seed)
-    run = _run_batches(cfg, len(rows), steps, order)
+    run = _run_batches(cfg, len(rows), steps, train_order(cfg, prepared))
     per_epoch = steps_per_epoch(len(rows), cfg.train.batch_size)
     epoch = run[:per_epoch]
     lengths = [len(r.input_ids) for r in rows]
 
+    pack_to = cfg.data.max_length if packs(cfg) else None
+
     def padded_size(micro: list[int]) -> int:
-        return len(micro) * max(lengths[i] for i in micro)
+        """Tokens the model computes on for this micro-batch: padded rows, or packed sequences."""
+        if pack_to is None:
+            return len(micro) * max(lengths[i] for i in micro)
+        bins = best_fit_decreasing([lengths[i] for i in micro], pack_to)
+        return len(bins) * max(sum(lengths[micro[k]] for k in b) for b in bins)
 
     padded = sum(padded_size(m) for step in epoch for m in step)
     # The largest micro-batch this run will see (its seeded order is known), and the largest any order could
     # produce: the micro_batch_size longest rows together.
     largest = max((m for step in run for m in step), key=padded_size)
     longest = sorted(range(len(rows)), key=lambda i: lengths[i], reverse=True)[: cfg.train.micro_batch_size]
-    biggest = collate([rows[i] for i in largest], pad_id)
-    worst = collate([rows[i] for i in longest], pad_id)
+    biggest = make_batch([rows[i] for i in largest], pad_id, pack_to)
+    worst = make_batch([rows[i] for i in longest], pad_id, pack_to)
     dtype_bytes = torch.finfo(dtype).bits // 8
     grads, optim = static_bytes(total, trainable, dtype_bytes)
     process = current_rss() if device.type == "cpu" else torch.cuda.memory_allocated(device)
@@ -147,7 +158,8 @@ def make_plan(cfg: Config, calibration_steps: int = 3, log=print) -> Plan:
         act = activation_bytes(model.config, batch.input_ids.numel(), batch.trained_tokens, dtype_bytes, checkpointing)
         return MemoryBreakdown(process, grads, optim, act)
 
-    memory, memory_ckpt, memory_any = breakdown(biggest, False), breakdown(biggest, True), breakdown(worst, False)
+    ckpt = cfg.train.activation_checkpointing
+    memory, memory_ckpt, memory_any = breakdown(biggest, ckpt), breakdown(biggest, True), breakdown(worst, ckpt)
     available = available_memory(device) + (process if device.type == "cpu" else 0)
     warnings: list[str] = []
     if memory.total <= 0.9 * available < memory_any.total:
@@ -177,7 +189,7 @@ def make_plan(cfg: Config, calibration_steps: int = 3, log=print) -> Plan:
     n_cal = min(calibration_steps + 1, len(epoch))
     for s in range(n_cal):
         started = time.perf_counter()
-        batches = [collate([rows[i] for i in m], pad_id).to(device) for m in epoch[s]]
+        batches = [make_batch([rows[i] for i in m], pad_id, pack_to).to(device) for m in epoch[s]]
         window = sum(b.trained_tokens for b in batches)
         for b in batches:
             (objective(model, b).loss_sum / max(1, window)).backward()

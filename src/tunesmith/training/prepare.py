@@ -17,6 +17,7 @@ from tunesmith.data.formats import Example, RowError
 from tunesmith.data.loading import load_dataset
 from tunesmith.data.templates import Encoded, Renderer
 from tunesmith.errors import TunesmithError
+from tunesmith.training.order import Order, build_order
 
 SHOWN_ERRORS = 20
 
@@ -121,6 +122,20 @@ def describe_errors(errors: list[RowError], limit: int = SHOWN_ERRORS) -> str:
     if len(errors) > limit:
         lines.append(f"... and {len(errors) - limit} more")
     return "\n".join(lines)
+
+
+def train_order(cfg: Config, prepared: Prepared) -> Order:
+    """The run's epoch -> row order: the dataset mixture (data.train weights), grouped by length when packing is
+    off and train.group_by_length is on."""
+    grouped = cfg.train.group_by_length and not packs(cfg)
+    lengths = [len(r.input_ids) for r in prepared.train] if grouped else None
+    weights = [spec.weight for spec in cfg.data.train]
+    return build_order(prepared.train_sizes(), weights, cfg.train.seed, lengths, cfg.train.batch_size)
+
+
+def packs(cfg: Config) -> bool:
+    """Whether the run packs rows (a classification head reads one row per sequence, so it never does)."""
+    return cfg.train.packing and cfg.task.objective != "head"
 
 
 def encoder_for(cfg: Config, renderer: Renderer):

@@ -45,8 +45,8 @@ from tunesmith.training import head as head_run
 from tunesmith.training.checkpoint import Position, clean_staging, list_checkpoints, load_checkpoint, save_checkpoint
 from tunesmith.training.loop import Loop, MetricsLog, build_optimizer, data_fingerprint, fit, total_steps
 from tunesmith.training.objectives import CausalLMObjective
-from tunesmith.training.order import build_order
-from tunesmith.training.prepare import Prepared, describe_errors, encoder_for, prepare_data
+from tunesmith.training.prepare import Prepared, describe_errors, encoder_for, packs, prepare_data, train_order
+from tunesmith.training.speed import apply_speed_options
 
 
 @dataclass
@@ -105,11 +105,13 @@ def _evaluate(model, prepared: Prepared, cfg: Config, objective, pad_id: int, de
     if cfg.task.objective == "head":
         labels, batch_size = cfg.task.labels, cfg.eval.batch_size
         return evaluate_head(model, prepared.eval, objective, labels, batch_size, pad_id, device).metrics
-    metrics = evaluate_loss(model, prepared.eval, objective, cfg.eval.batch_size, pad_id, device).as_dict()
+    pack_to = cfg.data.max_length if packs(cfg) else None
+    batch = cfg.eval.batch_size
+    metrics = evaluate_loss(model, prepared.eval, objective, batch, pad_id, device, pack_to).as_dict()
     if len({row.dataset for row in prepared.eval}) > 1:  # several eval sets: each one's own numbers too
         metrics["datasets"] = {
             name: evaluate_loss(
-                model, [r for r in prepared.eval if r.dataset == i], objective, cfg.eval.batch_size, pad_id, device
+                model, [r for r in prepared.eval if r.dataset == i], objective, batch, pad_id, device, pack_to
             ).as_dict()
             for i, name in enumerate(prepared.eval_names)
             if any(r.dataset == i for r in prepared.eval)
@@ -173,6 +175,7 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
         model = add_lora(model, cfg.adapter, task_type="SEQ_CLS" if head else "CAUSAL_LM")
     else:
         model.requires_grad_(True)
+    apply_speed_options(model, cfg.train)
     total_params, trainable = count_parameters(model)
     steps = total_steps(cfg.train, len(prepared.train))
     log(
@@ -250,7 +253,8 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
         metrics=metrics,
         evaluate=lambda: _evaluate(model, prepared, cfg, objective, pad_id, device),
         crash_after_step=crash_after_step,
-        order=build_order(prepared.train_sizes(), [spec.weight for spec in cfg.data.train], cfg.train.seed),
+        order=train_order(cfg, prepared),
+        pack_to=cfg.data.max_length if packs(cfg) else None,
     )
     position = fit(loop, position)
     train_seconds = time.perf_counter() - started

@@ -1,0 +1,41 @@
+"""Model-side speed options, applied after the adapter: activation checkpointing and regional torch.compile.
+
+    train: {activation_checkpointing: true, compile: true}
+
+Both leave the weights, their names and the saved files exactly as they are (`tunesmith verify` checks the numbers):
+checkpointing uses transformers' own switch (non-reentrant, so frozen inputs need no gradient hook), and compile
+compiles each decoder layer in place (`nn.Module.compile`), which keeps the state dict and peft's wrappers intact
+and compiles one layer's graph once instead of the whole model's.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from tunesmith.config import TrainConfig
+
+
+def _inner(model: nn.Module) -> nn.Module:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def decoder_layers(model: nn.Module) -> list[nn.Module]:
+    """The repeated transformer blocks of a causal LM or a sequence classifier (through a peft wrapper)."""
+    inner = _inner(model)
+    backbone = getattr(inner, "model", None) or getattr(inner, "transformer", None) or inner
+    layers = getattr(backbone, "layers", None) or getattr(backbone, "h", None)
+    return list(layers) if layers is not None else []
+
+
+def apply_speed_options(model: nn.Module, cfg: TrainConfig) -> None:
+    if cfg.activation_checkpointing:
+        inner = _inner(model)
+        # transformers 5 renamed the switch; the old name still works there but warns.
+        if hasattr(inner, "activation_checkpointing_enable"):
+            inner.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _inner(model).config.use_cache = False
+    if cfg.compile:
+        for layer in decoder_layers(model):
+            layer.compile(dynamic=True)

@@ -1,0 +1,140 @@
+"""`tunesmith verify CONFIG`: prove on your own config that the speed options change nothing but speed.
+
+    tunesmith verify examples/gsm8k-lora.yaml [key.sub=value ...] [--steps 3]
+
+A few optimizer steps of the run are taken from the same seed, on the same rows, once with every speed option off
+(the reference: padded batches, the plain output projection, no checkpointing, no compile) and once with each
+option on alone. Per step the loss must agree, and after the first step every trainable gradient must agree,
+within a tolerance that fits the dtype (fp32 is tight, bf16 loose). Any divergence is printed and the command
+exits 1, so a CI job or a user can gate on it. Length grouping is not among the options: it changes which rows
+share a batch (by design), not the arithmetic; tests check that it keeps every row exactly once per epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from tunesmith.config import SPEED_OPTIONS as OPTIONS
+from tunesmith.config import Config
+from tunesmith.data.templates import Renderer
+from tunesmith.models.loading import add_lora, default_threads, load_base, pick_device, pick_dtype
+from tunesmith.training.loop import accumulate, build_optimizer
+from tunesmith.training.objectives import CausalLMObjective, make_batch
+from tunesmith.training.order import epoch_order
+from tunesmith.training.prepare import prepare_data
+from tunesmith.training.speed import apply_speed_options
+
+TOLERANCE = {torch.float32: 2e-4, torch.bfloat16: 3e-2, torch.float16: 1e-2}  # relative, loss and gradients
+
+
+@dataclass
+class Variant:
+    name: str
+    losses: list[float]
+    grads: dict[str, torch.Tensor]
+    seconds: float
+    loss_diff: float = 0.0  # largest relative difference from the reference over the steps
+    grad_diff: float = 0.0  # largest |g - g_ref| / max |g_ref| over all trainable tensors, after step 1
+    ok: bool = True
+
+
+@dataclass
+class VerifyReport:
+    steps: int
+    tolerance: float
+    variants: list[Variant] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(v.ok for v in self.variants)
+
+
+def _run(cfg: Config, options: set[str], steps: int, device, dtype, rows, pad_id) -> Variant:
+    train = cfg.train.model_copy(
+        update={"activation_checkpointing": "activation_checkpointing" in options, "compile": "compile" in options}
+    )
+    base = load_base(cfg.model, device, dtype)
+    torch.manual_seed(cfg.train.seed)
+    model = add_lora(base.model, cfg.adapter) if cfg.adapter.method == "lora" else base.model.requires_grad_(True)
+    apply_speed_options(model, train)
+    model.train()
+    optimizer, scheduler = build_optimizer(model, cfg.train, max(steps, 1))
+    objective = CausalLMObjective(chunk=256 if "chunked_ce" in options else None)
+    pack_to = cfg.data.max_length if "packing" in options else None
+    order = [
+        i
+        for epoch in range(steps * cfg.train.batch_size // max(1, len(rows)) + 1)
+        for i in epoch_order(len(rows), cfg.train.seed, epoch)
+    ]
+    losses, grads = [], {}
+    started = time.perf_counter()
+    for step in range(steps):
+        idx = order[step * cfg.train.batch_size : (step + 1) * cfg.train.batch_size]
+        micro = [
+            make_batch([rows[i] for i in idx[j : j + cfg.train.micro_batch_size]], pad_id, pack_to).to(device)
+            for j in range(0, len(idx), cfg.train.micro_batch_size)
+        ]
+        loss_sum, _, _, window = accumulate(model, objective, micro)
+        losses.append(loss_sum / max(1, window))
+        if step == 0:
+            grads = {
+                n: p.grad.detach().float().cpu().clone() for n, p in model.named_parameters() if p.grad is not None
+            }
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    name = " + ".join(sorted(options)) if options else "reference (all off)"
+    return Variant(name, losses, grads, time.perf_counter() - started)
+
+
+def verify(cfg: Config, steps: int = 3, options: tuple[str, ...] = OPTIONS, log=print) -> VerifyReport:
+    if cfg.task.objective == "head":
+        raise ValueError("tunesmith verify checks causal-LM speed options; a classification head uses none of them")
+    torch.set_num_threads(cfg.train.threads or default_threads())
+    device = pick_device()
+    dtype = pick_dtype(cfg.model.dtype, device)
+    base = load_base(cfg.model, device, dtype)
+    prepared = prepare_data(cfg, Renderer(base.tokenizer, cfg.data.prompt_format, cfg.data.max_length))
+    rows, pad_id = prepared.train, base.tokenizer.pad_token_id
+    del base
+    report = VerifyReport(steps, TOLERANCE.get(dtype, 1e-2))
+    log(f"reference: {steps} steps of {cfg.train.batch_size} rows, every speed option off")
+    reference = _run(cfg, set(), steps, device, dtype, rows, pad_id)
+    report.variants.append(reference)
+    for option in options:
+        log(f"{option}: the same steps with it on")
+        variant = _run(cfg, {option}, steps, device, dtype, rows, pad_id)
+        variant.loss_diff = max(
+            abs(a - b) / max(abs(b), 1e-8) for a, b in zip(variant.losses, reference.losses, strict=True)
+        )
+        variant.grad_diff = max(
+            float((variant.grads[n] - g).abs().max() / max(float(g.abs().max()), 1e-12))
+            for n, g in reference.grads.items()
+        )
+        variant.ok = variant.loss_diff <= report.tolerance and variant.grad_diff <= report.tolerance * 10
+        report.variants.append(variant)
+    return report
+
+
+def print_report(report: VerifyReport, console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title=f"speed options vs reference, {report.steps} steps (tolerance {report.tolerance:g} relative)")
+    for column in ("variant", "losses", "max loss diff", "max grad diff", "seconds", "result"):
+        table.add_column(column, justify="left" if column in ("variant", "losses") else "right")
+    for v in report.variants:
+        verdict = "[green]same[/green]" if v.ok else "[red]DIVERGES[/red]"
+        table.add_row(
+            v.name,
+            ", ".join(f"{x:.5f}" for x in v.losses),
+            f"{v.loss_diff:.2e}",
+            f"{v.grad_diff:.2e}",
+            f"{v.seconds:.1f}",
+            verdict if v.name != report.variants[0].name else "",
+        )
+    console.print(table)
+    console.print("all speed options agree with the reference" if report.ok else "[red]a speed option diverges[/red]")

@@ -1,0 +1,162 @@
+"""Speed options change nothing but speed: packing, chunked cross-entropy, length grouping, activation
+checkpointing and compile, each against the plain computation on the tiny Llama; and `tunesmith verify`.
+
+pytest tests/unit/test_speed.py -q
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tiny_runs import tiny_config, write_chat_data
+
+from tunesmith.config import build_config
+from tunesmith.data.templates import IGNORE, Encoded, Renderer
+from tunesmith.eval.runner import evaluate_loss
+from tunesmith.models.loading import add_lora, load_base, load_tokenizer
+from tunesmith.training.chunked_ce import linear_cross_entropy
+from tunesmith.training.objectives import CausalLMObjective, collate
+from tunesmith.training.order import build_order, epoch_order
+from tunesmith.training.packing import best_fit_decreasing, pack
+from tunesmith.training.prepare import prepare_data
+from tunesmith.training.speed import apply_speed_options
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("speed")
+    data = write_chat_data(tmp / "train.jsonl", n=24)
+    cfg = build_config(tiny_config(tiny_model_dir, data, tmp / "run"))
+    tokenizer = load_tokenizer(tiny_model_dir)
+    rows = prepare_data(cfg, Renderer(tokenizer, "auto", 128)).train
+    return cfg, rows, tokenizer.pad_token_id
+
+
+def lora_model(cfg, seed: int = 0):
+    base = load_base(cfg.model, torch.device("cpu"), torch.float32)
+    torch.manual_seed(seed)
+    return add_lora(base.model, cfg.adapter)
+
+
+def loss_and_grads(model, batch, objective=None):
+    model.zero_grad(set_to_none=True)
+    parts = (objective or CausalLMObjective())(model, batch)
+    (parts.loss_sum / parts.tokens).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return float(parts.loss_sum.detach()), parts.tokens, parts.correct, grads
+
+
+def assert_close_grads(a: dict, b: dict, rtol: float = 1e-4) -> None:
+    assert a.keys() == b.keys() and a
+    for name in a:
+        scale = float(b[name].abs().max()) or 1.0
+        assert float((a[name] - b[name]).abs().max()) <= rtol * scale, name
+
+
+def test_best_fit_decreasing_fills_tightly_and_keeps_every_item():
+    bins = best_fit_decreasing([60, 50, 40, 30, 20, 10, 120], capacity=100)
+    assert sorted(i for b in bins for i in b) == list(range(7))
+    lengths = [60, 50, 40, 30, 20, 10, 120]
+    assert [sum(lengths[i] for i in b) for b in bins] == [120, 100, 100, 10]  # an over-long item sits alone
+
+
+def test_pack_restarts_positions_and_blocks_attention_across_rows():
+    rows = [Encoded([1, 2, 3], [IGNORE, 2, 3], "a", 1), Encoded([4, 5], [IGNORE, 5], "a", 2)]
+    batch = pack(rows, pad_id=0, capacity=8)
+    assert batch.input_ids.tolist() == [[1, 2, 3, 4, 5]]
+    assert batch.position_ids.tolist() == [[0, 1, 2, 0, 1]]
+    assert batch.labels.tolist() == [[IGNORE, 2, 3, IGNORE, 5]]  # the second row's first token is no target
+    mask = batch.block_mask[0, 0].int().tolist()
+    assert mask[3] == [0, 0, 0, 1, 0] and mask[4] == [0, 0, 0, 1, 1] and mask[2] == [1, 1, 1, 0, 0]
+    assert batch.real_tokens == 5 and batch.trained_tokens == 3
+
+
+def test_packed_loss_and_gradients_equal_padded(setup):
+    cfg, rows, pad = setup
+    model = lora_model(cfg)
+    padded = loss_and_grads(model, collate(rows[:8], pad))
+    packed_batch = pack(rows[:8], pad, capacity=512)
+    assert packed_batch.input_ids.shape[0] < 8  # several rows share a sequence
+    packed = loss_and_grads(model, packed_batch)
+    assert packed[0] == pytest.approx(padded[0], rel=1e-5) and packed[1:3] == padded[1:3]
+    assert_close_grads(packed[3], padded[3])
+
+
+def test_eval_loss_with_packing_equals_without(setup):
+    cfg, rows, pad = setup
+    model = lora_model(cfg)
+    plain = evaluate_loss(model, rows, CausalLMObjective(), 8, pad, torch.device("cpu"))
+    packed = evaluate_loss(model, rows, CausalLMObjective(), 8, pad, torch.device("cpu"), pack_to=512)
+    assert packed.loss == pytest.approx(plain.loss, rel=1e-5) and packed.tokens == plain.tokens
+
+
+def test_chunked_cross_entropy_equals_the_plain_projection(setup):
+    cfg, rows, pad = setup
+    model = lora_model(cfg)
+    batch = collate(rows[:8], pad)
+    plain = loss_and_grads(model, batch, CausalLMObjective(chunk=None))
+    chunked = loss_and_grads(model, batch, CausalLMObjective(chunk=5))  # many chunks, a ragged last one
+    assert chunked[0] == pytest.approx(plain[0], rel=1e-5) and chunked[1:3] == plain[1:3]
+    assert_close_grads(chunked[3], plain[3])
+
+
+def test_chunked_cross_entropy_trains_the_projection_too():
+    torch.manual_seed(0)
+    hidden = torch.randn(37, 16, requires_grad=True)
+    weight = torch.randn(50, 16, requires_grad=True)
+    targets = torch.randint(0, 50, (37,))
+    loss, correct = linear_cross_entropy(hidden, weight, targets, chunk=8)
+    (0.5 * loss).backward()
+    got_h, got_w = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    logits = hidden @ weight.T
+    (0.5 * F.cross_entropy(logits, targets, reduction="sum")).backward()
+    expected = float(F.cross_entropy(logits, targets, reduction="sum").detach())
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-6)
+    assert correct == int((logits.argmax(-1) == targets).sum())
+    assert torch.allclose(got_h, hidden.grad, atol=1e-5) and torch.allclose(got_w, weight.grad, atol=1e-5)
+
+
+def test_length_grouping_keeps_each_row_once_and_pads_less(setup):
+    _, rows, _ = setup
+    lengths = [len(r.input_ids) for r in rows] * 8  # 192 rows
+    grouped = build_order([len(lengths)], [None], seed=5, lengths=lengths, batch_size=8)(0)
+    plain = epoch_order(len(lengths), 5, 0)
+    assert sorted(grouped) == list(range(len(lengths)))
+
+    def padded(order):
+        return sum(8 * max(lengths[i] for i in order[j : j + 8]) for j in range(0, len(order), 8))
+
+    assert padded(grouped) < padded(plain)
+    assert grouped != build_order([len(lengths)], [None], seed=5, lengths=lengths, batch_size=8)(1)
+
+
+@pytest.mark.parametrize("option", ["activation_checkpointing", "compile"])
+def test_model_speed_options_leave_loss_and_gradients_unchanged(setup, option):
+    cfg, rows, pad = setup
+    batch = collate(rows[:8], pad)
+    reference = loss_and_grads(lora_model(cfg), batch)
+    model = lora_model(cfg)
+    apply_speed_options(model, cfg.train.model_copy(update={option: True}))
+    model.train()
+    faster = loss_and_grads(model, batch)
+    assert faster[0] == pytest.approx(reference[0], rel=1e-5)
+    assert_close_grads(faster[3], reference[3], rtol=1e-4)
+
+
+def test_verify_command_passes_on_the_tiny_model(tiny_model_dir, tmp_path, capsys):
+    import yaml
+
+    from tunesmith.cli import main
+
+    data = write_chat_data(tmp_path / "train.jsonl", n=24)
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(tiny_model_dir, data, tmp_path / "run")), encoding="utf-8")
+    code = main(
+        ["verify", str(config), "--steps", "2", "--options", "packing", "chunked_ce", "activation_checkpointing"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "packing" in out and "chunked_ce" in out and "DIVERGES" not in out
+    assert not (tmp_path / "run").exists()
