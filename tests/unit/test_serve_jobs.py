@@ -173,3 +173,36 @@ def test_killed_server_resumes_the_job_from_its_checkpoint(server, training_file
     reply = client.chat.completions.create(model=job.fine_tuned_model, messages=[{"role": "user", "content": "hi"}],
                                            max_tokens=3)  # fmt: skip
     assert reply.choices[0].message.role == "assistant"
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker process through /proc")
+def test_a_killed_worker_is_restarted_and_resumes_the_job(server, training_file):
+    client = server.client
+    job = client.fine_tuning.jobs.create(
+        model="tiny-llama", training_file=training_file,
+        extra_body={"overrides": [*FAST, "train.max_steps=12", "train.save_every=3", "train.eval_every=0"]},
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(m.startswith("Checkpoint created") for m in messages(server, job.id)):
+        time.sleep(0.2)
+    assert server.proc is not None
+    (worker,) = _children(server.proc.pid)
+    os.kill(worker, signal.SIGKILL)  # the server lives on; its supervisor starts a new worker
+    job = wait_for(server, job.id, lambda j: j.status in ("succeeded", "failed", "cancelled"), timeout_s=150)
+    assert job.status == "succeeded", job.error
+    assert any(m.startswith("Resuming training from checkpoint step") for m in messages(server, job.id))
+    assert worker not in _children(server.proc.pid)
