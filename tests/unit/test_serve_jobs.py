@@ -154,7 +154,7 @@ def test_killed_server_resumes_the_job_from_its_checkpoint(server, training_file
     client = server.client
     job = client.fine_tuning.jobs.create(
         model="tiny-llama", training_file=training_file, suffix="durable",
-        extra_body={"overrides": [*FAST, "train.max_steps=12", "train.save_every=3", "train.eval_every=0"]},
+        extra_body={"overrides": [*FAST, "train.max_steps=20", "train.save_every=3", "train.eval_every=0"]},
     )  # fmt: skip
     deadline = time.time() + 120
     while time.time() < deadline and not any(m.startswith("Checkpoint created") for m in messages(server, job.id)):
@@ -194,7 +194,7 @@ def test_a_killed_worker_is_restarted_and_resumes_the_job(server, training_file)
     client = server.client
     job = client.fine_tuning.jobs.create(
         model="tiny-llama", training_file=training_file,
-        extra_body={"overrides": [*FAST, "train.max_steps=12", "train.save_every=3", "train.eval_every=0"]},
+        extra_body={"overrides": [*FAST, "train.max_steps=20", "train.save_every=3", "train.eval_every=0"]},
     )  # fmt: skip
     deadline = time.time() + 120
     while time.time() < deadline and not any(m.startswith("Checkpoint created") for m in messages(server, job.id)):
