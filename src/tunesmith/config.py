@@ -106,7 +106,9 @@ class ModelConfig(Strict):
         description="Registry name, HF model directory, .gguf file, or a finished run directory (continue training).",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Training dtype; auto is float32 on CPU and bfloat16 on GPUs that support it."
+        "auto",
+        description="Training dtype; auto is float32 on CPU and, on GPUs with bf16, fp32 weights with bf16 autocast "
+        "(mixed precision); bfloat16 keeps the weights themselves in bf16.",
     )
     trust_remote_code: bool = Field(False, description="Allow model code shipped with a checkpoint to run.")
 

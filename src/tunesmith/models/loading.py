@@ -48,6 +48,15 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def training_precision(name: str, device: torch.device) -> tuple[torch.dtype, torch.dtype | None]:
+    """(weight dtype, autocast dtype) for training. `auto` on a GPU with bf16 is mixed precision: fp32 weights
+    (and optimizer state) with bf16 autocast, since bf16 weights lose small updates to rounding (full fine-tuning
+    then ends measurably worse). Everywhere else the weights are the named dtype and nothing is autocast."""
+    if name == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.float32, torch.bfloat16
+    return pick_dtype(name, device), None
+
+
 def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 

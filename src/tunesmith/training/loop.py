@@ -116,9 +116,12 @@ class Loop:
     crash_after_step: int | None = None  # tests only: raise after this step, as a killed process would stop
     order: Order | None = None  # epoch -> row indices (training/order.py); None: a permutation of all rows
     pack_to: int | None = None  # pack each micro-batch into sequences of at most this many tokens (packing.py)
+    autocast: torch.dtype | None = None  # mixed precision: fp32 weights, this dtype inside forward (GPU auto: bf16)
 
 
-def accumulate(model: nn.Module, objective: Objective, micro: list[Batch]) -> tuple[float, int, int, int]:
+def accumulate(
+    model: nn.Module, objective: Objective, micro: list[Batch], autocast: torch.dtype | None = None
+) -> tuple[float, int, int, int]:
     """Forward and backward over one step's micro-batches; returns (loss sum, correct, real tokens, trained tokens).
 
     The loss is normalised by the trained tokens of the whole step, not per micro-batch: otherwise a micro-batch
@@ -126,7 +129,10 @@ def accumulate(model: nn.Module, objective: Objective, micro: list[Batch]) -> tu
     window = sum(b.trained_tokens for b in micro)
     loss_sum, correct, real = 0.0, 0, 0
     for batch in micro:
-        parts = objective(model, batch)
+        with torch.autocast(
+            batch.input_ids.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None
+        ):
+            parts = objective(model, batch)
         (parts.loss_sum / window).backward()
         loss_sum += float(parts.loss_sum.detach())
         correct += parts.correct
@@ -171,7 +177,7 @@ def fit(loop: Loop, position: Position) -> Position:
             )
             for j in range(0, len(indices), cfg.micro_batch_size)
         ]
-        loss_sum, correct, real, window = accumulate(model, loop.objective, micro)
+        loss_sum, correct, real, window = accumulate(model, loop.objective, micro, loop.autocast)
         grad_norm = None
         if cfg.max_grad_norm is not None:
             params = [p for p in model.parameters() if p.requires_grad]
@@ -202,6 +208,9 @@ def fit(loop: Loop, position: Position) -> Position:
                     "tokens_per_s": tps,
                     "elapsed_s": elapsed,
                     "peak_rss_mb": round(peak_rss() / 2**20, 1),
+                    "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)
+                    if loop.device.type == "cuda"
+                    else None,
                 }
             )
         if cfg.eval_every and position.step % cfg.eval_every == 0 and position.step < loop.total_steps:

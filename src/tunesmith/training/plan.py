@@ -25,10 +25,10 @@ from tunesmith.models.loading import (
     load_base,
     load_classifier,
     pick_device,
-    pick_dtype,
+    training_precision,
 )
 from tunesmith.training.head import build_objective
-from tunesmith.training.loop import build_optimizer, steps_per_epoch, total_steps
+from tunesmith.training.loop import accumulate, build_optimizer, steps_per_epoch, total_steps
 from tunesmith.training.memory import (
     GIB,
     MemoryBreakdown,
@@ -110,7 +110,7 @@ def _suggestions(cfg: Config, plan_bytes: int, available: int) -> list[str]:
 def make_plan(cfg: Config, calibration_steps: int = 3, log=print) -> Plan:
     torch.set_num_threads(cfg.train.threads or default_threads())
     device = pick_device()
-    dtype = pick_dtype(cfg.model.dtype, device)
+    dtype, autocast = training_precision(cfg.model.dtype, device)
     base = load_base(cfg.model, device, dtype)
     renderer = Renderer(base.tokenizer, cfg.data.prompt_format, cfg.data.max_length)
     head = cfg.task.objective == "head"
@@ -178,8 +178,7 @@ def make_plan(cfg: Config, calibration_steps: int = 3, log=print) -> Plan:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         reset_peak_rss()
-        parts = objective(model, biggest.to(device))
-        (parts.loss_sum / max(1, parts.tokens)).backward()
+        accumulate(model, objective, [biggest.to(device)], autocast)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -190,9 +189,7 @@ def make_plan(cfg: Config, calibration_steps: int = 3, log=print) -> Plan:
     for s in range(n_cal):
         started = time.perf_counter()
         batches = [make_batch([rows[i] for i in m], pad_id, pack_to).to(device) for m in epoch[s]]
-        window = sum(b.trained_tokens for b in batches)
-        for b in batches:
-            (objective(model, b).loss_sum / max(1, window)).backward()
+        accumulate(model, objective, batches, autocast)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if device.type == "cuda":

@@ -35,7 +35,7 @@ from tunesmith.models.loading import (
     default_threads,
     load_base,
     pick_device,
-    pick_dtype,
+    training_precision,
 )
 from tunesmith.models.registry import is_run_dir
 from tunesmith.report.model_card import model_card
@@ -139,7 +139,7 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
     out = _prepare_run_dir(cfg, resume)
     torch.set_num_threads(cfg.train.threads or default_threads())
     device = pick_device()
-    dtype = pick_dtype(cfg.model.dtype, device)
+    dtype, autocast = training_precision(cfg.model.dtype, device)
     head = cfg.task.objective == "head"
 
     # --- setup: base, tokenizer, data (bad data fails here, before the model is even loaded) -----------------
@@ -182,7 +182,7 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
         f"model {cfg.model.base}: {total_params:,} parameters, {trainable:,} trainable ({cfg.adapter.method}); "
         f"{len(prepared.train)} train rows, {len(prepared.eval)} eval rows; {steps} steps of "
         f"{cfg.train.batch_size} = {cfg.train.micro_batch_size} x {cfg.train.grad_accum} accumulation; "
-        f"{device}, {dtype}"
+        f"{device}, {dtype}" + (f" with {autocast} autocast" if autocast else "")
     )
     optimizer, scheduler = build_optimizer(model, cfg.train, steps)
     class_weights = None
@@ -255,6 +255,7 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
         crash_after_step=crash_after_step,
         order=train_order(cfg, prepared),
         pack_to=cfg.data.max_length if packs(cfg) else None,
+        autocast=autocast,
     )
     position = fit(loop, position)
     train_seconds = time.perf_counter() - started

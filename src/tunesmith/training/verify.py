@@ -22,7 +22,7 @@ from rich.table import Table
 from tunesmith.config import SPEED_OPTIONS as OPTIONS
 from tunesmith.config import Config
 from tunesmith.data.templates import Renderer
-from tunesmith.models.loading import add_lora, default_threads, load_base, pick_device, pick_dtype
+from tunesmith.models.loading import add_lora, default_threads, load_base, pick_device, training_precision
 from tunesmith.training.loop import accumulate, build_optimizer
 from tunesmith.training.objectives import CausalLMObjective, make_batch
 from tunesmith.training.order import epoch_order
@@ -54,7 +54,7 @@ class VerifyReport:
         return all(v.ok for v in self.variants)
 
 
-def _run(cfg: Config, options: set[str], steps: int, device, dtype, rows, pad_id) -> Variant:
+def _run(cfg: Config, options: set[str], steps: int, device, dtype, rows, pad_id, autocast=None) -> Variant:
     train = cfg.train.model_copy(
         update={"activation_checkpointing": "activation_checkpointing" in options, "compile": "compile" in options}
     )
@@ -79,7 +79,7 @@ def _run(cfg: Config, options: set[str], steps: int, device, dtype, rows, pad_id
             make_batch([rows[i] for i in idx[j : j + cfg.train.micro_batch_size]], pad_id, pack_to).to(device)
             for j in range(0, len(idx), cfg.train.micro_batch_size)
         ]
-        loss_sum, _, _, window = accumulate(model, objective, micro)
+        loss_sum, _, _, window = accumulate(model, objective, micro, autocast)
         losses.append(loss_sum / max(1, window))
         if step == 0:
             grads = {
@@ -97,18 +97,18 @@ def verify(cfg: Config, steps: int = 3, options: tuple[str, ...] = OPTIONS, log=
         raise ValueError("tunesmith verify checks causal-LM speed options; a classification head uses none of them")
     torch.set_num_threads(cfg.train.threads or default_threads())
     device = pick_device()
-    dtype = pick_dtype(cfg.model.dtype, device)
+    dtype, autocast = training_precision(cfg.model.dtype, device)
     base = load_base(cfg.model, device, dtype)
     prepared = prepare_data(cfg, Renderer(base.tokenizer, cfg.data.prompt_format, cfg.data.max_length))
     rows, pad_id = prepared.train, base.tokenizer.pad_token_id
     del base
-    report = VerifyReport(steps, TOLERANCE.get(dtype, 1e-2))
+    report = VerifyReport(steps, TOLERANCE.get(autocast or dtype, 1e-2))
     log(f"reference: {steps} steps of {cfg.train.batch_size} rows, every speed option off")
-    reference = _run(cfg, set(), steps, device, dtype, rows, pad_id)
+    reference = _run(cfg, set(), steps, device, dtype, rows, pad_id, autocast)
     report.variants.append(reference)
     for option in options:
         log(f"{option}: the same steps with it on")
-        variant = _run(cfg, {option}, steps, device, dtype, rows, pad_id)
+        variant = _run(cfg, {option}, steps, device, dtype, rows, pad_id, autocast)
         variant.loss_diff = max(
             abs(a - b) / max(abs(b), 1e-8) for a, b in zip(variant.losses, reference.losses, strict=True)
         )
