@@ -79,7 +79,8 @@ def test_gsm8k_lora_beats_the_base_and_final_loads_without_tunesmith(shared_data
 
 
 def test_example_configs_load_the_real_data(shared_data, tmp_path):
-    """Every shipped example reads its real dataset and renders it with the default model's template."""
+    """Every shipped example and task-benchmark config reads its real dataset and renders it with the default
+    model's template."""
     from tunesmith.config import load_config
     from tunesmith.data.templates import Renderer
     from tunesmith.models.loading import load_tokenizer
@@ -87,7 +88,7 @@ def test_example_configs_load_the_real_data(shared_data, tmp_path):
     from tunesmith.training.prepare import encoder_for, prepare_data
 
     tokenizer = load_tokenizer(resolve_base("smollm2-135m-instruct").path)
-    examples = sorted((REPO / "examples").glob("*.yaml"))
+    examples = sorted((REPO / "examples").glob("*.yaml")) + sorted((REPO / "benchmarks" / "tasks").glob("*.yaml"))
     assert examples
     cwd = os.getcwd()
     os.chdir(REPO)  # example paths are relative to the repository root, as a user runs them
