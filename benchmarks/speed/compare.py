@@ -3,6 +3,7 @@
     python benchmarks/speed/compare.py --out /tmp/speed \\
         --trl-python /path/to/trl-venv/bin/python --lf-python /path/to/llamafactory-venv/bin/python
     python benchmarks/speed/compare.py --out /tmp/speed --workloads gsm8k --tools tunesmith trl   # a subset
+    python benchmarks/speed/compare.py --out /tmp/speed --only gsm8k:tunesmith gsm8k:trl hh:tunesmith hh:trl
 
 On a machine with a GPU every tool trains there in bf16 (TRL: bf16 without gradient checkpointing as its sensible
 setting), peak memory is the GPU's, and MFU is against the GPU's measured bf16 matmul peak.
@@ -292,6 +293,13 @@ def main() -> int:
     parser.add_argument("--lf-python", default=None, help="python of a virtual environment with llamafactory")
     parser.add_argument("--defaults-steps", type=int, default=4, help="step cap for TRL with its own defaults")
     parser.add_argument("--model", default="smollm2-135m-instruct", help="registry name, HF folder or .gguf file")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        metavar="WORKLOAD:TOOL",
+        help="run just these pairs, e.g. gsm8k:trl hh:tunesmith",
+    )
     args = parser.parse_args()
     from tunesmith.models.registry import resolve_base
 
@@ -312,6 +320,8 @@ def main() -> int:
             if (tool.startswith("trl") and not args.trl_python) or (tool == "llamafactory" and not args.lf_python):
                 continue
             if full and tool in ("trl-defaults", "trl-packing"):
+                continue
+            if args.only is not None and f"{workload}:{tool}" not in args.only:
                 continue
             out = args.out / workload / tool
             print(f"{workload} / {tool} ...", flush=True)

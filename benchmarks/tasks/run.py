@@ -31,7 +31,7 @@ class Job:
 
 
 JOBS = [
-    Job("sst2-head", "examples/sst2-head.yaml", note="LoRA + head, 2,400 train rows; full dev (872)"),
+    Job("sst2-head", "examples/sst2-head.yaml", note="LoRA + head, 3,200 train rows; full dev (872)"),
     Job(
         "davidson-unweighted",
         "examples/davidson-head.yaml",
@@ -46,9 +46,9 @@ JOBS = [
         ("macro_f1", "accuracy"),
         "head, balanced class weights; same split",
     ),
-    Job("scitldr", str(HERE / "scitldr.yaml"), metrics=("rougeL", "rouge1"), note="256 train papers; test[:100]"),
+    Job("scitldr", str(HERE / "scitldr.yaml"), metrics=("rougeL", "rouge1"), note="192 train papers; test[:100]"),
     Job("xquad", str(HERE / "xquad.yaml"), metrics=("exact_match", "f1"), note="split by paragraph (48 held out)"),
-    Job("pubmedqa", str(HERE / "pubmedqa.yaml"), note="192 train rows; official 500 test ids"),
+    Job("pubmedqa", str(HERE / "pubmedqa.yaml"), note="128 train rows; official 500 test ids"),
 ]
 
 
