@@ -24,6 +24,7 @@ from tunesmith.eval.parse import extract_number, first_line, match_label, strip_
 from tunesmith.eval.runner import generate_answers
 from tunesmith.eval.slices import task_slices
 
+INPUT_CHARS = 300  # enough of each input to recognise it in the report, without copying long documents around
 HEADLINE = {
     "classification": ("accuracy", "macro_f1"),
     "summarization": ("rouge1", "rouge2", "rougeL"),
@@ -40,6 +41,7 @@ class TaskResult:
     predictions: list[str | None]
     references: list[str]
     slices: dict[str, dict] = field(default_factory=dict)  # eval/slices.py: per slice column, metrics and gaps
+    inputs: list[str] = field(default_factory=list)  # what each row asked (its last user turn, cut to INPUT_CHARS)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -86,11 +88,12 @@ def run_task(
 ) -> TaskResult:
     """Generate an answer for each held-out row (its first assistant turn) and score the predictions."""
     pairs = pairs[: task.max_rows]
-    prompts, references = [], []
+    prompts, references, inputs = [], [], []
     for example, spec in pairs:
         # The first assistant turn is both what is asked and what is scored, also for multi-turn rows.
         prompt, answer = renderer.first_turn(example, spec.system)
         prompts.append(renderer.prompt_ids(prompt))
+        inputs.append(prompt[-1]["content"][:INPUT_CHARS])
         references.append(_reference(answer, task))
     # Similar lengths together: left padding in a batch costs compute on every generated token.
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
@@ -106,7 +109,7 @@ def run_task(
     predictions = [read_prediction(g, task) for g in generations]
     labels = task.labels or None
     metrics = compute(task.type, predictions, references, labels)
-    return TaskResult(task.type, metrics, generations, predictions, references)
+    return TaskResult(task.type, metrics, generations, predictions, references, inputs=inputs)
 
 
 def compare(base: TaskResult, tuned: TaskResult, task: TaskConfig, seed: int = 0) -> dict[str, dict]:

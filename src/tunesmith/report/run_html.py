@@ -162,16 +162,18 @@ def render_run_report(run_dir: Path) -> str:
             sections.append("<h3>Confusion matrix, base</h3>" + _confusion(base["task"], labels))
         sections += slice_sections(base["task"], tuned["task"])
         sections += sensitivity_section(base["task"], tuned["task"])
-        changed = [
-            (r, bp, tp)
-            for r, bp, tp in zip(
-                tuned["task"]["references"], base["task"]["predictions"], tuned["task"]["predictions"], strict=True
-            )
-            if bp != tp
-        ]
-        sections.append(f"<h3>Predictions that changed ({len(changed)} of {len(tuned['task']['references'])})</h3>")
+        refs = tuned["task"]["references"]
+        inputs = tuned["task"].get("inputs") or base["task"].get("inputs") or [""] * len(refs)
+        rows = zip(inputs, refs, base["task"]["predictions"], tuned["task"]["predictions"], strict=True)
+        changed = [(i, r, bp, tp) for i, r, bp, tp in rows if bp != tp]
+        # Fixed by tuning first, then broken by it, then the rest: the cases a reader wants to see.
+        changed.sort(key=lambda c: (c[3] != c[1], c[2] != c[1]))
+        sections.append(f"<h3>Predictions that changed ({len(changed)} of {len(refs)})</h3>")
         sections.append(
-            table(["reference", "base", "tuned"], [(r, bp or "-", tp or "-") for r, bp, tp in changed[:20]])
+            table(
+                ["input", "reference", "base", "tuned"],
+                [(i, r, bp or "(unreadable)", tp or "(unreadable)") for i, r, bp, tp in changed[:20]],
+            )
         )
     sections.append("<h2>Loss</h2>" + _loss_curves(metrics))
     pairs = list(zip(base.get("samples", []), tuned.get("samples", []), strict=False))

@@ -24,7 +24,7 @@ from tunesmith.data.templates import Encoded, Renderer
 from tunesmith.errors import TunesmithError
 from tunesmith.eval.metrics import compute
 from tunesmith.eval.predict import evaluate_head
-from tunesmith.eval.tasks import TaskResult, compare, run_task, task_result
+from tunesmith.eval.tasks import INPUT_CHARS, TaskResult, compare, run_task, task_result
 from tunesmith.models.loading import LoadedBase, load_classifier, save_classifier_base
 from tunesmith.models.registry import is_run_dir
 from tunesmith.training.objectives import ClassificationObjective
@@ -149,7 +149,12 @@ def tuned_eval(
     references = [head_text(ex)[1] for ex, _ in rows]
     metrics = compute("classification", predictions, references, labels)
     task = TaskResult(
-        "classification", metrics, generations=predictions, predictions=predictions, references=references
+        "classification",
+        metrics,
+        generations=predictions,
+        predictions=predictions,
+        references=references,
+        inputs=[_input_text(ex)[:INPUT_CHARS] for ex, _ in rows],
     ).add_slices(rows, cfg.data.slice_field, cfg.task)
     samples = [
         {"prompt": _input_text(ex), "reference": ref, "answer": f"{pred} (p={float(p.max()):.2f})"}
