@@ -119,10 +119,11 @@ def test_prompt_variant_rewrites_the_first_user_turn():
     from tunesmith.data.formats import Example
     from tunesmith.eval.variants import VariantError, with_prompt
 
-    row = {"sentence": "a fine film", "label": 1}
+    row = {"sentence": "a fine film", "label": 1, "scores": [1, 2], "notes": ["good", "short"]}
     ex = Example(Kind.completion, "d.tsv", 4, prompt="Review: a fine film", completion="positive", row=row)
     assert with_prompt(ex, "{prompt}\nOne word:").prompt == "Review: a fine film\nOne word:"
     assert with_prompt(ex, "Is '{sentence}' positive?").prompt == "Is 'a fine film' positive?"
+    assert with_prompt(ex, "{notes} {scores}").prompt == "good\nshort [1, 2]"  # lists of strings go line by line
     assert ex.prompt == "Review: a fine film"  # the original row is untouched
     chat = Example(
         Kind.chat,

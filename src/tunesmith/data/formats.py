@@ -245,7 +245,7 @@ def parse_transcript(text: str) -> list[dict[str, str]]:
     return messages
 
 
-def _is_str_list(value: Any) -> bool:
+def is_str_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
@@ -325,7 +325,7 @@ class RowRules:
             if row[col] is None:
                 raise RowProblem(col, f"null; the template uses {{{col}}}")
         # A list of strings (an abstract's sentences, a paper's sections) fills its placeholder one item per line.
-        values = {k: "\n".join(v) if _is_str_list(v) else v for k, v in row.items()}
+        values = {k: "\n".join(v) if is_str_list(v) else v for k, v in row.items()}
         try:
             return self.template.format_map(values)
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as err:  # e.g. {x:d} over a string
@@ -353,7 +353,7 @@ class RowRules:
     def _target(self, mapped: dict[str, Any], canon: str, fallback: str) -> str:
         if canon not in mapped and fallback in mapped:
             canon = fallback
-        if _is_str_list(mapped.get(canon)) and mapped[canon]:
+        if is_str_list(mapped.get(canon)) and mapped[canon]:
             # Several references (SciTLDR's TLDRs, SQuAD's answers): the first is the target that is trained.
             mapped = {**mapped, canon: mapped[canon][0]}
         if not self.labels or canon not in mapped or mapped[canon] is None:

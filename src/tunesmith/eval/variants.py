@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from tunesmith.config import DatasetSpec, Kind, TaskConfig
-from tunesmith.data.formats import Example
+from tunesmith.data.formats import Example, is_str_list
 from tunesmith.data.templates import Renderer
 from tunesmith.errors import TunesmithError
 from tunesmith.eval.tasks import HEADLINE, TaskResult, run_task
@@ -42,7 +42,8 @@ def _prompt_text(example: Example) -> str:
 def with_prompt(example: Example, variant: str) -> Example:
     """The row with its first user turn rewritten by `variant` ({prompt} and source columns)."""
     row = example.row or {}
-    values = {k: "\n".join(v) if isinstance(v, list) else v for k, v in row.items()}
+    # As in dataset templates, a list of strings fills its placeholder line by line (other lists stay as they are).
+    values = {k: "\n".join(v) if is_str_list(v) else v for k, v in row.items()}
     values["prompt"] = _prompt_text(example)
     try:
         text = variant.format_map(values)
