@@ -36,7 +36,8 @@ import torch
 import yaml
 
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parents[1].parent / "shared" / "data"
+# The real datasets: ../shared/data beside the repository, or wherever TUNESMITH_SHARED_DATA points.
+SHARED = Path(os.environ.get("TUNESMITH_SHARED_DATA", HERE.parents[1].parent / "shared" / "data"))
 TOOLS = ("tunesmith", "trl", "trl-packing", "trl-defaults", "llamafactory")
 WORKLOADS = ("gsm8k", "hh", "gsm8k-full")
 BATCH, MICRO, LR, MAX_LENGTH, THREADS = 8, 4, 2e-4, 1024, 2
