@@ -19,7 +19,6 @@ import torch
 from tunesmith.config import Config
 from tunesmith.data.templates import Renderer
 from tunesmith.models.loading import (
-    add_lora,
     count_parameters,
     default_threads,
     load_base,
@@ -43,7 +42,7 @@ from tunesmith.training.objectives import CausalLMObjective, make_batch
 from tunesmith.training.order import Order
 from tunesmith.training.packing import best_fit_decreasing
 from tunesmith.training.prepare import encoder_for, packs, prepare_data, train_order
-from tunesmith.training.speed import apply_speed_options
+from tunesmith.training.speed import make_trainable
 
 
 @dataclass
@@ -122,11 +121,7 @@ def make_plan(cfg: Config, calibration_steps: int = 3, log=print) -> Plan:
         labels, remote = cfg.task.labels, cfg.model.trust_remote_code
         model = load_classifier(base.weights_dir, labels, pad_id, device, dtype, remote)
         objective, _ = build_objective(cfg.task, rows, log=lambda *_: None)
-    if cfg.adapter.method == "lora":
-        model = add_lora(model, cfg.adapter, task_type="SEQ_CLS" if head else "CAUSAL_LM")
-    else:
-        model.requires_grad_(True)
-    apply_speed_options(model, cfg.train)
+    model = make_trainable(model, cfg.adapter, cfg.train, "SEQ_CLS" if head else "CAUSAL_LM")
     total, trainable = count_parameters(model)
     steps = total_steps(cfg.train, len(rows))
     run = _run_batches(cfg, len(rows), steps, train_order(cfg, prepared))

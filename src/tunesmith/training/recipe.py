@@ -30,7 +30,6 @@ from tunesmith.eval.scoring import score_task
 from tunesmith.eval.tasks import compare, task_result
 from tunesmith.eval.variants import check_variants
 from tunesmith.models.loading import (
-    add_lora,
     count_parameters,
     default_threads,
     load_base,
@@ -46,7 +45,7 @@ from tunesmith.training.checkpoint import Position, clean_staging, list_checkpoi
 from tunesmith.training.loop import Loop, MetricsLog, build_optimizer, data_fingerprint, fit, total_steps
 from tunesmith.training.objectives import CausalLMObjective
 from tunesmith.training.prepare import Prepared, describe_errors, encoder_for, packs, prepare_data, train_order
-from tunesmith.training.speed import apply_speed_options
+from tunesmith.training.speed import make_trainable
 
 
 @dataclass
@@ -171,11 +170,7 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
     causal_lm = None
     if head:  # the plain causal LM stays until the zero-shot baseline has been generated with it
         causal_lm, model = model, head_run.build_classifier(cfg, base, out, device, dtype)
-    if cfg.adapter.method == "lora":
-        model = add_lora(model, cfg.adapter, task_type="SEQ_CLS" if head else "CAUSAL_LM")
-    else:
-        model.requires_grad_(True)
-    apply_speed_options(model, cfg.train)
+    model = make_trainable(model, cfg.adapter, cfg.train, "SEQ_CLS" if head else "CAUSAL_LM")
     total_params, trainable = count_parameters(model)
     steps = total_steps(cfg.train, len(prepared.train))
     log(

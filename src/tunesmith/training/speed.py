@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from tunesmith.config import TrainConfig
+from tunesmith.config import AdapterConfig, TrainConfig
+from tunesmith.models.loading import add_lora
 
 
 def _inner(model: nn.Module) -> nn.Module:
@@ -39,3 +40,13 @@ def apply_speed_options(model: nn.Module, cfg: TrainConfig) -> None:
     if cfg.compile:
         for layer in decoder_layers(model):
             layer.compile(dynamic=True)
+
+
+def make_trainable(model: nn.Module, adapter: AdapterConfig, train: TrainConfig, task_type: str = "CAUSAL_LM"):
+    """The model as a run trains it: LoRA adapters (peft) or every weight trainable, then the speed options."""
+    if adapter.method == "lora":
+        model = add_lora(model, adapter, task_type=task_type)
+    else:
+        model.requires_grad_(True)
+    apply_speed_options(model, train)
+    return model

@@ -22,12 +22,12 @@ from rich.table import Table
 from tunesmith.config import SPEED_OPTIONS as OPTIONS
 from tunesmith.config import Config
 from tunesmith.data.templates import Renderer
-from tunesmith.models.loading import add_lora, default_threads, load_base, pick_device, training_precision
+from tunesmith.models.loading import default_threads, load_base, pick_device, training_precision
 from tunesmith.training.loop import accumulate, build_optimizer
 from tunesmith.training.objectives import CausalLMObjective, make_batch
 from tunesmith.training.order import epoch_order
 from tunesmith.training.prepare import prepare_data
-from tunesmith.training.speed import apply_speed_options
+from tunesmith.training.speed import make_trainable
 
 TOLERANCE = {torch.float32: 2e-4, torch.bfloat16: 3e-2, torch.float16: 1e-2}  # relative, loss and gradients
 
@@ -60,8 +60,7 @@ def _run(cfg: Config, options: set[str], steps: int, device, dtype, rows, pad_id
     )
     base = load_base(cfg.model, device, dtype)
     torch.manual_seed(cfg.train.seed)
-    model = add_lora(base.model, cfg.adapter) if cfg.adapter.method == "lora" else base.model.requires_grad_(True)
-    apply_speed_options(model, train)
+    model = make_trainable(base.model, cfg.adapter, train)
     model.train()
     optimizer, scheduler = build_optimizer(model, cfg.train, max(steps, 1))
     objective = CausalLMObjective(chunk=256 if "chunked_ce" in options else None)
