@@ -1,6 +1,6 @@
 """Where one training step's time goes: torch.profiler over a few steps of the speed benchmark's gsm8k rows.
 
-    python benchmarks/speed/profile_step.py [--full] [--steps 2] [--threads 2]
+    python benchmarks/speed/profile_step.py [--full] [--steps 2] [--threads 2] [--sdpa]
 
 Prints the operators by total self time and the share of the step spent in matrix multiplies, next to the
 machine's measured matmul rate (the MFU ceiling): what limits model FLOPs utilisation on this CPU.
@@ -22,10 +22,11 @@ from compare import SHARED, matmul_peak
 
 from tunesmith.config import build_config
 from tunesmith.data.templates import Renderer
-from tunesmith.models.loading import add_lora, load_base
+from tunesmith.models.loading import load_base
 from tunesmith.training.loop import accumulate, build_optimizer
 from tunesmith.training.objectives import CausalLMObjective, make_batch
 from tunesmith.training.prepare import prepare_data
+from tunesmith.training.speed import make_trainable
 
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear")
 
@@ -35,6 +36,9 @@ def main() -> int:
     parser.add_argument("--full", action="store_true", help="full fine-tuning (default: LoRA r=16)")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--sdpa", action="store_true", help="packed rows through SDPA and a block-diagonal mask, not row by row"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = Path("/tmp/profile-gsm8k.jsonl")
@@ -49,7 +53,11 @@ def main() -> int:
     )
     base = load_base(cfg.model, torch.device("cpu"), torch.float32)
     prepared = prepare_data(cfg, Renderer(base.tokenizer, "auto", 1024))
-    model = base.model.requires_grad_(True) if args.full else add_lora(base.model, cfg.adapter)
+    model = make_trainable(base.model, cfg.adapter, cfg.train)
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if args.sdpa:
+        inner.set_attn_implementation("sdpa")
+    print(f"attention: {inner.config._attn_implementation}")
     model.train()
     optimizer, _ = build_optimizer(model, cfg.train, 10)
     pad = base.tokenizer.pad_token_id

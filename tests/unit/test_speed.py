@@ -15,6 +15,7 @@ from tunesmith.config import build_config
 from tunesmith.data.templates import IGNORE, Encoded, Renderer
 from tunesmith.eval.runner import evaluate_loss
 from tunesmith.models.loading import add_lora, load_base, load_tokenizer
+from tunesmith.training.attention import SEGMENTS, row_bounds, use_segment_attention
 from tunesmith.training.chunked_ce import linear_cross_entropy
 from tunesmith.training.objectives import CausalLMObjective, collate
 from tunesmith.training.order import build_order, epoch_order
@@ -61,23 +62,34 @@ def test_best_fit_decreasing_fills_tightly_and_keeps_every_item():
     assert [sum(lengths[i] for i in b) for b in bins] == [120, 100, 100, 10]  # an over-long item sits alone
 
 
-def test_pack_restarts_positions_and_blocks_attention_across_rows():
+def test_pack_restarts_positions_per_row_and_gives_no_padding_mask():
     rows = [Encoded([1, 2, 3], [IGNORE, 2, 3], "a", 1), Encoded([4, 5], [IGNORE, 5], "a", 2)]
     batch = pack(rows, pad_id=0, capacity=8)
     assert batch.input_ids.tolist() == [[1, 2, 3, 4, 5]]
     assert batch.position_ids.tolist() == [[0, 1, 2, 0, 1]]
     assert batch.labels.tolist() == [[IGNORE, 2, 3, IGNORE, 5]]  # the second row's first token is no target
-    mask = batch.block_mask[0, 0].int().tolist()
-    assert mask[3] == [0, 0, 0, 1, 0] and mask[4] == [0, 0, 0, 1, 1] and mask[2] == [1, 1, 1, 0, 0]
     assert batch.real_tokens == 5 and batch.trained_tokens == 3
+    assert set(batch.model_inputs()) == {"input_ids", "position_ids", "use_cache"}  # the restarts mark the rows
+    assert row_bounds(batch.position_ids) == [[0, 3, 5]]
+    two = pack([*rows, Encoded([6, 7, 8, 9, 10, 11], [IGNORE] * 6, "a", 3)], pad_id=0, capacity=6)
+    # The padding after the second bin's rows is a row of its own (positions count on from 0).
+    assert two.position_ids.tolist() == [[0, 1, 2, 3, 4, 5], [0, 1, 2, 0, 1, 0]]
+    assert row_bounds(two.position_ids) == [[0, 6], [0, 3, 5, 6]]
 
 
-def test_packed_loss_and_gradients_equal_padded(setup):
+@pytest.mark.parametrize("attention", ["sdpa", SEGMENTS])
+@pytest.mark.parametrize("capacity", [2048, 160])
+def test_packed_loss_and_gradients_equal_padded(setup, attention, capacity):
+    """transformers' own block-diagonal mask (sdpa) and row-by-row attention both equal the padded batch, with all
+    rows in one sequence (2048) and spread over several padded ones (160)."""
     cfg, rows, pad = setup
     model = lora_model(cfg)
+    if attention == SEGMENTS:
+        assert use_segment_attention(model)
+    assert model.get_base_model().config._attn_implementation == attention
     padded = loss_and_grads(model, collate(rows[:8], pad))
-    packed_batch = pack(rows[:8], pad, capacity=512)
-    assert packed_batch.input_ids.shape[0] < 8  # several rows share a sequence
+    packed_batch = pack(rows[:8], pad, capacity=capacity)
+    assert (packed_batch.input_ids.shape[0] == 1) == (capacity == 2048)  # all rows in one sequence, or several
     packed = loss_and_grads(model, packed_batch)
     assert packed[0] == pytest.approx(padded[0], rel=1e-5) and packed[1:3] == padded[1:3]
     assert_close_grads(packed[3], padded[3])
@@ -160,3 +172,15 @@ def test_verify_command_passes_on_the_tiny_model(tiny_model_dir, tmp_path, capsy
     assert code == 0, out
     assert "packing" in out and "chunked_ce" in out and "DIVERGES" not in out
     assert not (tmp_path / "run").exists()
+
+
+def test_segment_attention_generates_exactly_as_sdpa(setup):
+    """The switched model still scores and generates padded batches through SDPA with its usual mask."""
+    cfg, rows, pad = setup
+    model = lora_model(cfg).eval()
+    ids = torch.tensor([[pad, pad, *rows[0].input_ids[:6]], rows[1].input_ids[:8]])
+    mask = (torch.arange(8) >= torch.tensor([[2], [0]])).long()
+    kwargs = dict(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=pad)
+    plain = model.generate(**kwargs)
+    assert use_segment_attention(model)
+    assert torch.equal(model.generate(**kwargs), plain)

@@ -25,13 +25,14 @@ class Batch:
     attention_mask: torch.Tensor  # (B, T) long, 0 on padding
     labels: torch.Tensor  # (B, T) long, IGNORE where untrained; or (B,) class indices for a classification head
     position_ids: torch.Tensor | None = None  # packed batches: positions restart at 0 for every row in a sequence
-    block_mask: torch.Tensor | None = None  # packed batches: (B, 1, T, T) bool, True where attention is allowed
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
-        """Keyword arguments for the model's forward: a packed batch gives its 4D block mask and positions."""
-        if self.block_mask is None:
-            return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
-        return {"input_ids": self.input_ids, "attention_mask": self.block_mask, "position_ids": self.position_ids}
+        """Keyword arguments for the model's forward. A packed batch gives its positions and no padding mask: the
+        restarts mark where rows begin, and attention keeps each row to itself (training/packing.py). No KV cache:
+        nothing is generated, and transformers reads packed rows from the positions only when there is none."""
+        if self.position_ids is None:
+            return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "use_cache": False}
+        return {"input_ids": self.input_ids, "position_ids": self.position_ids, "use_cache": False}
 
     @property
     def trained_tokens(self) -> int:
@@ -54,7 +55,6 @@ class Batch:
             self.attention_mask.to(device),
             self.labels.to(device),
             move(self.position_ids),
-            move(self.block_mask),
         )
 
 
@@ -176,7 +176,7 @@ class ClassificationObjective:
         self.label_smoothing = label_smoothing
 
     def __call__(self, model: nn.Module, batch: Batch) -> LossParts:
-        logits = model(**batch.model_inputs(), use_cache=False).logits
+        logits = model(**batch.model_inputs()).logits
         return self.loss_parts(logits, batch.labels)
 
     def loss_parts(self, logits: torch.Tensor, targets: torch.Tensor) -> LossParts:

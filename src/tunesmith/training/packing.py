@@ -3,10 +3,12 @@
     train: {packing: true}            # the default for causal-LM runs
 
 The rows of a micro-batch are placed into bins of at most `max_length` tokens by best-fit decreasing (longest row
-first, into the bin it fills most tightly). Inside a bin every row keeps its own positions (they restart at 0)
-and attends only to itself: the attention mask is block-diagonal and causal, given to the model as a 4D boolean
-mask (transformers passes a 4D mask to SDPA/eager attention unchanged). The loss therefore equals the unpacked
-loss (tests/unit/test_speed.py checks it) while the model computes on far fewer padding tokens.
+first, into the bin it fills most tightly). Inside a bin every row keeps its own positions (they restart at 0), and
+the positions alone tell the model where rows begin: the model is given no padding mask, so transformers builds a
+block-diagonal causal mask from the restarts (SDPA/eager), flash attention takes them as variable-length rows, and
+tunesmith's own attention (training/attention.py, used when the model supports it) computes each row on its own.
+Either way a row attends only to itself, and the loss equals the unpacked loss (tests/unit/test_speed.py checks it)
+while the model computes on far fewer padding tokens.
 
 Only the rows of one micro-batch are packed together, so a step sees exactly the examples it would unpacked and
 the loop's normalisation by trained tokens is unchanged.
@@ -46,10 +48,9 @@ def pack(rows: list[Encoded], pad_id: int, capacity: int):
     labels = torch.full((n, width), IGNORE, dtype=torch.long)
     positions = torch.zeros((n, width), dtype=torch.long)
     real = torch.zeros((n, width), dtype=torch.long)
-    segment = torch.full((n, width), -1, dtype=torch.long)  # which row of the bin each position holds; -1: padding
     for b, members in enumerate(bins):
         start = 0
-        for k, i in enumerate(members):
+        for i in members:
             row = rows[i]
             end = start + len(row.input_ids)
             ids[b, start:end] = torch.tensor(row.input_ids)
@@ -58,10 +59,7 @@ def pack(rows: list[Encoded], pad_id: int, capacity: int):
             labels[b, start] = IGNORE
             positions[b, start:end] = torch.arange(end - start)
             real[b, start:end] = 1
-            segment[b, start:end] = k
             start = end
-    causal = torch.ones((width, width), dtype=torch.bool).tril()
-    same = segment[:, :, None] == segment[:, None, :]
-    # Padding positions see only themselves (never a real token); real ones see earlier tokens of their own row.
-    mask = (same & causal) | torch.eye(width, dtype=torch.bool)
-    return Batch(ids, real, labels, position_ids=positions, block_mask=mask[:, None])
+        # The padding after the last row counts on from 0 too: one more row, of padding, that no real token sees.
+        positions[b, start:] = torch.arange(width - start)
+    return Batch(ids, real, labels, position_ids=positions)

@@ -1,11 +1,13 @@
-"""Model-side speed options, applied after the adapter: activation checkpointing and regional torch.compile.
+"""Model-side speed options, applied after the adapter: row-by-row attention for packed batches, activation
+checkpointing and regional torch.compile.
 
-    train: {activation_checkpointing: true, compile: true}
+    train: {packing: true, activation_checkpointing: true, compile: true}
 
-Both leave the weights, their names and the saved files exactly as they are (`tunesmith verify` checks the numbers):
-checkpointing uses transformers' own switch (non-reentrant, so frozen inputs need no gradient hook), and compile
-compiles each decoder layer in place (`nn.Module.compile`), which keeps the state dict and peft's wrappers intact
-and compiles one layer's graph once instead of the whole model's.
+With packing the model's SDPA attention is switched to training/attention.py's (packed rows computed one by one).
+All of them leave the weights, their names and the saved files exactly as they are (`tunesmith verify` checks the
+numbers): checkpointing uses transformers' own switch (non-reentrant, so frozen inputs need no gradient hook), and
+compile compiles each decoder layer in place (`nn.Module.compile`), which keeps the state dict and peft's wrappers
+intact and compiles one layer's graph once instead of the whole model's.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from torch import nn
 
 from tunesmith.config import AdapterConfig, TrainConfig
 from tunesmith.models.loading import add_lora
+from tunesmith.training.attention import use_segment_attention
 
 
 def _inner(model: nn.Module) -> nn.Module:
@@ -29,6 +32,8 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
 
 
 def apply_speed_options(model: nn.Module, cfg: TrainConfig) -> None:
+    if cfg.packing:
+        use_segment_attention(model)  # packed rows attend row by row (training/attention.py)
     if cfg.activation_checkpointing:
         inner = _inner(model)
         # transformers 5 renamed the switch; the old name still works there but warns.

@@ -56,7 +56,11 @@ class VerifyReport:
 
 def _run(cfg: Config, options: set[str], steps: int, device, dtype, rows, pad_id, autocast=None) -> Variant:
     train = cfg.train.model_copy(
-        update={"activation_checkpointing": "activation_checkpointing" in options, "compile": "compile" in options}
+        update={
+            "packing": "packing" in options,
+            "activation_checkpointing": "activation_checkpointing" in options,
+            "compile": "compile" in options,
+        }
     )
     base = load_base(cfg.model, device, dtype)
     torch.manual_seed(cfg.train.seed)
