@@ -1,6 +1,6 @@
 """Where one training step's time goes: torch.profiler over a few steps of the speed benchmark's gsm8k rows.
 
-    python benchmarks/speed/profile_step.py [--full] [--steps 2] [--threads 2] [--sdpa]
+    python benchmarks/speed/profile_step.py [--full] [--steps 2] [--threads 2] [--sdpa] [--compile]
 
 Prints the operators by total self time and the share of the step spent in matrix multiplies, next to the
 machine's measured matmul rate (the MFU ceiling): what limits model FLOPs utilisation on this CPU.
@@ -39,6 +39,7 @@ def main() -> int:
     parser.add_argument(
         "--sdpa", action="store_true", help="packed rows through SDPA and a block-diagonal mask, not row by row"
     )
+    parser.add_argument("--compile", action="store_true", help="train.compile: each decoder layer compiled")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = Path("/tmp/profile-gsm8k.jsonl")
@@ -48,7 +49,7 @@ def main() -> int:
         {
             "data": {"train": [{"path": str(data)}], "eval_fraction": 0.05},
             "adapter": {"method": "full" if args.full else "lora"},
-            "train": {"batch_size": 8, "micro_batch_size": 4},
+            "train": {"batch_size": 8, "micro_batch_size": 4, "compile": args.compile},
         }
     )
     base = load_base(cfg.model, torch.device("cpu"), torch.float32)

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from tiny_runs import tiny_config, write_chat_data
+from transformers.masking_utils import create_causal_mask
 
 from tunesmith.config import build_config
 from tunesmith.data.templates import IGNORE, Encoded, Renderer
@@ -172,6 +173,20 @@ def test_verify_command_passes_on_the_tiny_model(tiny_model_dir, tmp_path, capsy
     assert code == 0, out
     assert "packing" in out and "chunked_ce" in out and "DIVERGES" not in out
     assert not (tmp_path / "run").exists()
+
+
+def test_packed_rows_get_no_dense_mask_under_segment_attention(setup):
+    """transformers builds a block-diagonal (T x T) mask from packed positions for SDPA; switched to row-by-row
+    attention the model is given none, so no cross-row score is computed."""
+    cfg, rows, pad = setup
+    model = lora_model(cfg)
+    inner = model.get_base_model()
+    batch = pack(rows[:4], pad, capacity=2048)
+    embeds = inner.get_input_embeddings()(batch.input_ids)
+    args = dict(inputs_embeds=embeds, attention_mask=None, past_key_values=None, position_ids=batch.position_ids)
+    assert create_causal_mask(config=inner.config, **args) is not None  # sdpa: the dense block mask
+    assert use_segment_attention(model)
+    assert create_causal_mask(config=inner.config, **args) is None
 
 
 def test_segment_attention_generates_exactly_as_sdpa(setup):

@@ -77,20 +77,15 @@ def segment_mask(
     q_length: int,
     kv_length: int,
     attention_mask: torch.Tensor | None = None,
-    allow_is_causal_skip: bool = True,
     **kwargs,
 ) -> torch.Tensor | None:
-    """No mask when `segment_attention` handles the forward itself (no padding mask, no cache offset); otherwise
-    transformers' SDPA mask, unchanged."""
-    if attention_mask is None and q_length == kv_length and allow_is_causal_skip and not kwargs.get("q_offset"):
+    """No mask when `segment_attention` handles the forward itself (no padding mask, queries = keys: training,
+    scoring, a prefill); otherwise transformers' SDPA mask, unchanged. transformers would turn packed positions into
+    a block-diagonal mask here; returning None is what lets the rows be computed one by one."""
+    if attention_mask is None and q_length == kv_length and not kwargs.get("q_offset"):
         return None
     return sdpa_mask(
-        batch_size=batch_size,
-        q_length=q_length,
-        kv_length=kv_length,
-        attention_mask=attention_mask,
-        allow_is_causal_skip=allow_is_causal_skip,
-        **kwargs,
+        batch_size=batch_size, q_length=q_length, kv_length=kv_length, attention_mask=attention_mask, **kwargs
     )
 
 
