@@ -58,7 +58,7 @@ JOBS = [
     ),
     Job("scitldr", str(HERE / "scitldr.yaml"), metrics=("rougeL", "rouge1"), note="192 train papers; test[:60]"),
     Job("xquad", str(HERE / "xquad.yaml"), metrics=("exact_match", "f1"), note="paragraph split; 120 eval questions"),
-    Job("pubmedqa", str(HERE / "pubmedqa.yaml"), note="128 train rows; first 200 of the official 500 test ids"),
+    Job("pubmedqa", str(HERE / "pubmedqa.yaml"), note="128 train rows; first 100 of the official 500 test ids"),
 ]
 
 
