@@ -299,7 +299,7 @@ def main() -> int:
         nargs="*",
         default=None,
         metavar="WORKLOAD:TOOL",
-        help="run just these pairs, e.g. gsm8k:trl hh:tunesmith",
+        help="run just these pairs, e.g. gsm8k:trl hh:tunesmith (other rows of --out's results.json are kept)",
     )
     args = parser.parse_args()
     from tunesmith.models.registry import resolve_base
@@ -313,6 +313,11 @@ def main() -> int:
     params = 134_515_008  # SmolLM2-135M (tied embeddings)
     head = config["vocab_size"] * config["hidden_size"]
     results = []
+    previous = args.out / "results.json"
+    if args.only is not None and previous.is_file():  # rerun some pairs: keep the other rows of the last run
+        results = [
+            r for r in json.loads(previous.read_text())["rows"] if f"{r['workload']}:{r['tool']}" not in args.only
+        ]
     for workload in args.workloads:
         full = workload.endswith("-full")
         train, held = data[workload.removesuffix("-full")]
@@ -356,6 +361,8 @@ def main() -> int:
             print(json.dumps(row), flush=True)
             summary = {"peak_gflops": peak, "where": where, "rows": results}
             (args.out / "results.json").write_text(json.dumps(summary, indent=1))
+    order = {(w, t): i for i, (w, t) in enumerate((w, t) for w in WORKLOADS for t in TOOLS)}
+    results.sort(key=lambda r: order[(r["workload"], r["tool"])])
     text = table(results, peak, where)
     (args.out / "table.md").write_text(text + "\n", encoding="utf-8")
     print(text)
