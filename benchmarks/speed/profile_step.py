@@ -1,6 +1,6 @@
 """Where one training step's time goes: torch.profiler over a few steps of the speed benchmark's gsm8k rows.
 
-    python benchmarks/speed/profile_step.py [--full] [--steps 2] [--threads 2] [--sdpa] [--compile]
+    python benchmarks/speed/profile_step.py [--full] [--steps 2] [--threads 2] [--sdpa] [--compile] [--bf16]
 
 Prints the operators by total self time and the share of the step spent in matrix multiplies, next to the
 machine's measured matmul rate (the MFU ceiling): what limits model FLOPs utilisation on this CPU.
@@ -40,6 +40,7 @@ def main() -> int:
         "--sdpa", action="store_true", help="packed rows through SDPA and a block-diagonal mask, not row by row"
     )
     parser.add_argument("--compile", action="store_true", help="train.compile: each decoder layer compiled")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (fp32 weights), as on bf16 GPUs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = Path("/tmp/profile-gsm8k.jsonl")
@@ -66,7 +67,7 @@ def main() -> int:
 
     def step(rows8):
         micro = [make_batch(rows8[j : j + 4], pad, 1024) for j in (0, 4)]
-        accumulate(model, CausalLMObjective(), micro)
+        accumulate(model, CausalLMObjective(), micro, torch.bfloat16 if args.bf16 else None)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return sum(len(r.input_ids) for r in rows8)
