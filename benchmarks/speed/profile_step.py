@@ -22,7 +22,7 @@ from compare import SHARED, matmul_peak
 
 from tunesmith.config import build_config
 from tunesmith.data.templates import Renderer
-from tunesmith.models.loading import load_base
+from tunesmith.models.loading import load_base, unwrap
 from tunesmith.training.loop import accumulate, build_optimizer
 from tunesmith.training.objectives import CausalLMObjective, make_batch
 from tunesmith.training.prepare import prepare_data
@@ -56,7 +56,7 @@ def main() -> int:
     base = load_base(cfg.model, torch.device("cpu"), torch.float32)
     prepared = prepare_data(cfg, Renderer(base.tokenizer, "auto", 1024))
     model = make_trainable(base.model, cfg.adapter, cfg.train)
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = unwrap(model)
     if args.sdpa:
         inner.set_attn_implementation("sdpa")
     print(f"attention: {inner.config._attn_implementation}")

@@ -104,6 +104,11 @@ def load_base(spec: ModelConfig, device: torch.device, dtype: torch.dtype) -> Lo
     return LoadedBase(model, tokenizer, resolved, weights_dir)
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The transformers model inside a peft wrapper, or the model itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def add_lora(model: nn.Module, adapter: AdapterConfig, task_type: str = "CAUSAL_LM") -> nn.Module:
     """Wrap with peft LoRA; every linear layer but the output head by default. Base weights are frozen by peft.
     For a sequence classifier (task_type SEQ_CLS) peft keeps the `score` head out of the LoRA targets and trains it

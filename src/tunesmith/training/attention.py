@@ -25,6 +25,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from tunesmith.models.loading import unwrap
+
 SEGMENTS = "tunesmith_segments"
 
 
@@ -35,6 +37,18 @@ def row_bounds(position_ids: torch.Tensor) -> list[list[int]]:
     starts[:, 1:] = position_ids[:, 1:] != position_ids[:, :-1] + 1
     width = position_ids.shape[1]
     return [[*row.nonzero().flatten().tolist(), width] for row in starts]
+
+
+# Every layer of one forward receives the same position_ids tensor: its row bounds are read once (one host sync),
+# not once per layer. Keyed by the tensor itself and its version counter, so new or edited positions are re-read.
+_last: tuple[torch.Tensor, int, list[list[int]]] | None = None
+
+
+def _cached_bounds(position_ids: torch.Tensor) -> list[list[int]]:
+    global _last
+    if _last is None or _last[0] is not position_ids or _last[1] != position_ids._version:
+        _last = (position_ids, position_ids._version, row_bounds(position_ids))
+    return _last[2]
 
 
 def segment_attention(
@@ -50,11 +64,13 @@ def segment_attention(
     position_ids = kwargs.get("position_ids")
     if attention_mask is not None or position_ids is None or query.shape[2] != key.shape[2]:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
-    position_ids = position_ids.expand(query.shape[0], -1)
+    bounds_per_row = _cached_bounds(position_ids)
+    if len(bounds_per_row) != query.shape[0]:  # positions given once for the whole batch
+        bounds_per_row = bounds_per_row * query.shape[0]
     gqa = query.shape[1] != key.shape[1]
     p = dropout if module.training else 0.0
     rows = []
-    for b, bounds in enumerate(row_bounds(position_ids)):
+    for b, bounds in enumerate(bounds_per_row):
         parts = [
             F.scaled_dot_product_attention(
                 query[b : b + 1, :, s:e],
@@ -105,7 +121,7 @@ def plain_causal(config) -> bool:
 
 def use_segment_attention(model: nn.Module) -> bool:
     """Switch a model that runs transformers' SDPA attention to `segment_attention`; True when it did."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = unwrap(model)
     config = getattr(inner, "config", None)
     if config is None or getattr(config, "_attn_implementation", None) not in ("sdpa", SEGMENTS):
         return False

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tunesmith.data.templates import IGNORE, Encoded
+from tunesmith.models.loading import unwrap
 from tunesmith.training.chunked_ce import CE_CHUNK, linear_cross_entropy
 
 
@@ -108,7 +109,7 @@ class Objective(Protocol):
 def _backbone_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     """The decoder stack and the output projection of a causal LM (through a peft wrapper), when the model's
     logits are a plain projection of its last hidden state; None for models that post-process logits."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = unwrap(model)
     config = getattr(inner, "config", None)
     if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
         return None

@@ -15,17 +15,13 @@ from __future__ import annotations
 from torch import nn
 
 from tunesmith.config import AdapterConfig, TrainConfig
-from tunesmith.models.loading import add_lora
+from tunesmith.models.loading import add_lora, unwrap
 from tunesmith.training.attention import use_segment_attention
-
-
-def _inner(model: nn.Module) -> nn.Module:
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
     """The repeated transformer blocks of a causal LM or a sequence classifier (through a peft wrapper)."""
-    inner = _inner(model)
+    inner = unwrap(model)
     backbone = getattr(inner, "model", None) or getattr(inner, "transformer", None) or inner
     layers = getattr(backbone, "layers", None) or getattr(backbone, "h", None)
     return list(layers) if layers is not None else []
@@ -35,13 +31,13 @@ def apply_speed_options(model: nn.Module, cfg: TrainConfig) -> None:
     if cfg.packing:
         use_segment_attention(model)  # packed rows attend row by row (training/attention.py)
     if cfg.activation_checkpointing:
-        inner = _inner(model)
+        inner = unwrap(model)
         # transformers 5 renamed the switch; the old name still works there but warns.
         if hasattr(inner, "activation_checkpointing_enable"):
             inner.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        _inner(model).config.use_cache = False
+        inner.config.use_cache = False
     if cfg.compile:
         for layer in decoder_layers(model):
             layer.compile(dynamic=True)
