@@ -5,6 +5,11 @@
     python benchmarks/speed/compare.py --out /tmp/speed --workloads gsm8k --tools tunesmith trl   # a subset
     python benchmarks/speed/compare.py --out /tmp/speed --only gsm8k:tunesmith gsm8k:trl hh:tunesmith hh:trl
 
+Tools: tunesmith (its defaults; on a CPU that multiplies bf16 natively, AVX512-BF16 or AMX, that is fp32 weights
+with bf16 autocast), tunesmith-fp32 (model.dtype float32), trl (CPU-sensible: fp32, no gradient checkpointing),
+trl-bf16 (bf16 autocast, no checkpointing: tunesmith's default precision), trl-packing (sensible plus TRL's packing),
+trl-defaults (bf16 autocast and gradient checkpointing, step-capped), llamafactory (its CLI, fp32).
+
 On a machine with a GPU every tool trains there in bf16 (TRL: bf16 without gradient checkpointing as its sensible
 setting), peak memory is the GPU's, and MFU is against the GPU's measured bf16 matmul peak.
 
@@ -16,9 +21,10 @@ Every tool trains on assistant turns only. The held-out loss of every result is 
 (tunesmith's, on the saved adapter or model), so the numbers compare like with like. Each tool runs as its own
 process under /usr/bin/time -v (peak RSS); epoch time is the tool's own training-loop time. MFU divides the model
 FLOPs the epoch needs (LoRA: 4 x params per token, frozen weights take no weight gradient; full: 6 x params; the
-output projection counted on trained positions only) by the time and the measured matmul peak of this machine
-(fp32 on a CPU, bf16 on a GPU). TRL and LLaMA-Factory live in their own virtual environments (LLaMA-Factory brings
-its own torch); the paths are arguments, and a tool whose interpreter is not given is skipped.
+output projection counted on trained positions only) by the time and this machine's measured matmul peak in the
+precision the row trains in (fp32, or bf16 where it autocasts; bf16 on a GPU). TRL and LLaMA-Factory live in their
+own virtual environments (LLaMA-Factory brings its own torch); the paths are arguments, and a tool whose interpreter
+is not given is skipped.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 # The real datasets: ../shared/data beside the repository, or wherever TUNESMITH_SHARED_DATA points.
 SHARED = Path(os.environ.get("TUNESMITH_SHARED_DATA", HERE.parents[1].parent / "shared" / "data"))
-TOOLS = ("tunesmith", "trl", "trl-packing", "trl-defaults", "llamafactory")
+TOOLS = ("tunesmith", "tunesmith-fp32", "trl", "trl-bf16", "trl-packing", "trl-defaults", "llamafactory")
 WORKLOADS = ("gsm8k", "hh", "gsm8k-full")
 BATCH, MICRO, LR, MAX_LENGTH, THREADS = 8, 4, 2e-4, 1024, 2
 
@@ -80,21 +86,34 @@ GPU = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if GPU else "cpu")
 
 
-def matmul_peak(threads: int = THREADS, repeats: int = 10) -> float:
-    """GFLOP/s of a large square matmul (fp32 on a CPU, bf16 on a GPU): the MFU denominator."""
+def matmul_peak(dtype: torch.dtype, threads: int = THREADS, trials: int = 5, repeats: int = 5) -> float:
+    """GFLOP/s of a large square matmul in `dtype`, the best of a few timed trials: the MFU denominator."""
     torch.set_num_threads(threads)
-    n, dtype = (8192, torch.bfloat16) if GPU else (2048, torch.float32)
+    n = 8192 if GPU else 2048
     a, b = torch.randn(n, n, dtype=dtype, device=DEVICE), torch.randn(n, n, dtype=dtype, device=DEVICE)
     for _ in range(3):
         a @ b
-    if GPU:
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    if GPU:
-        torch.cuda.synchronize()
-    return 2 * n**3 * repeats / (time.perf_counter() - started) / 1e9
+    best = 0.0
+    for _ in range(trials):
+        if GPU:
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        if GPU:
+            torch.cuda.synchronize()
+        best = max(best, 2 * n**3 * repeats / (time.perf_counter() - started) / 1e9)
+    return best
+
+
+def precision(tool: str) -> str:
+    """The matmul precision a row trains in: bf16 on a GPU; on a CPU, bf16 autocast where the tool's settings ask
+    for it (tunesmith's default does on CPUs that multiply bf16 natively), fp32 otherwise."""
+    from tunesmith.models.loading import cpu_has_bf16
+
+    if GPU or tool in ("trl-bf16", "trl-defaults") or (tool == "tunesmith" and cpu_has_bf16()):
+        return "bf16"
+    return "fp32"
 
 
 def timed(cmd: list[str], log: Path, env: dict | None = None) -> tuple[int, float, float]:
@@ -108,9 +127,9 @@ def timed(cmd: list[str], log: Path, env: dict | None = None) -> tuple[int, floa
     return code, wall, int(match.group(1)) / 1024 if match else float("nan")
 
 
-def tunesmith_config(model: str, train: Path, held: Path, out: Path, full: bool) -> dict:
+def tunesmith_config(model: str, train: Path, held: Path, out: Path, full: bool, dtype: str = "auto") -> dict:
     return {
-        "model": {"base": model},
+        "model": {"base": model, "dtype": dtype},
         "data": {"train": [{"path": str(train)}], "eval": [{"path": str(held)}], "max_length": MAX_LENGTH},
         "adapter": {"method": "full" if full else "lora", "r": 16, "alpha": 32, "dropout": 0.0},
         "train": {
@@ -128,10 +147,10 @@ def tunesmith_config(model: str, train: Path, held: Path, out: Path, full: bool)
     }
 
 
-def run_tunesmith(model: str, train: Path, held: Path, out: Path, full: bool) -> dict:
+def run_tunesmith(model: str, train: Path, held: Path, out: Path, full: bool, dtype: str = "auto") -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     config = out.parent / f"{out.name}.yaml"
-    config.write_text(yaml.safe_dump(tunesmith_config(model, train, held, out, full)), encoding="utf-8")
+    config.write_text(yaml.safe_dump(tunesmith_config(model, train, held, out, full, dtype)), encoding="utf-8")
     code, wall, rss = timed(
         [sys.executable, "-m", "tunesmith.cli", "train", str(config)], out.parent / f"{out.name}.log"
     )
@@ -289,7 +308,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
-    parser.add_argument("--tools", nargs="+", default=list(TOOLS), choices=TOOLS)
+    parser.add_argument(
+        "--tools", nargs="+", default=[t for t in TOOLS if t != "tunesmith-fp32"], choices=TOOLS, metavar="TOOL"
+    )
     parser.add_argument("--trl-python", default=None, help="python of a virtual environment with trl, peft, datasets")
     parser.add_argument("--lf-python", default=None, help="python of a virtual environment with llamafactory")
     parser.add_argument("--defaults-steps", type=int, default=4, help="step cap for TRL with its own defaults")
@@ -306,9 +327,11 @@ def main() -> int:
 
     base_dir = resolve_base(args.model).path
     data = prepare(args.out / "data")
-    peak = matmul_peak()
-    where = torch.cuda.get_device_name() + ", bf16" if GPU else f"{THREADS} CPU threads, fp32"
-    print(f"matmul peak ({where}): {peak:.1f} GFLOP/s", flush=True)
+    peaks = {"bf16": matmul_peak(torch.bfloat16)} if GPU else {"fp32": matmul_peak(torch.float32)}
+    if not GPU and any(precision(t) == "bf16" for t in args.tools):
+        peaks["bf16"] = matmul_peak(torch.bfloat16)
+    where = torch.cuda.get_device_name() if GPU else f"{THREADS} CPU threads"
+    print(f"matmul peak ({where}): " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks.items()), flush=True)
     config = json.loads((base_dir / "config.json").read_text())
     params = 134_515_008  # SmolLM2-135M (tied embeddings)
     head = config["vocab_size"] * config["hidden_size"]
@@ -325,20 +348,21 @@ def main() -> int:
         for tool in args.tools:
             if (tool.startswith("trl") and not args.trl_python) or (tool == "llamafactory" and not args.lf_python):
                 continue
-            if full and tool in ("trl-defaults", "trl-packing"):
+            if full and tool in ("trl-defaults", "trl-packing", "trl-bf16"):
                 continue
             if args.only is not None and f"{workload}:{tool}" not in args.only:
                 continue
             out = args.out / workload / tool
             print(f"{workload} / {tool} ...", flush=True)
-            if tool == "llamafactory" and GPU:
-                continue  # its environment here is CPU-only
-            if tool == "tunesmith":
-                r = run_tunesmith(args.model, train, held, out, full)
+            if (tool == "llamafactory" and GPU) or (tool in ("tunesmith-fp32", "trl-bf16") and GPU):
+                continue  # LLaMA-Factory's environment here is CPU-only; on a GPU the precision rows are the main ones
+            if tool.startswith("tunesmith"):
+                r = run_tunesmith(args.model, train, held, out, full, "float32" if tool.endswith("fp32") else "auto")
             elif tool == "llamafactory":
                 r = run_llamafactory(args.lf_python, base_dir, train, out, full)
             else:
-                variant = {"trl": "sensible", "trl-packing": "packing", "trl-defaults": "defaults"}[tool]
+                variant = {"trl": "sensible", "trl-packing": "packing", "trl-defaults": "defaults", "trl-bf16": "bf16"}
+                variant = variant[tool]
                 steps = args.defaults_steps if variant == "defaults" else -1
                 r = run_trl(args.trl_python, variant, base_dir, train, out, full, steps)
             capped = tool == "trl-defaults" and (r.get("steps") or 16) < 16  # stopped before the epoch ended
@@ -354,38 +378,42 @@ def main() -> int:
                 "peak_gpu_mb": r.get("gpu_mb"),
                 "tokens_per_s": tokens / seconds if seconds else None,
                 "eval_loss": None if capped else held_out_loss(r["final"], base_dir, held),
-                "mfu": model_flops(tokens, trained, full, params, head) / seconds / (peak * 1e9) if seconds else None,
+                "precision": precision(tool),
+                "mfu": model_flops(tokens, trained, full, params, head) / seconds / (peaks[precision(tool)] * 1e9)
+                if seconds
+                else None,
                 "note": f"{r.get('steps')} steps, extrapolated to the epoch" if capped else "",
             }
             results.append(row)
             print(json.dumps(row), flush=True)
-            summary = {"peak_gflops": peak, "where": where, "rows": results}
+            summary = {"peak_gflops": peaks, "where": where, "rows": results}
             (args.out / "results.json").write_text(json.dumps(summary, indent=1))
     order = {(w, t): i for i, (w, t) in enumerate((w, t) for w in WORKLOADS for t in TOOLS)}
     results.sort(key=lambda r: order[(r["workload"], r["tool"])])
-    text = table(results, peak, where)
+    text = table(results, peaks, where)
     (args.out / "table.md").write_text(text + "\n", encoding="utf-8")
     print(text)
     return 0
 
 
-def table(rows: list[dict], peak: float, where: str) -> str:
+def table(rows: list[dict], peaks: dict[str, float], where: str) -> str:
     memory = "peak GPU memory" if GPU else "peak RSS"
     lines = [
-        f"matmul peak ({where}): {peak:.1f} GFLOP/s",
+        f"matmul peak ({where}): " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks.items()),
         "",
-        f"| workload | tool | epoch time | vs tunesmith | non-pad tokens/s | {memory} | held-out loss | MFU | note |",
+        f"| workload | tool | epoch time | vs tunesmith | non-pad tokens/s | {memory} | held-out loss | MFU "
+        "(of the peak in its precision) | note |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     ours = {r["workload"]: r["epoch_s"] for r in rows if r["tool"] == "tunesmith"}
     for r in rows:
         ratio = r["epoch_s"] / ours[r["workload"]] if r["epoch_s"] and ours.get(r["workload"]) else None
         note = r["note"] or (f"exit {r['exit']}" if r["exit"] else "")
+        mfu = f"{_f(r['mfu'] and 100 * r['mfu'], '.1f', '%')} {r.get('precision', '')}".strip()
         lines.append(
             f"| {r['workload']} | {r['tool']} | {_f(r['epoch_s'], '.0f', ' s')} | {_f(ratio, '.2f', 'x')} | "
             f"{_f(r['tokens_per_s'], '.0f')} | {_f(r['peak_gpu_mb'] if GPU else r['peak_rss_mb'], '.0f', ' MiB')} | "
-            f"{_f(r['eval_loss'], '.4f')} | "
-            f"{_f(r['mfu'] and 100 * r['mfu'], '.1f', '%')} | {note} |"
+            f"{_f(r['eval_loss'], '.4f')} | {mfu} | {note} |"
         )
     return "\n".join(lines)
 

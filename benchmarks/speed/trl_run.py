@@ -1,6 +1,6 @@
 """One TRL SFTTrainer + PEFT training run, for benchmarks/speed/compare.py (runs in the TRL virtual environment).
 
-    python trl_run.py --model DIR --train train.jsonl --out OUT --variant sensible|packing|defaults [--full]
+    python trl_run.py --model DIR --train train.jsonl --out OUT --variant sensible|packing|defaults|bf16 [--full]
 
 Trains on the `messages` rows with the loss on assistant turns only (a copy of the chat template with generation
 tags marks them, the mechanism TRL documents for assistant_only_loss), the same effective batch, learning rate,
@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--train", required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--variant", choices=["sensible", "packing", "defaults"], default="sensible")
+    parser.add_argument("--variant", choices=["sensible", "packing", "defaults", "bf16"], default="sensible")
     parser.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
     parser.add_argument("--max-steps", type=int, default=-1)
     parser.add_argument("--threads", type=int, default=2)
@@ -67,8 +67,9 @@ def main() -> None:
         assistant_only_loss=True,
         packing=args.variant == "packing",
         # TRL's own defaults are bf16 autocast and gradient checkpointing. Sensible settings drop the checkpointing
-        # and, on a CPU (no bf16 hardware), use fp32; on a GPU they keep bf16.
-        bf16=gpu or not sensible,
+        # and, on a CPU, use fp32; on a GPU they keep bf16. `bf16`: bf16 autocast without checkpointing, the same
+        # precision as tunesmith's default on a CPU with native bf16.
+        bf16=gpu or args.variant in ("defaults", "bf16"),
         gradient_checkpointing=not sensible,
         logging_steps=1,
         save_strategy="no",

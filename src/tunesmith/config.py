@@ -107,8 +107,9 @@ class ModelConfig(Strict):
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto",
-        description="Training dtype; auto is float32 on CPU and, on GPUs with bf16, fp32 weights with bf16 autocast "
-        "(mixed precision); bfloat16 keeps the weights themselves in bf16.",
+        description="Training dtype; auto is mixed precision (fp32 weights, bf16 autocast) where the hardware "
+        "multiplies bf16 natively (GPUs with bf16, CPUs with AVX512-BF16 or AMX) and float32 elsewhere; float32 pins "
+        "exact fp32 training; bfloat16 keeps the weights themselves in bf16.",
     )
     trust_remote_code: bool = Field(False, description="Allow model code shipped with a checkpoint to run.")
 

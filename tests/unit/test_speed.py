@@ -15,7 +15,7 @@ from transformers.masking_utils import create_causal_mask
 from tunesmith.config import build_config
 from tunesmith.data.templates import IGNORE, Encoded, Renderer
 from tunesmith.eval.runner import evaluate_loss
-from tunesmith.models.loading import add_lora, load_base, load_tokenizer
+from tunesmith.models.loading import add_lora, cpu_has_bf16, load_base, load_tokenizer, training_precision
 from tunesmith.training.attention import SEGMENTS, row_bounds, use_segment_attention
 from tunesmith.training.chunked_ce import linear_cross_entropy
 from tunesmith.training.objectives import CausalLMObjective, collate
@@ -199,3 +199,60 @@ def test_segment_attention_generates_exactly_as_sdpa(setup):
     plain = model.generate(**kwargs)
     assert use_segment_attention(model)
     assert torch.equal(model.generate(**kwargs), plain)
+
+
+# --- precision --------------------------------------------------------------------------------------------------
+
+needs_bf16_cpu = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX512-BF16 or AMX)")
+
+
+def test_auto_precision_is_fp32_on_a_cpu_without_native_bf16(monkeypatch):
+    """Emulated bf16 matmuls run several times slower than fp32, so `auto` must not pick them there."""
+    cpu = torch.device("cpu")
+    caps = {**torch.cpu.get_capabilities(), "avx512_bf16": False, "amx_bf16": False}
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps)
+    assert training_precision("auto", cpu) == (torch.float32, None)
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {**caps, "amx_bf16": True})
+    assert training_precision("auto", cpu) == (torch.float32, torch.bfloat16)
+    assert training_precision("float32", cpu) == (torch.float32, None)  # pinned fp32 on any machine
+
+
+@needs_bf16_cpu
+def test_mixed_precision_on_a_bf16_cpu_trains_like_fp32(tiny_model_dir, tmp_path):
+    """`auto` on this CPU autocasts to bf16 (the trained weights are not bit-identical to fp32), keeps fp32
+    weights, records the choice in the manifest, and tracks the fp32 run step by step."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from tunesmith.training.checkpoint import list_checkpoints
+    from tunesmith.training.recipe import run_training
+
+    data = write_chat_data(tmp_path / "train.jsonl", n=24)
+    losses, weights = {}, {}
+    for dtype in ("auto", "float32"):
+        out = run_training(build_config(tiny_config(tiny_model_dir, data, tmp_path / dtype, dtype=dtype)), log=print)
+        lines = [json.loads(x) for x in (out.run_dir / "metrics.jsonl").read_text().splitlines()]
+        losses[dtype] = torch.tensor([x["loss"] for x in lines if "lr" in x])
+        weights[dtype] = load_file(list_checkpoints(out.run_dir / "checkpoints")[-1] / "trainable.safetensors")
+        precision = json.loads((out.run_dir / "manifest.json").read_text())["precision"]
+        assert precision["autocast"] == ("torch.bfloat16" if dtype == "auto" else None)
+    assert all(w.dtype == torch.float32 for w in weights["auto"].values())
+    assert any(not torch.equal(w, weights["float32"][name]) for name, w in weights["auto"].items())
+    torch.testing.assert_close(losses["auto"], losses["float32"], rtol=1e-3, atol=0)  # measured: 3e-5
+
+
+@needs_bf16_cpu
+def test_verify_under_mixed_precision_uses_the_bf16_tolerance(tiny_model_dir, tmp_path, capsys):
+    import yaml
+
+    from tunesmith.cli import main
+
+    data = write_chat_data(tmp_path / "train.jsonl", n=24)
+    config = tmp_path / "cfg.yaml"
+    cfg = tiny_config(tiny_model_dir, data, tmp_path / "run", dtype="auto")
+    config.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    code = main(["verify", str(config), "--steps", "2", "--options", "packing", "chunked_ce"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "with torch.bfloat16 autocast" in out and "tolerance 0.03 relative" in out, out

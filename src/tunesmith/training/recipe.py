@@ -155,7 +155,10 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
     if not resume:
         preflight_audit(cfg, tokenizer, out, log)  # writes audit.json; stops on what the config does not allow
         (out / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
-        write_json(out / "manifest.json", build_manifest(cfg, base.resolved, prepared.files, tokenizer, sys.argv))
+        manifest = build_manifest(cfg, base.resolved, prepared.files, tokenizer, sys.argv)
+        # `auto` depends on the hardware, so the lineage says what it was here.
+        manifest["precision"] = {"device": device.type, "weights": str(dtype), "autocast": autocast and str(autocast)}
+        write_json(out / "manifest.json", manifest)
 
     model = base.model
     if is_run_dir(base.resolved.path) and (cfg.adapter.method == "lora" or head):

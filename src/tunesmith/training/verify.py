@@ -106,7 +106,8 @@ def verify(cfg: Config, steps: int = 3, options: tuple[str, ...] = OPTIONS, log=
     rows, pad_id = prepared.train, base.tokenizer.pad_token_id
     del base
     report = VerifyReport(steps, TOLERANCE.get(autocast or dtype, 1e-2))
-    log(f"reference: {steps} steps of {cfg.train.batch_size} rows, every speed option off")
+    precision = f"{device}, {dtype}" + (f" with {autocast} autocast" if autocast else "")
+    log(f"reference: {steps} steps of {cfg.train.batch_size} rows, every speed option off ({precision})")
     reference = _run(cfg, set(), steps, device, dtype, rows, pad_id, autocast)
     report.variants.append(reference)
     for option in options:
