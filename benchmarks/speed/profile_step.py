@@ -1,6 +1,6 @@
 """Where one training step's time goes: torch.profiler over a few steps of the speed benchmark's gsm8k rows.
 
-    python benchmarks/speed/profile_step.py [--full] [--steps 2] [--threads 2] [--sdpa] [--compile] [--bf16]
+    python benchmarks/speed/profile_step.py [--full] [--steps 2] [--threads 2] [--sdpa] [--compile] [--fp32]
 
 Prints the operators by total self time and the share of the step spent in matrix multiplies, next to the
 machine's measured matmul rate (the MFU ceiling): what limits model FLOPs utilisation on this CPU.
@@ -22,7 +22,7 @@ from compare import SHARED, matmul_peak
 
 from tunesmith.config import build_config
 from tunesmith.data.templates import Renderer
-from tunesmith.models.loading import load_base, unwrap
+from tunesmith.models.loading import load_base, training_precision, unwrap
 from tunesmith.training.loop import accumulate, build_optimizer
 from tunesmith.training.objectives import CausalLMObjective, make_batch
 from tunesmith.training.prepare import prepare_data
@@ -40,7 +40,9 @@ def main() -> int:
         "--sdpa", action="store_true", help="packed rows through SDPA and a block-diagonal mask, not row by row"
     )
     parser.add_argument("--compile", action="store_true", help="train.compile: each decoder layer compiled")
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (fp32 weights), as on bf16 GPUs")
+    parser.add_argument(
+        "--fp32", action="store_true", help="pin fp32 (default: tunesmith's auto, bf16 autocast where bf16 is native)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = Path("/tmp/profile-gsm8k.jsonl")
@@ -59,7 +61,8 @@ def main() -> int:
     inner = unwrap(model)
     if args.sdpa:
         inner.set_attn_implementation("sdpa")
-    print(f"attention: {inner.config._attn_implementation}")
+    _, autocast = training_precision("float32" if args.fp32 else "auto", torch.device("cpu"))
+    print(f"attention: {inner.config._attn_implementation}; autocast: {autocast}")
     model.train()
     optimizer, _ = build_optimizer(model, cfg.train, 10)
     pad = base.tokenizer.pad_token_id
@@ -67,7 +70,7 @@ def main() -> int:
 
     def step(rows8):
         micro = [make_batch(rows8[j : j + 4], pad, 1024) for j in (0, 4)]
-        accumulate(model, CausalLMObjective(), micro, torch.bfloat16 if args.bf16 else None)
+        accumulate(model, CausalLMObjective(), micro, autocast)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return sum(len(r.input_ids) for r in rows8)
@@ -81,10 +84,10 @@ def main() -> int:
     total = sum(e.self_cpu_time_total for e in events)
     matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMULS)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18))
-    peak = matmul_peak(args.threads)
+    peak = matmul_peak(autocast or torch.float32, args.threads)
     print(
         f"{tokens} tokens in {seconds:.1f} s ({tokens / seconds:.0f} tokens/s, profiled); matmul kernels "
-        f"{100 * matmul / total:.0f}% of self time; measured matmul peak {peak:.1f} GFLOP/s"
+        f"{100 * matmul / total:.0f}% of self time; measured {autocast or torch.float32} matmul peak {peak:.1f} GFLOP/s"
     )
     return 0
 

@@ -54,7 +54,8 @@ def _verify(args: argparse.Namespace) -> int:
     from tunesmith.config import load_config
     from tunesmith.training.verify import print_report, verify
 
-    report = verify(load_config(args.config, args.overrides), steps=args.steps, options=tuple(args.options))
+    options = tuple(args.options) if args.options else None
+    report = verify(load_config(args.config, args.overrides), steps=args.steps, options=options)
     print_report(report)
     return 0 if report.ok else 1
 
@@ -174,7 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*")
     p.add_argument("--steps", type=int, default=3, help="optimizer steps per variant")
     p.add_argument(
-        "--options", nargs="+", default=list(SPEED_OPTIONS), choices=SPEED_OPTIONS, help="speed options to check"
+        "--options",
+        nargs="+",
+        default=None,
+        choices=(*SPEED_OPTIONS, "mixed_precision"),
+        help="speed options to check (default: all the config could use; mixed_precision where auto picks it)",
     )
     p.set_defaults(func=_verify)
 

@@ -243,16 +243,16 @@ def test_mixed_precision_on_a_bf16_cpu_trains_like_fp32(tiny_model_dir, tmp_path
 
 
 @needs_bf16_cpu
-def test_verify_under_mixed_precision_uses_the_bf16_tolerance(tiny_model_dir, tmp_path, capsys):
-    import yaml
-
-    from tunesmith.cli import main
+def test_verify_checks_mixed_precision_against_fp32_when_auto_would_use_it(tiny_model_dir, tmp_path):
+    """Under `auto` on a bf16 CPU the reference is fp32, so packing is held to the fp32 tolerance, and
+    mixed_precision is its own variant held to the bf16 one; a config pinned to fp32 is not offered it."""
+    from tunesmith.training.verify import verify
 
     data = write_chat_data(tmp_path / "train.jsonl", n=24)
-    config = tmp_path / "cfg.yaml"
-    cfg = tiny_config(tiny_model_dir, data, tmp_path / "run", dtype="auto")
-    config.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    code = main(["verify", str(config), "--steps", "2", "--options", "packing", "chunked_ce"])
-    out = capsys.readouterr().out
-    assert code == 0, out
-    assert "with torch.bfloat16 autocast" in out and "tolerance 0.03 relative" in out, out
+    cfg = build_config(tiny_config(tiny_model_dir, data, tmp_path / "run", dtype="auto"))
+    report = verify(cfg, steps=2, options=("packing", "mixed_precision"), log=lambda *_: None)
+    reference, packing, mixed = report.variants
+    assert reference.name == "reference (all off)" and reference.tolerance == 2e-4
+    assert report.ok and report.precision == "cpu, torch.float32"
+    assert (packing.tolerance, mixed.tolerance) == (2e-4, 3e-2)
+    assert 0 < mixed.loss_diff < 1e-3 and packing.loss_diff < 1e-5  # bf16 autocast really ran; packing is exact

@@ -3,9 +3,11 @@
     tunesmith verify examples/gsm8k-lora.yaml [key.sub=value ...] [--steps 3]
 
 A few optimizer steps of the run are taken from the same seed, on the same rows, once with every speed option off
-(the reference: padded batches, the plain output projection, no checkpointing, no compile) and once with each
-option on alone. Per step the loss must agree, and after the first step every trainable gradient must agree,
-within a tolerance that fits the dtype (fp32 is tight, bf16 loose). Any divergence is printed and the command
+(the reference: padded batches, the plain output projection, no checkpointing, no compile, and the weights' own
+dtype with no autocast) and once with each option on alone. Per step the loss must agree, and after the first step
+every trainable gradient must agree, within a tolerance that fits the arithmetic (fp32 is tight; bf16, and mixed
+precision against fp32, loose). `mixed_precision` (bf16 autocast) is checked whenever the config would train with
+it (`model.dtype: auto` on a GPU with bf16 or a CPU with native bf16). Any divergence is printed and the command
 exits 1, so a CI job or a user can gate on it. Length grouping is not among the options: it changes which rows
 share a batch (by design), not the arithmetic; tests check that it keeps every row exactly once per epoch.
 """
@@ -19,8 +21,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from tunesmith.config import SPEED_OPTIONS as OPTIONS
-from tunesmith.config import Config
+from tunesmith.config import SPEED_OPTIONS, Config
 from tunesmith.data.templates import Renderer
 from tunesmith.models.loading import default_threads, load_base, pick_device, training_precision
 from tunesmith.training.loop import accumulate, build_optimizer
@@ -30,6 +31,8 @@ from tunesmith.training.prepare import prepare_data
 from tunesmith.training.speed import make_trainable
 
 TOLERANCE = {torch.float32: 2e-4, torch.bfloat16: 3e-2, torch.float16: 1e-2}  # relative, loss and gradients
+MIXED = "mixed_precision"
+OPTIONS = (*SPEED_OPTIONS, MIXED)
 
 
 @dataclass
@@ -38,6 +41,7 @@ class Variant:
     losses: list[float]
     grads: dict[str, torch.Tensor]
     seconds: float
+    tolerance: float = 0.0
     loss_diff: float = 0.0  # largest relative difference from the reference over the steps
     grad_diff: float = 0.0  # largest |g - g_ref| / max |g_ref| over all trainable tensors, after step 1
     ok: bool = True
@@ -46,7 +50,7 @@ class Variant:
 @dataclass
 class VerifyReport:
     steps: int
-    tolerance: float
+    precision: str  # the reference's, e.g. "cpu, torch.float32"
     variants: list[Variant] = field(default_factory=list)
 
     @property
@@ -95,7 +99,8 @@ def _run(cfg: Config, options: set[str], steps: int, device, dtype, rows, pad_id
     return Variant(name, losses, grads, time.perf_counter() - started)
 
 
-def verify(cfg: Config, steps: int = 3, options: tuple[str, ...] = OPTIONS, log=print) -> VerifyReport:
+def verify(cfg: Config, steps: int = 3, options: tuple[str, ...] | None = None, log=print) -> VerifyReport:
+    """options=None checks every speed option the config could use (mixed precision only where `auto` picks it)."""
     if cfg.task.objective == "head":
         raise ValueError("tunesmith verify checks causal-LM speed options; a classification head uses none of them")
     torch.set_num_threads(cfg.train.threads or default_threads())
@@ -105,14 +110,18 @@ def verify(cfg: Config, steps: int = 3, options: tuple[str, ...] = OPTIONS, log=
     prepared = prepare_data(cfg, Renderer(base.tokenizer, cfg.data.prompt_format, cfg.data.max_length))
     rows, pad_id = prepared.train, base.tokenizer.pad_token_id
     del base
-    report = VerifyReport(steps, TOLERANCE.get(autocast or dtype, 1e-2))
-    precision = f"{device}, {dtype}" + (f" with {autocast} autocast" if autocast else "")
-    log(f"reference: {steps} steps of {cfg.train.batch_size} rows, every speed option off ({precision})")
-    reference = _run(cfg, set(), steps, device, dtype, rows, pad_id, autocast)
+    if options is None:
+        options = OPTIONS if autocast else SPEED_OPTIONS
+    report = VerifyReport(steps, f"{device}, {dtype}")
+    log(f"reference: {steps} steps of {cfg.train.batch_size} rows, every speed option off ({report.precision})")
+    reference = _run(cfg, set(), steps, device, dtype, rows, pad_id)
+    reference.tolerance = TOLERANCE.get(dtype, 1e-2)
     report.variants.append(reference)
     for option in options:
-        log(f"{option}: the same steps with it on")
-        variant = _run(cfg, {option}, steps, device, dtype, rows, pad_id, autocast)
+        mixed = autocast or torch.bfloat16 if option == MIXED else None
+        log(f"{option}: the same steps with it on" + (f" ({mixed} autocast)" if mixed else ""))
+        variant = _run(cfg, {option}, steps, device, dtype, rows, pad_id, mixed)
+        variant.tolerance = max(reference.tolerance, TOLERANCE[mixed]) if mixed else reference.tolerance
         variant.loss_diff = max(
             abs(a - b) / max(abs(b), 1e-8) for a, b in zip(variant.losses, reference.losses, strict=True)
         )
@@ -120,15 +129,15 @@ def verify(cfg: Config, steps: int = 3, options: tuple[str, ...] = OPTIONS, log=
             float((variant.grads[n] - g).abs().max() / max(float(g.abs().max()), 1e-12))
             for n, g in reference.grads.items()
         )
-        variant.ok = variant.loss_diff <= report.tolerance and variant.grad_diff <= report.tolerance * 10
+        variant.ok = variant.loss_diff <= variant.tolerance and variant.grad_diff <= variant.tolerance * 10
         report.variants.append(variant)
     return report
 
 
 def print_report(report: VerifyReport, console: Console | None = None) -> None:
     console = console or Console()
-    table = Table(title=f"speed options vs reference, {report.steps} steps (tolerance {report.tolerance:g} relative)")
-    for column in ("variant", "losses", "max loss diff", "max grad diff", "seconds", "result"):
+    table = Table(title=f"speed options vs reference ({report.precision}), {report.steps} steps")
+    for column in ("variant", "losses", "max loss diff", "max grad diff", "tolerance", "seconds", "result"):
         table.add_column(column, justify="left" if column in ("variant", "losses") else "right")
     for v in report.variants:
         verdict = "[green]same[/green]" if v.ok else "[red]DIVERGES[/red]"
@@ -137,6 +146,7 @@ def print_report(report: VerifyReport, console: Console | None = None) -> None:
             ", ".join(f"{x:.5f}" for x in v.losses),
             f"{v.loss_diff:.2e}",
             f"{v.grad_diff:.2e}",
+            f"{v.tolerance:g} (grads {10 * v.tolerance:g})",
             f"{v.seconds:.1f}",
             verdict if v.name != report.variants[0].name else "",
         )
