@@ -163,6 +163,12 @@ def make_plan(cfg: Config, calibration_steps: int = 3, log=print) -> Plan:
             " would not: another seed or batch size could run out of memory"
         )
 
+    if autocast is not None and device.type == "cpu":
+        warnings.append(
+            "mixed precision on a CPU: a run's resident peak has climbed through the epoch to ~1.4x what the first"
+            " steps show (benchmarks/README.md, plan accuracy); leave that much headroom"
+        )
+
     optimizer, _ = build_optimizer(model, cfg.train, steps)
     model.train()
     measured = None
