@@ -45,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 # The real datasets: ../shared/data beside the repository, or wherever TUNESMITH_SHARED_DATA points.
 SHARED = Path(os.environ.get("TUNESMITH_SHARED_DATA", HERE.parents[1].parent / "shared" / "data"))
 TOOLS = ("tunesmith", "tunesmith-fp32", "trl", "trl-bf16", "trl-packing", "trl-defaults", "llamafactory")
+TRL_VARIANTS = {"trl": "sensible", "trl-bf16": "bf16", "trl-packing": "packing", "trl-defaults": "defaults"}
 WORKLOADS = ("gsm8k", "hh", "gsm8k-full")
 BATCH, MICRO, LR, MAX_LENGTH, THREADS = 8, 4, 2e-4, 1024, 2
 
@@ -108,10 +109,10 @@ def matmul_peak(dtype: torch.dtype, threads: int = THREADS, trials: int = 5, rep
 
 def precision(tool: str) -> str:
     """The matmul precision a row trains in: bf16 on a GPU; on a CPU, bf16 autocast where the tool's settings ask
-    for it (tunesmith's default does on CPUs that multiply bf16 natively), fp32 otherwise."""
-    from tunesmith.models.loading import cpu_has_bf16
+    for it (tunesmith's `auto` does where bf16 is native), fp32 otherwise."""
+    from tunesmith.models.loading import training_precision
 
-    if GPU or tool in ("trl-bf16", "trl-defaults") or (tool == "tunesmith" and cpu_has_bf16()):
+    if GPU or tool in ("trl-bf16", "trl-defaults") or (tool == "tunesmith" and training_precision("auto", DEVICE)[1]):
         return "bf16"
     return "fp32"
 
@@ -354,20 +355,20 @@ def main() -> int:
                 continue
             out = args.out / workload / tool
             print(f"{workload} / {tool} ...", flush=True)
-            if (tool == "llamafactory" and GPU) or (tool in ("tunesmith-fp32", "trl-bf16") and GPU):
+            if GPU and tool in ("llamafactory", "tunesmith-fp32", "trl-bf16"):
                 continue  # LLaMA-Factory's environment here is CPU-only; on a GPU the precision rows are the main ones
             if tool.startswith("tunesmith"):
                 r = run_tunesmith(args.model, train, held, out, full, "float32" if tool.endswith("fp32") else "auto")
             elif tool == "llamafactory":
                 r = run_llamafactory(args.lf_python, base_dir, train, out, full)
             else:
-                variant = {"trl": "sensible", "trl-packing": "packing", "trl-defaults": "defaults", "trl-bf16": "bf16"}
-                variant = variant[tool]
+                variant = TRL_VARIANTS[tool]
                 steps = args.defaults_steps if variant == "defaults" else -1
                 r = run_trl(args.trl_python, variant, base_dir, train, out, full, steps)
             capped = tool == "trl-defaults" and (r.get("steps") or 16) < 16  # stopped before the epoch ended
             share = (r.get("steps") or 16) / 16 if capped else 1.0  # a capped run covers this share of the epoch
             seconds = r["train_seconds"] / share if r.get("train_seconds") else None
+            row_precision = precision(tool)
             row = {
                 "workload": workload,
                 "tool": tool,
@@ -378,8 +379,8 @@ def main() -> int:
                 "peak_gpu_mb": r.get("gpu_mb"),
                 "tokens_per_s": tokens / seconds if seconds else None,
                 "eval_loss": None if capped else held_out_loss(r["final"], base_dir, held),
-                "precision": precision(tool),
-                "mfu": model_flops(tokens, trained, full, params, head) / seconds / (peaks[precision(tool)] * 1e9)
+                "precision": row_precision,
+                "mfu": model_flops(tokens, trained, full, params, head) / seconds / (peaks[row_precision] * 1e9)
                 if seconds
                 else None,
                 "note": f"{r.get('steps')} steps, extrapolated to the epoch" if capped else "",

@@ -29,7 +29,7 @@ def write_chat_data(path: Path, n: int = 48, seed: int = 0) -> Path:
 
 def tiny_config(model_dir: Path, data: Path, out: Path, **train) -> dict:
     """Pinned to fp32: the mechanics tests compare runs to 1e-6, and `auto` would be bf16 autocast on CPUs that
-    multiply bf16 natively (test_precision.py covers that)."""
+    multiply bf16 natively (test_speed.py's precision tests cover that)."""
     return {
         "model": {"base": str(model_dir), "dtype": train.pop("dtype", "float32")},
         "data": {"train": [{"path": str(data)}], "max_length": 128},

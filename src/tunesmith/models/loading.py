@@ -57,9 +57,7 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     autocast in training is a separate choice: training_precision)."""
     if name != "auto":
         return getattr(torch, name)
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+    return torch.bfloat16 if device.type == "cuda" and has_bf16(device) else torch.float32
 
 
 def training_precision(name: str, device: torch.device) -> tuple[torch.dtype, torch.dtype | None]:

@@ -118,7 +118,7 @@ def verify(cfg: Config, steps: int = 3, options: tuple[str, ...] | None = None, 
     reference.tolerance = TOLERANCE.get(dtype, 1e-2)
     report.variants.append(reference)
     for option in options:
-        mixed = autocast or torch.bfloat16 if option == MIXED else None
+        mixed = (autocast or torch.bfloat16) if option == MIXED else None
         log(f"{option}: the same steps with it on" + (f" ({mixed} autocast)" if mixed else ""))
         variant = _run(cfg, {option}, steps, device, dtype, rows, pad_id, mixed)
         variant.tolerance = max(reference.tolerance, TOLERANCE[mixed]) if mixed else reference.tolerance
