@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.config import DatasetSpec, Kind
+from tunesmith.data.files import GZIP_ERRORS, DataError, check_data_file, gzip_problem
 from tunesmith.data.formats import (
     CANONICAL,
     MAX_ROW_CHARS,
@@ -36,8 +37,10 @@ from tunesmith.data.formats import (
     template_columns,
     undetected_reason,
 )
+from tunesmith.data.jsonrows import DuplicateKeys, LongInteger, parse_json, row_problem, with_key_column
 
 FORMATS = ("jsonl", "json", "csv", "tsv", "parquet", "txt")
+TEXT_FORMATS = ("jsonl", "json", "csv", "tsv", "txt")
 _SUFFIXES = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
@@ -49,15 +52,23 @@ _SUFFIXES = {
     ".txt": "txt",
 }
 _PARQUET_BATCH = 1024
+# Separators that give away a file read with the wrong delimiter, and the fix for each.
+_OTHER_DELIMITERS = {
+    "csv": [
+        ("\t", "tab", "set format: tsv (data check: --format tsv), or name the file .tsv"),
+        (";", "semicolon", "save it with commas (or tabs, as format: tsv)"),
+        ("|", "pipe", "save it with commas (or tabs, as format: tsv)"),
+    ],
+    "tsv": [
+        (",", "comma", "set format: csv (data check: --format csv), or name the file .csv"),
+        (";", "semicolon", "save it with tabs (or commas, as format: csv)"),
+    ],
+}
 # csv refuses cells over 128 KiB by default; allow anything a valid row can hold so that the row-size check, not
 # the csv module, decides, and says so with the row's line.
 csv.field_size_limit(max(csv.field_size_limit(), 4 * MAX_ROW_CHARS))
 
 Row = tuple[int, dict[str, Any] | RowError]
-
-
-class DataError(Exception):
-    """A whole file cannot be used; the message names the file and says what to change."""
 
 
 @dataclass
@@ -74,13 +85,20 @@ class LoadResult:
 
 
 def parse_json_document(data: bytes, name: str) -> object:
-    """A whole JSON document (a UTF-8 BOM is allowed); errors name the file, and the line and column in it."""
+    """A whole JSON document (a UTF-8 BOM is allowed); errors name the file, and the line and column in it.
+    Repeated keys and over-long integers are marked (see jsonrows.py), for row_problem to report per row."""
     try:
-        return json.loads(data.decode("utf-8-sig"))
+        return parse_json(data.decode("utf-8-sig"))
     except UnicodeDecodeError as err:
-        raise DataError(f"{name}: not valid UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start})") from None
+        line = data.count(b"\n", 0, err.start) + 1
+        raise DataError(
+            f"{name}:{line}: not valid UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start}); the file must be "
+            "UTF-8 text"
+        ) from None
     except json.JSONDecodeError as err:
         raise DataError(f"{name}:{err.lineno}: not valid JSON: {err.msg} (column {err.colno})") from None
+    except RecursionError:
+        raise DataError(f"{name}: the JSON document is nested too deeply to read") from None
 
 
 def detect_format(path: Path) -> str | None:
@@ -99,13 +117,8 @@ def read_rows(
     The file-level checks run at once (not on first iteration) so that a missing file fails before any work."""
     path = Path(path)
     name = str(path)
-    if not path.exists():
-        raise DataError(f"{name}: file not found (relative data paths resolve against the config file's folder)")
-    if path.is_dir():
-        raise DataError(f"{name}: is a directory; set path to a data file inside it")
-    if path.stat().st_size == 0:
-        raise DataError(f"{name}: file is empty")
     fmt = detect_format(path) if format == "auto" else format
+    check_data_file(path, text=fmt in TEXT_FORMATS)
     if fmt not in FORMATS:
         raise DataError(f"{name}: cannot tell the file format from its name; set format to one of {', '.join(FORMATS)}")
     if columns is not None and fmt not in ("csv", "tsv"):
@@ -266,10 +279,13 @@ def _lines(path: Path, gz: bool) -> Iterator[tuple[int, str, str | None]]:
                 try:
                     yield n, raw.decode("utf-8"), None
                 except UnicodeDecodeError as err:
-                    bad = f"not valid UTF-8 (byte 0x{raw[err.start]:02x} at byte {err.start + 1} of the line)"
+                    bad = (
+                        f"not valid UTF-8 (byte 0x{raw[err.start]:02x} at byte {err.start + 1} of the line); the file "
+                        "must be UTF-8 text"
+                    )
                     yield n, raw.decode("utf-8", errors="replace"), bad
-    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
-        raise DataError(f"{path}: cannot read the file: {err}") from None
+    except GZIP_ERRORS as err:  # gzip.BadGzipFile is an OSError; a cut-off stream is an EOFError
+        raise DataError(f"{path}: {gzip_problem(err) if gz else f'cannot read the file: {err}'}") from None
 
 
 def _too_long(name: str, line: int, text: str) -> RowError | None:
@@ -279,8 +295,12 @@ def _too_long(name: str, line: int, text: str) -> RowError | None:
 
 
 def _json_type(value: Any) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
+    if value is None:
+        return "null"
+    names = ((bool, "boolean"), (dict, "object"), (list, "array"), (str, "string"), (int | float, "number"))
+    if isinstance(value, LongInteger):
+        return "number"
+    return next((name for kind, name in names if isinstance(value, kind)), type(value).__name__)
 
 
 def _read_jsonl(path: Path, gz: bool) -> Iterator[Row]:
@@ -296,14 +316,14 @@ def _read_jsonl(path: Path, gz: bool) -> Iterator[Row]:
             yield n, too_long
             continue
         try:
-            row = json.loads(text.rstrip("\r\n"))  # without the newline, an error's column is on this line
+            row = parse_json(text.rstrip("\r\n"))  # without the newline, an error's column is on this line
         except json.JSONDecodeError as err:
             yield n, RowError(name, n, "row", f"not valid JSON: {err.msg} (column {err.colno})")
             continue
-        if isinstance(row, dict):
-            yield n, row
-        else:
-            yield n, RowError(name, n, "row", f"expected a JSON object, got {_json_type(row)}")
+        except RecursionError:
+            yield n, RowError(name, n, "row", "nested too deeply to read; a data row is a flat record or messages")
+            continue
+        yield n, _checked(name, n, row)
 
 
 def _read_json(path: Path, gz: bool, json_key: str | None) -> Iterator[Row]:
@@ -311,18 +331,23 @@ def _read_json(path: Path, gz: bool, json_key: str | None) -> Iterator[Row]:
     with _open(path, gz) as fh:
         try:
             data = fh.read()
-        except (OSError, EOFError) as err:
-            raise DataError(f"{name}: cannot read the file: {err}") from None
+        except GZIP_ERRORS as err:
+            raise DataError(f"{name}: {gzip_problem(err) if gz else f'cannot read the file: {err}'}") from None
     rows = _json_rows(parse_json_document(data, name), name, json_key)
     return _json_items(name, rows)
 
 
 def _json_items(name: str, rows: list[Any]) -> Iterator[Row]:
     for i, row in enumerate(rows, 1):
-        if isinstance(row, dict):
-            yield i, row
-        else:
-            yield i, RowError(name, i, "row", f"expected a JSON object, got {_json_type(row)}")
+        yield i, _checked(name, i, row)
+
+
+def _checked(name: str, line: int, row: Any) -> dict[str, Any] | RowError:
+    """A parsed JSON row, or the RowError for a row that is not an object or holds what training cannot use."""
+    if not isinstance(row, dict):
+        return RowError(name, line, "row", f"expected a JSON object, got {_json_type(row)}")
+    problem = row_problem(row)
+    return row if problem is None else RowError(name, line, *problem)
 
 
 def _json_rows(doc: Any, name: str, json_key: str | None) -> list[Any]:
@@ -338,13 +363,16 @@ def _json_rows(doc: Any, name: str, json_key: str | None) -> list[Any]:
         if not isinstance(node, list):
             raise DataError(f"{name}: json_key {json_key} holds a JSON {_json_type(node)}, not a list of rows")
         return node
+    if isinstance(doc, DuplicateKeys):
+        keys = ", ".join(repr(k) for k in doc.duplicates)
+        raise DataError(f"{name}: the top-level object repeats the key {keys}; JSON keeps only the last value")
     if isinstance(doc, list):
         return doc
     if _is_squad(doc):
         return _squad_rows(doc)
     if isinstance(doc, dict) and doc and all(isinstance(v, dict) for v in doc.values()):
         # {id: record, ...} (e.g. PubMedQA): one row per record, its key kept as column _key.
-        return [{"_key": key, **record} for key, record in doc.items()]
+        return [with_key_column(key, record) for key, record in doc.items()]
     if isinstance(doc, dict):
         lists = [k for k, v in doc.items() if isinstance(v, list)]
         if len(lists) == 1:
@@ -392,6 +420,7 @@ def _squad_rows(doc: dict) -> list[Any]:
 
 def read_ids(path: Path) -> set[str]:
     """Ids from a JSON list, the keys of a JSON object, or one id per line of a text file."""
+    check_data_file(path, text=True)
     try:
         data = path.read_bytes()
     except OSError as err:
@@ -403,7 +432,11 @@ def read_ids(path: Path) -> set[str]:
         if isinstance(doc, list):
             return {str(v) for v in doc}
         raise DataError(f"{path}: an id file holds a JSON list or object, got a JSON {_json_type(doc)}")
-    return {line.strip() for line in data.decode("utf-8-sig").splitlines() if line.strip()}
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not valid UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start})") from None
+    return {line.strip() for line in text.splitlines() if line.strip()}
 
 
 def _read_delimited(path: Path, gz: bool, fmt: str, columns: list[str] | None) -> Iterator[Row]:
@@ -422,6 +455,7 @@ def _read_delimited(path: Path, gz: bool, fmt: str, columns: list[str] | None) -
     reader = csv.reader(feed(), **dialect)
     header = [c.strip() for c in columns] if columns is not None else None
     end = 0
+    first_row: int | None = None
     while True:
         start = end + 1
         try:
@@ -445,17 +479,34 @@ def _read_delimited(path: Path, gz: bool, fmt: str, columns: list[str] | None) -
         cells = [c.strip() for c in cells]
         if not any(cells):
             continue  # blank line
+        first_row = start if first_row is None else first_row
         if header is None:
             header = cells
+            if len(header) == 1:
+                _check_delimiter(name, start, fmt, header[0], "the header")
             dups = sorted({c for c in header if header.count(c) > 1})
             if dups:
                 raise DataError(f"{name}:{start}: the header repeats column {', '.join(dups)}; rename it")
             continue
         if len(cells) != len(header):
+            if len(cells) == 1 and columns is not None and start == first_row:
+                _check_delimiter(name, start, fmt, cells[0], "the first row")
             reason = f"{len(cells)} cells, but there are {len(header)} columns ({', '.join(header)})"
             yield start, RowError(name, start, "row", reason)
             continue
         yield start, dict(zip(header, cells, strict=True))
+
+
+def _check_delimiter(name: str, line: int, fmt: str, cell: str, what: str) -> None:
+    """Refuse a file whose only column holds another format's separator: read with the wrong delimiter, every row
+    would be one cell, and the fix is the format (or the file), not each row."""
+    splits = "tabs" if fmt == "tsv" else "commas"
+    for sep, sep_name, fix in _OTHER_DELIMITERS[fmt]:
+        if sep in cell:
+            raise DataError(
+                f"{name}:{line}: {what} is one column, {cell[:60]!r}, but holds {sep_name}: the file looks "
+                f"{sep_name}-separated, and {fmt} splits on {splits}; {fix}"
+            )
 
 
 def _read_parquet(path: Path, gz: bool) -> Iterator[Row]:
@@ -464,13 +515,26 @@ def _read_parquet(path: Path, gz: bool) -> Iterator[Row]:
 
     name = str(path)
     try:
-        source: Any = pa.BufferReader(gzip.decompress(path.read_bytes())) if gz else str(path)
-        table = pq.ParquetFile(source)
+        data = gzip.decompress(path.read_bytes()) if gz else None
+    except GZIP_ERRORS as err:
+        raise DataError(f"{name}: {gzip_problem(err)}") from None
+    try:
+        table = pq.ParquetFile(pa.BufferReader(data) if data is not None else str(path))
     except (pa.ArrowException, OSError, EOFError) as err:
         raise DataError(f"{name}: not a readable Parquet file: {err}") from None
     n = 0
-    for batch in table.iter_batches(batch_size=_PARQUET_BATCH):
-        for row in batch.to_pylist():
+    batches = table.iter_batches(batch_size=_PARQUET_BATCH)
+    while True:
+        # A corrupt page or a column type pyarrow cannot convert fails here, mid-file: the file is unusable as a
+        # whole (its later rows cannot be reached), so it is a DataError naming the rows read so far.
+        try:
+            batch = next(batches, None)
+            rows = batch.to_pylist() if batch is not None else None
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as err:
+            raise DataError(f"{name}: cannot read the Parquet data after row {n}: {err}") from None
+        if rows is None:
+            return
+        for row in rows:
             n += 1
             yield n, row
 
