@@ -6,6 +6,7 @@ the store, starts the model thread and the job workers, and stops them again.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from contextlib import asynccontextmanager
@@ -25,8 +26,8 @@ from tunesmith.serve.supervisor import Supervisor
 OPEN_PATHS = ("/health",)
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyRefused(Exception):
+    """The request body broke a limit while the app was reading it."""
 
 
 async def _send_error(send, status: int, message: str, extra_headers: list | None = None) -> None:
@@ -37,8 +38,13 @@ async def _send_error(send, status: int, message: str, extra_headers: list | Non
 
 
 class Guard:
-    """ASGI middleware in front of every route: the bearer key (unless the path is open) and the body size, counted
-    as it arrives so a chunked upload without Content-Length is cut off too."""
+    """ASGI middleware in front of every route: the bearer key (unless the path is open), the body size, counted
+    as it arrives so a chunked upload without Content-Length is cut off too, and the wait for each piece of the
+    body, so a client whose Content-Length promises more than it sends is answered instead of waited on forever.
+
+    A broken limit raises inside the app's own read of the body, and FastAPI turns errors there into its generic
+    400 "error parsing the body"; so the Guard drops whatever the app answers after that and sends its own
+    413 or 408."""
 
     def __init__(self, app, settings: ServeSettings):
         self.app, self.settings = app, settings
@@ -62,31 +68,49 @@ class Guard:
         limit = self.settings.max_body_bytes
         if scope["path"].rstrip("/") == "/v1/files" and scope["method"] == "POST":
             limit = self.settings.max_upload_bytes + 64 * 1024  # the multipart envelope around the file
+        too_large = (413, f"request body over this server's limit of {limit:,} bytes")
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            return await _send_error(send, 413, f"request body over this server's limit of {limit:,} bytes")
-        seen = 0
-        started = False
+            return await _send_error(send, *too_large)
+        timeout = self.settings.body_timeout_s
+        seen, body_done, started = 0, False, False
+        refused: tuple[int, str] | None = None
 
-        async def counted_receive():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise BodyTooLarge
+        async def guarded_receive():
+            nonlocal seen, body_done, refused
+            if refused is not None:
+                raise BodyRefused
+            if body_done:
+                return await receive()  # e.g. a streaming response listening for the client to leave: no limit
+            try:
+                message = await asyncio.wait_for(receive(), timeout)
+            except TimeoutError:
+                refused = (408, f"the request body stopped arriving for {timeout:g} s (does Content-Length match it?)")
+                raise BodyRefused from None
+            if message["type"] != "http.request":
+                body_done = True
+                return message
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                refused = too_large
+                raise BodyRefused
+            body_done = not message.get("more_body", False)
             return message
 
-        async def tracked_send(message):
+        async def guarded_send(message):
             nonlocal started
+            if refused is not None:
+                return  # the app's answer to a body it could not read; the Guard's goes out instead
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
-            await self.app(scope, counted_receive, tracked_send)
-        except BodyTooLarge:
-            if not started:
-                await _send_error(send, 413, f"request body over this server's limit of {limit:,} bytes")
+            await self.app(scope, guarded_receive, guarded_send)
+        except Exception:
+            if refused is None:
+                raise
+        if refused is not None and not started:
+            await _send_error(send, *refused)
 
 
 def create_app(settings: ServeSettings) -> FastAPI:
@@ -97,7 +121,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
         engines = Engines(settings.trust_remote_code)
         batcher = Batcher(engines, settings.max_batch, settings.batch_window_s)
         store = Store(settings.db_path)
-        app.state.server = ServerState(settings, store, Catalog(settings.runs_dir, settings.bases), engines, batcher)
+        catalog = Catalog(settings.runs_dir, settings.bases, store.unserved_runs)
+        app.state.server = ServerState(settings, store, catalog, engines, batcher)
         supervisor = Supervisor(settings)
         app.state.supervisor = supervisor
         batcher.start()

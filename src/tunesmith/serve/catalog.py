@@ -5,12 +5,14 @@
 A base is a registered model whose package is installed, or an HF model directory the operator named with
 `--model`. A run is a folder of the runs directory with final/ and eval/tuned.json (training finished); it is
 addressed as `ft:<base>:<run-name>`, where <base> is the id of the base it was trained from (followed through
-runs that continued other runs).
+runs that continued other runs). A run that a fine-tuning job trains is served only once that job has succeeded:
+a job cancelled after its training ended leaves a complete folder, but no model.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,9 +61,10 @@ def _mtime(path: Path) -> int:
 
 
 class Catalog:
-    def __init__(self, runs_dir: Path, bases: list[str]):
+    def __init__(self, runs_dir: Path, bases: list[str], unserved: Callable[[], set[str]] = set):
         self.runs_dir = runs_dir
         self.extra_bases = bases
+        self.unserved = unserved  # run names of jobs that have not succeeded (Store.unserved_runs)
 
     # --- bases -----------------------------------------------------------------------------------------------
 
@@ -97,8 +100,8 @@ class Catalog:
         except (OSError, yaml.YAMLError):
             return {}
 
-    def _run_entry(self, name: str) -> ModelEntry | None:
-        if not is_run_name(name) or name.startswith(STATE_PREFIX):
+    def _run_entry(self, name: str, unserved: set[str]) -> ModelEntry | None:
+        if not is_run_name(name) or name.startswith(STATE_PREFIX) or name in unserved:
             return None
         try:
             run_dir = run_path(self.runs_dir, name)
@@ -122,7 +125,8 @@ class Catalog:
     def runs(self) -> list[ModelEntry]:
         if not self.runs_dir.is_dir():
             return []
-        entries = (self._run_entry(p.name) for p in sorted(self.runs_dir.iterdir()) if p.is_dir())
+        unserved = self.unserved()
+        entries = (self._run_entry(p.name, unserved) for p in sorted(self.runs_dir.iterdir()) if p.is_dir())
         return [e for e in entries if e is not None]
 
     def all(self) -> list[ModelEntry]:
@@ -132,7 +136,7 @@ class Catalog:
         """The entry for a model id, or UnknownModel. `ft:` ids name a run folder; nothing else becomes a path."""
         if model_id.startswith("ft:"):
             parts = model_id.split(":")
-            entry = self._run_entry(parts[-1]) if len(parts) == 3 else None
+            entry = self._run_entry(parts[-1], self.unserved()) if len(parts) == 3 else None
             if entry is not None and entry.id == model_id:
                 return entry
         else:

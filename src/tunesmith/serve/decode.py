@@ -30,19 +30,34 @@ class Sampling:
 @dataclass
 class Sequence:
     """One answer being written. `emit` receives text as it becomes final (never a piece that a stop string or an
-    unfinished UTF-8 character could still take back); `cancelled` says the client went away."""
+    unfinished UTF-8 character could still take back); `cancelled` says the client went away; `error` is what made
+    this one answer fail (the other rows of its batch go on)."""
 
     prompt_ids: list[int]
     sampling: Sampling
     emit: Callable[[str], None] = lambda text: None
     cancelled: Callable[[], bool] = lambda: False
+    streaming: bool = False  # text sent through emit has reached the client and cannot be taken back
     tokens: list[int] = field(default_factory=list)
     text: str = ""  # the answer so far, as sent through emit
     finish_reason: str | None = None  # stop | length
+    error: Exception | None = None
+    # An unseeded answer draws its seed once, so that decoding it again (see restart) samples the same tokens.
+    drawn_seed: int = field(default_factory=lambda: secrets.randbits(63))
 
     def generator(self, device: torch.device) -> torch.Generator:
-        seed = self.sampling.seed if self.sampling.seed is not None else secrets.randbits(63)
+        seed = self.sampling.seed if self.sampling.seed is not None else self.drawn_seed
         return torch.Generator(device=device).manual_seed(seed)
+
+    def restart(self) -> None:
+        """Forget a failed attempt, to be decoded again. A streamed answer keeps the text already sent: the new
+        attempt (same seed, same tokens) stays silent until it has written past it."""
+        self.tokens, self.finish_reason, self.error = [], None, None
+        if not self.streaming:
+            self.text = ""
+
+    def fail(self, error: Exception) -> None:
+        self.error, self.finish_reason = error, None
 
 
 def choose(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> int:
@@ -123,11 +138,18 @@ def _select(cache, keep: torch.Tensor) -> bool:
 def decode(
     model: nn.Module, tokenizer, sequences: list[Sequence], stop_ids: set[int], pad_id: int, device: torch.device
 ) -> None:
-    """Write every sequence's answer (in place), calling each one's `emit` as text becomes final."""
-    rows = [_Row(s, tokenizer, stop_ids, device) for s in sequences if s.sampling.max_tokens > 0]
+    """Write every sequence's answer (in place), calling each one's `emit` as text becomes final. What goes wrong
+    with one row (its seed, its sampling, its text, its client) fails that sequence alone (`Sequence.error`); only
+    a failure of the model's forward pass raises."""
+    rows = []
     for s in sequences:
         if s.sampling.max_tokens <= 0:
             s.finish_reason = "length"
+            continue
+        try:
+            rows.append(_Row(s, tokenizer, stop_ids, device))
+        except Exception as err:  # e.g. a seed torch refuses: that request's fault, not its neighbours'
+            s.fail(err)
     if not rows:
         return
     width = max(len(r.seq.prompt_ids) for r in rows)
@@ -145,8 +167,12 @@ def decode(
         for i, r in enumerate(batch):
             token = pad_id
             if active[i]:
-                token = choose(logits[i], rows[r].seq.sampling, rows[r].rng)
-                active[i] = not rows[r].push(token)
+                try:
+                    token = choose(logits[i], rows[r].seq.sampling, rows[r].rng)
+                    active[i] = not rows[r].push(token)
+                except Exception as err:  # this row's sampling, decoding or client failed; the others go on
+                    rows[r].seq.fail(err)
+                    token, active[i] = pad_id, False
             tokens.append(token)
         if not any(active):
             return

@@ -121,7 +121,8 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def failure_message(log_path: Path, rc: int) -> str:
-    """The trainer's own error line (the CLI prints user errors as `error: ...`), else the end of its output."""
+    """The trainer's own error line (the CLI prints user errors as `error: ...`), else the end of its output, with
+    a traceback cut to its last line (the exception): the client reads this, the whole log stays on the server."""
     try:
         text = _ANSI.sub("", log_path.read_text(encoding="utf-8", errors="replace"))
     except OSError:
@@ -132,5 +133,7 @@ def failure_message(log_path: Path, rc: int) -> str:
     for i, line in enumerate(lines):
         if line.startswith("error: "):
             return "\n".join(lines[i:])[:2000]
+    if any(line.startswith("Traceback (most recent call last)") for line in lines):
+        return f"tunesmith train failed with status {rc}: {lines[-1]}"[:2000]
     tail = "\n".join(lines[-6:])
     return f"tunesmith train exited with status {rc}: {tail}"[:2000]

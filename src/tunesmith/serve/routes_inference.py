@@ -1,7 +1,8 @@
 """Inference routes: GET /v1/models, POST /v1/chat/completions, /v1/completions and /v1/classifications.
 
 Prompts are tokenized here (the tokenizer loads without the weights) so that a bad request fails with a 400 before
-it queues; the model thread (batcher.py) decodes it with whatever arrived at the same time.
+it queues; the model thread (batcher.py) decodes it with whatever arrived at the same time. Tokenizing runs in the
+thread pool, never on the event loop: a prompt of megabytes must not hold up every other request (or /health).
 """
 
 from __future__ import annotations
@@ -72,14 +73,10 @@ def _sequences(state: ServerState, req: Sampled, prompt: list[int], limit: int |
             "max_tokens",
         )
     max_tokens = min(room, limit if limit is not None else state.settings.default_max_tokens)
-    seed = req.seed
-    return [
-        Sequence(
-            prompt,
-            Sampling(max_tokens, req.temperature, req.top_p, list(req.stop or []), None if seed is None else seed + i),
-        )
-        for i in range(req.n)
-    ]
+    # Choice i samples with seed + i, wrapped into torch's 64-bit range (the schema admits exactly that range).
+    seeds = [None if req.seed is None else (req.seed + i) % 2**64 for i in range(req.n)]
+    stops = list(req.stop or [])
+    return [Sequence(prompt, Sampling(max_tokens, req.temperature, req.top_p, stops, seed)) for seed in seeds]
 
 
 def _usage(prompts: list[list[int]], sequences: list[Sequence]) -> dict[str, int]:
@@ -105,6 +102,7 @@ def _stream(state: ServerState, profile: Profile, sequences: list[Sequence], chu
     for i, seq in enumerate(sequences):
         seq.emit = lambda text, i=i: loop.call_soon_threadsafe(pieces.put_nowait, (i, text))
         seq.cancelled = lambda: gone
+        seq.streaming = True
     work = Generation(profile, sequences)
     state.batcher.submit(work)
     work.done.add_done_callback(lambda _: loop.call_soon_threadsafe(pieces.put_nowait, None))
@@ -116,8 +114,10 @@ def _stream(state: ServerState, profile: Profile, sequences: list[Sequence], chu
                 yield _sse(chunk(i, {"role": "assistant", "content": ""}, None))
             while (item := await pieces.get()) is not None:
                 yield _sse(chunk(item[0], {"content": item[1]}, None))
-            if work.done.exception() is not None:
-                yield _sse(error_body(500, f"generation failed: {work.done.exception()}"))
+            error = work.done.exception()
+            if error is not None:
+                status, message = _failure(error)
+                yield _sse(error_body(status, message, runs_dir=state.settings.runs_dir))
             else:
                 for i, seq in enumerate(sequences):
                     yield _sse(chunk(i, {}, seq.finish_reason))
@@ -131,12 +131,28 @@ def _stream(state: ServerState, profile: Profile, sequences: list[Sequence], chu
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
 
+def _failure(error: BaseException) -> tuple[int, str]:
+    """Status and message for a request that failed in the model thread: a user error says what it was; anything
+    else is the server's fault and says no more (the traceback stays in the server's log)."""
+    if isinstance(error, TunesmithError):
+        return 400, str(error)
+    return 500, "generation failed on the server; its log has the details"
+
+
 async def _finish(state: ServerState, profile: Profile, sequences: list[Sequence]) -> None:
     work = Generation(profile, sequences)
     try:
         await asyncio.wrap_future(state.batcher.submit(work))
     except TunesmithError as err:
         raise ApiError(400, str(err), "model") from None
+
+
+async def _tokenized(param: str, tokenize, *args) -> Any:
+    """`tokenize(*args)` in the thread pool; a text the tokenizer or template refuses is the request's error."""
+    try:
+        return await run_in_threadpool(tokenize, *args)
+    except (ValueError, TypeError, TunesmithError) as err:
+        raise ApiError(400, str(err), param) from None
 
 
 @router.post("/chat/completions", summary="Chat with a base model or a tuned run")
@@ -147,9 +163,9 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
     profile = await _profile(state, entry)
     try:
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
-        prompt = profile.renderer.prompt_ids(messages)
-    except (ValueError, TunesmithError) as err:
+    except ValueError as err:
         raise ApiError(400, str(err), "messages") from None
+    prompt = await _tokenized("messages", profile.renderer.prompt_ids, messages)
     limit = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     sequences = _sequences(state, req, prompt, limit, profile.context)
     cid, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
@@ -191,7 +207,7 @@ async def completions(req: CompletionRequest, request: Request):
     texts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
     if not texts or len(texts) > 64:
         raise ApiError(400, "prompt takes 1 to 64 strings", "prompt")
-    prompts = [profile.tokenizer(t)["input_ids"] for t in texts]
+    prompts = await _tokenized("prompt", lambda: [profile.tokenizer(t)["input_ids"] for t in texts])
     if any(not p for p in prompts):
         raise ApiError(400, "a prompt is empty", "prompt")
     limit = req.max_tokens if req.max_tokens is not None else None

@@ -8,25 +8,70 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+# torch.Generator.manual_seed takes any 64-bit pattern: -2**63 .. 2**64 - 1 (negative ones wrap around).
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+MAX_STOP_CHARS = 256  # every new token is checked against each stop's prefixes: a huge stop would stall a batch
+
+
+def lone_surrogate(value: Any) -> str | None:
+    """The dotted path of the first string in `value` holding a lone UTF-16 surrogate (JSON's "\\ud800" escape
+    decodes to one), which no tokenizer, database or file encoding accepts; None when there is none. Walks with
+    its own stack, so a deeply nested body cannot exhaust Python's."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return path or "body"
+        elif isinstance(item, dict):
+            for key, child in reversed(item.items()):
+                where = f"{path}.{key}" if path else str(key)
+                stack += [(where, child), (where, key)]
+        elif isinstance(item, list | tuple):
+            stack += [(f"{path}.{i}" if path else str(i), child) for i, child in reversed(list(enumerate(item)))]
+    return None
 
 
 class Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+
+class RequestBody(Lenient):
+    """A request body: refused whole when any string in it (extra fields too) is not valid Unicode."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        where = lone_surrogate(data)
+        if where is not None:
+            raise PydanticCustomError(
+                "lone_surrogate", "{param} holds a lone UTF-16 surrogate, which is not valid Unicode text",
+                {"param": where},
+            )  # fmt: skip
+        return data
 
 
 class StreamOptions(Lenient):
     include_usage: bool = Field(False, description="Send a last chunk with the usage counts (and no choices).")
 
 
-class Sampled(Lenient):
+class Sampled(RequestBody):
     model: str = Field(description="A base model id, or `ft:<base>:<run-name>` for a tuned run (GET /v1/models).")
     temperature: float = Field(1.0, ge=0, le=2, description="0 is greedy; higher spreads the choice.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling: keep the smallest head of this mass.")
     n: int = Field(1, ge=1, le=16, description="Answers per prompt.")
     max_tokens: int | None = Field(None, ge=0, description="Tokens per answer (default: the server's --max-tokens).")
-    stop: str | list[str] | None = Field(None, description="Up to 4 strings that end an answer (not included).")
-    seed: int | None = Field(None, description="Same seed, same settings, same prompt: the same answer.")
+    stop: str | list[str] | None = Field(
+        None, description=f"Up to 4 strings of at most {MAX_STOP_CHARS} characters that end an answer (not included)."
+    )
+    seed: int | None = Field(
+        None, ge=SEED_MIN, le=SEED_MAX, description="Same seed, same settings, same prompt: the same answer."
+    )
     stream: bool = Field(False, description="Send server-sent events in OpenAI's chunk format, then [DONE].")
     stream_options: StreamOptions | None = None
     logprobs: bool | int | None = Field(None, description="Not supported: must be absent, null or false.")
@@ -35,8 +80,8 @@ class Sampled(Lenient):
     @classmethod
     def _stops(cls, value: str | list[str] | None) -> list[str] | None:
         stops = [value] if isinstance(value, str) else value
-        if stops is not None and (len(stops) > 4 or any(not s for s in stops)):
-            raise ValueError("stop takes up to 4 non-empty strings")
+        if stops is not None and (len(stops) > 4 or any(not s or len(s) > MAX_STOP_CHARS for s in stops)):
+            raise ValueError(f"stop takes up to 4 non-empty strings of at most {MAX_STOP_CHARS} characters")
         return stops
 
     @field_validator("logprobs")
@@ -92,7 +137,7 @@ class CompletionRequest(Sampled):
         return value
 
 
-class ClassificationRequest(Lenient):
+class ClassificationRequest(RequestBody):
     """POST /v1/classifications: label texts with a classification-head run (trained with task.objective: head).
 
     The response lists, per input in order, the label, its probability and every label's probability:
@@ -143,7 +188,7 @@ class Method(Lenient):
     supervised: Supervised | None = None
 
 
-class JobCreate(Lenient):
+class JobCreate(RequestBody):
     """POST /v1/fine_tuning/jobs. Training runs `tunesmith train` on a LoRA adapter with checkpoints, held-out
     evaluation and resume; `overrides` (a tunesmith extension) passes `key=value` settings for the train, adapter,
     eval and audit sections, e.g. `["train.max_steps=50", "adapter.r=8"]`."""
@@ -155,8 +200,17 @@ class JobCreate(Lenient):
     method: Method | None = None
     suffix: str | None = Field(None, max_length=64, description="Part of the run name: letters, digits, - and _.")
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    metadata: dict[str, str] | None = None
-    overrides: list[str] = Field(default_factory=list, description="tunesmith config overrides (see above).")
+    metadata: dict[str, str] | None = Field(None, description="Up to 16 pairs: keys of 64, values of 512 characters.")
+    overrides: list[str] = Field(
+        default_factory=list, max_length=64, description="tunesmith config overrides (see above)."
+    )
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is not None and (len(value) > 16 or any(len(k) > 64 or len(v) > 512 for k, v in value.items())):
+            raise ValueError("metadata takes up to 16 pairs, keys of at most 64 and values of at most 512 characters")
+        return value
 
     def resolved_hyperparameters(self) -> Hyperparameters:
         if self.method is not None and self.method.supervised and self.method.supervised.hyperparameters:

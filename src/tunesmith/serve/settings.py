@@ -21,6 +21,7 @@ class ServeSettings:
     max_upload_bytes: int = 64 * 2**20
     max_rows: int = 100_000
     max_body_bytes: int = 4 * 2**20  # every request but a file upload
+    body_timeout_s: float = 30.0  # longest wait for the next piece of a request body (a false Content-Length)
     workers: int = 1  # job worker processes; each runs one job at a time
     max_batch: int = 8  # requests decoded together
     batch_window_s: float = 0.01  # how long the first request of a batch waits for company

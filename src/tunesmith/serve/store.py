@@ -216,6 +216,16 @@ class Store:
     def list_jobs(self, after: str | None, limit: int) -> Page:
         return self._page(JobRecord, "jobs", "1 = 1", [], after, limit, newest=True)
 
+    def unserved_runs(self) -> set[str]:
+        """Run names of jobs that have not succeeded: their folders may hold a finished model (a job cancelled
+        after its training ended, one still writing its report) that must not be listed or served."""
+        db = sqlite3.connect(self.path, timeout=30)  # a plain read: no write lock, unlike _db
+        try:
+            rows = db.execute("SELECT run_name FROM jobs WHERE status != 'succeeded'").fetchall()
+        finally:
+            db.close()
+        return {r[0] for r in rows}
+
     def jobs_with_status(self, *statuses: str) -> list[JobRecord]:
         marks = ", ".join("?" for _ in statuses)
         with self._db() as db:

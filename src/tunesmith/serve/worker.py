@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from tunesmith.serve.errors import public
 from tunesmith.serve.jobs import JobError, job_config
 from tunesmith.serve.paths import run_path, upload_path
 from tunesmith.serve.progress import Progress, failure_message, write_results
@@ -56,6 +57,15 @@ class Worker:
     def parent_gone(self) -> bool:
         return _stopping or (self.parent_pid is not None and os.getppid() != self.parent_pid)
 
+    def _fail(self, job_id: str, only_from: str, code: str, message: str, param: str | None, event: str) -> None:
+        """End a job as failed; what the client reads (error, event) names no server path."""
+        message = public(message, self.settings.runs_dir)
+        error = {"code": code, "message": message, "param": param}
+        if self.store.update_job(
+            job_id, only_from=(only_from,), status="failed", error=error, finished_at=int(time.time())
+        ):
+            self.store.add_event(job_id, f"{event}: {message}", level="error")
+
     # --- validating_files -> queued --------------------------------------------------------------------------
 
     def validate_pending(self) -> None:
@@ -64,11 +74,11 @@ class Worker:
             try:
                 self._validate(job)
             except JobError as err:
-                error = {"code": err.code, "message": str(err), "param": err.param}
-                if self.store.update_job(
-                    job.id, only_from=("validating_files",), status="failed", error=error, finished_at=int(time.time())
-                ):
-                    self.store.add_event(job.id, f"Validation failed: {err}", level="error")
+                self._fail(job.id, "validating_files", err.code, str(err), err.param, "Validation failed")
+                continue
+            except Exception as err:  # one job that cannot be prepared must not stop the worker
+                message = f"the job could not be prepared ({type(err).__name__}: {err})"
+                self._fail(job.id, "validating_files", "invalid_request", message, None, "Validation failed")
                 continue
             if self.store.update_job(job.id, only_from=("validating_files",), status="queued"):
                 self.store.add_event(job.id, "Files validated, moving job to queued state")
@@ -178,10 +188,7 @@ class Worker:
                 self.store.add_event(job.id, f"New fine-tuned model created: {model}")
                 self.store.add_event(job.id, "The job has successfully completed")
             return
-        message = failure_message(log_path, rc)
-        error = {"code": "training_failed", "message": message, "param": None}
-        if self.store.update_job(job.id, only_from=("running",), status="failed", error=error, finished_at=now):
-            self.store.add_event(job.id, f"Training failed: {message}", level="error")
+        self._fail(job.id, "running", "training_failed", failure_message(log_path, rc), None, "Training failed")
 
     def loop(self) -> None:
         while not self.parent_gone():
