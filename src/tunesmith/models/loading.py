@@ -64,10 +64,14 @@ def training_precision(name: str, device: torch.device) -> tuple[torch.dtype, to
     """(weight dtype, autocast dtype) for training. `auto` where the hardware multiplies bf16 natively (GPUs with
     bf16, CPUs with AVX512-BF16 or AMX) is mixed precision: fp32 weights and optimizer state, bf16 matmuls inside
     the forward and backward. Weights stay fp32 because bf16 weights lose small updates to rounding (full
-    fine-tuning then ends measurably worse). Everywhere else, and for a named dtype, the weights are that dtype
-    and nothing is autocast; `float32` pins exact fp32 training on any machine."""
+    fine-tuning then ends measurably worse). `float16` is mixed precision too, with dynamic loss scaling in the
+    loop (training/loss_scale.py): fp16 weights under AdamW break outright (its epsilon and every small update
+    round to zero, and one step turned every weight NaN). Everywhere else, and for `float32` or `bfloat16`, the
+    weights are that dtype and nothing is autocast; `float32` pins exact fp32 training on any machine."""
     if name == "auto" and has_bf16(device):
         return torch.float32, torch.bfloat16
+    if name == "float16":
+        return torch.float32, torch.float16
     return pick_dtype(name, device), None
 
 

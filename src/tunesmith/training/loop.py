@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from tqdm import tqdm
 from tunesmith.config import TrainConfig
 from tunesmith.data.templates import Encoded
 from tunesmith.training.checkpoint import Position, save_checkpoint
+from tunesmith.training.divergence import check_finite, gradient_norm
+from tunesmith.training.loss_scale import loss_scaler, remember
 from tunesmith.training.memory import peak_rss
 from tunesmith.training.objectives import Batch, Objective, make_batch
 from tunesmith.training.order import Order, epoch_order
@@ -120,12 +123,18 @@ class Loop:
 
 
 def accumulate(
-    model: nn.Module, objective: Objective, micro: list[Batch], autocast: torch.dtype | None = None
+    model: nn.Module,
+    objective: Objective,
+    micro: list[Batch],
+    autocast: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[float, int, int, int]:
     """Forward and backward over one step's micro-batches; returns (loss sum, correct, real tokens, trained tokens).
 
     The loss is normalised by the trained tokens of the whole step, not per micro-batch: otherwise a micro-batch
-    with few trained tokens would weigh as much as one with many, and accumulation would not equal a big batch."""
+    with few trained tokens would weigh as much as one with many, and accumulation would not equal a big batch.
+    With fp16 autocast `scaler` scales the loss before backward (training/loss_scale.py); the sums returned are
+    unscaled."""
     window = sum(b.trained_tokens for b in micro)
     loss_sum, correct, real = 0.0, 0, 0
     for batch in micro:
@@ -133,7 +142,8 @@ def accumulate(
             batch.input_ids.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None
         ):
             parts = objective(model, batch)
-        (parts.loss_sum / window).backward()
+        loss = parts.loss_sum / window
+        (scaler.scale(loss) if scaler is not None else loss).backward()
         loss_sum += float(parts.loss_sum.detach())
         correct += parts.correct
         real += batch.real_tokens
@@ -163,46 +173,84 @@ def _advance(position: Position, n_examples: int, batch_size: int, examples: int
     )
 
 
+def _autocast(loop: Loop, batch: Batch):
+    return torch.autocast(
+        batch.input_ids.device.type, dtype=loop.autocast or torch.bfloat16, enabled=loop.autocast is not None
+    )
+
+
+def _probe_loss(loop: Loop, batch: Batch) -> float:
+    """The loss of the weights as they are now, on one micro-batch and without gradients. A step can leave the
+    weights finite but so large that the next forward overflows (lr=1e30 does); such weights must not become a
+    checkpoint or final/, and only a forward pass shows it. Eval mode, so no dropout draws from the RNG."""
+    loop.model.eval()
+    with torch.no_grad(), _autocast(loop, batch):
+        loss = float(loop.objective(loop.model, batch).loss_sum)
+    loop.model.train()
+    return loss
+
+
 def fit(loop: Loop, position: Position) -> Position:
+    """Train to loop.total_steps from `position`. A non-finite loss, gradient norm or held-out loss raises
+    DivergedError before anything computed from it is applied or saved (training/divergence.py)."""
     cfg, model = loop.cfg, loop.model
     per_epoch = steps_per_epoch(len(loop.train), cfg.batch_size)
+    params = [p for p in model.parameters() if p.requires_grad]
+    scaler = loss_scaler(loop.autocast, loop.device, loop.optimizer)
+    half = loop.autocast == torch.float16 or any(p.dtype == torch.float16 for p in params)
+
+    def check(value: float | None, what: str, step: int) -> None:
+        check_finite(value, what, step, cfg, loop.checkpoints, half)
+
     bar = tqdm(total=loop.total_steps, initial=position.step, desc="train", unit="step", dynamic_ncols=True)
     started, tokens_since = time.perf_counter(), 0
+    micro: list[Batch] = []
     model.train()
-    while position.step < loop.total_steps:
-        indices = _step_indices(loop, position)
-        micro = [
-            make_batch([loop.train[i] for i in indices[j : j + cfg.micro_batch_size]], loop.pad_id, loop.pack_to).to(
-                loop.device
-            )
-            for j in range(0, len(indices), cfg.micro_batch_size)
-        ]
-        loss_sum, correct, real, window = accumulate(model, loop.objective, micro, loop.autocast)
-        grad_norm = None
-        if cfg.max_grad_norm is not None:
-            params = [p for p in model.parameters() if p.requires_grad]
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
-        lr = loop.scheduler.get_last_lr()[0]
-        loop.optimizer.step()
-        loop.scheduler.step()
-        loop.optimizer.zero_grad(set_to_none=True)
+    try:  # the bar is closed on every way out, so an error line never lands on the bar's own line
+        while position.step < loop.total_steps:
+            indices = _step_indices(loop, position)
+            micro = [
+                make_batch(
+                    [loop.train[i] for i in indices[j : j + cfg.micro_batch_size]], loop.pad_id, loop.pack_to
+                ).to(loop.device)
+                for j in range(0, len(indices), cfg.micro_batch_size)
+            ]
+            loss_sum, correct, real, window = accumulate(model, loop.objective, micro, loop.autocast, scaler)
+            check(loss_sum, "the training loss", position.step + 1)
+            if scaler is not None:
+                scaler.unscale_(loop.optimizer)  # clip and check the true gradients, not the scaled ones
+            grad_norm = gradient_norm(params, cfg.max_grad_norm)
+            # Under loss scaling an overflow only skips the step and halves the scale; once the scale is down to 1
+            # the gradients overflow unscaled, and that is divergence too.
+            if scaler is None or scaler.get_scale() <= 1:
+                check(grad_norm, "the gradient norm", position.step + 1)
+            lr = loop.scheduler.get_last_lr()[0]
+            if scaler is not None:
+                scaler.step(loop.optimizer)  # skipped when the scaled gradients overflowed
+                scaler.update()
+                remember(scaler, loop.optimizer)
+            else:
+                loop.optimizer.step()
+            with warnings.catch_warnings():  # a step the loss scaler skipped still advances the schedule, by design
+                warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before", UserWarning)
+                loop.scheduler.step()
+            loop.optimizer.zero_grad(set_to_none=True)
 
-        position = _advance(position, len(loop.train), cfg.batch_size, len(indices), real)
-        tokens_since += real
-        elapsed = time.perf_counter() - started
-        tps = tokens_since / elapsed if elapsed > 0 else 0.0
-        loss = loss_sum / max(1, window)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:.0f}", epoch=position.step / per_epoch)
-        if position.step % cfg.log_every == 0 or position.step == loop.total_steps:
-            loop.metrics.write(
-                {
+            position = _advance(position, len(loop.train), cfg.batch_size, len(indices), real)
+            tokens_since += real
+            elapsed = time.perf_counter() - started
+            tps = tokens_since / elapsed if elapsed > 0 else 0.0
+            loss = loss_sum / max(1, window)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:.0f}", epoch=position.step / per_epoch)
+            if position.step % cfg.log_every == 0 or position.step == loop.total_steps:
+                record = {
                     "step": position.step,
                     "epoch": round(position.step / per_epoch, 4),
                     "loss": loss,
                     "token_accuracy": correct / max(1, window),
                     "lr": lr,
-                    "grad_norm": grad_norm,
+                    "grad_norm": grad_norm if math.isfinite(grad_norm) else None,  # an fp16 overflow: step skipped
                     "trained_tokens": window,
                     "tokens": real,
                     "tokens_per_s": tps,
@@ -212,16 +260,25 @@ def fit(loop: Loop, position: Position) -> Position:
                     if loop.device.type == "cuda"
                     else None,
                 }
-            )
-        if cfg.eval_every and position.step % cfg.eval_every == 0 and position.step < loop.total_steps:
-            result = loop.evaluate()
-            loop.metrics.write({"step": position.step, "split": "eval", **result})
-            bar.write(f"step {position.step}: eval loss {result['loss']:.4f}, ppl {result['perplexity']:.2f}")
-            model.train()
-        if cfg.save_every and position.step % cfg.save_every == 0 and position.step < loop.total_steps:
-            save_checkpoint(loop.checkpoints, model, loop.optimizer, loop.scheduler, position, cfg.keep_checkpoints)
-        if loop.crash_after_step is not None and position.step >= loop.crash_after_step:
-            bar.close()
-            raise RuntimeError(f"simulated crash after step {position.step}")
-    bar.close()
+                if scaler is not None:
+                    record["loss_scale"] = scaler.get_scale()
+                loop.metrics.write(record)
+            evaluated = False
+            if cfg.eval_every and position.step % cfg.eval_every == 0 and position.step < loop.total_steps:
+                result = loop.evaluate()
+                check(result.get("loss"), "the held-out eval loss", position.step)
+                evaluated = True
+                loop.metrics.write({"step": position.step, "split": "eval", **result})
+                bar.write(f"step {position.step}: eval loss {result['loss']:.4f}, ppl {result['perplexity']:.2f}")
+                model.train()
+            if cfg.save_every and position.step % cfg.save_every == 0 and position.step < loop.total_steps:
+                if not evaluated:  # the held-out loss just checked these weights already
+                    check(_probe_loss(loop, micro[0]), "the loss after the step's update", position.step)
+                save_checkpoint(loop.checkpoints, model, loop.optimizer, loop.scheduler, position, cfg.keep_checkpoints)
+            if loop.crash_after_step is not None and position.step >= loop.crash_after_step:
+                raise RuntimeError(f"simulated crash after step {position.step}")
+        if micro:  # the caller saves the last checkpoint and final/ from these weights next
+            check(_probe_loss(loop, micro[0]), "the loss after the step's update", position.step)
+    finally:
+        bar.close()
     return position

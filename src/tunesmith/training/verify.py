@@ -6,14 +6,17 @@ A few optimizer steps of the run are taken from the same seed, on the same rows,
 (the reference: padded batches, the plain output projection, no checkpointing, no compile, and the weights' own
 dtype with no autocast) and once with each option on alone. Per step the loss must agree, and after the first step
 every trainable gradient must agree, within a tolerance that fits the arithmetic (fp32 is tight; bf16, and mixed
-precision against fp32, loose). `mixed_precision` (bf16 autocast) is checked whenever the config would train with
-it (`model.dtype: auto` on a GPU with bf16 or a CPU with native bf16). Any divergence is printed and the command
-exits 1, so a CI job or a user can gate on it. Length grouping is not among the options: it changes which rows
+precision against fp32, loose). `mixed_precision` (bf16 autocast, or fp16 under `model.dtype: float16`) is checked
+whenever the config would train with it (`auto` on a GPU with bf16 or a CPU with native bf16, or `float16`). A nan
+or infinite loss or gradient in any variant, the reference included, is a failure: it is no agreement, and it means
+the config diverges (lower train.lr) whatever the speed options. Any failure is printed and the command exits 1, so
+a CI job or a user can gate on it. Length grouping is not among the options: it changes which rows
 share a batch (by design), not the arithmetic; tests check that it keeps every row exactly once per epoch.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -46,6 +49,10 @@ class Variant:
     grad_diff: float = 0.0  # largest |g - g_ref| / max |g_ref| over all trainable tensors, after step 1
     ok: bool = True
 
+    @property
+    def finite(self) -> bool:
+        return all(math.isfinite(x) for x in self.losses) and all(bool(g.isfinite().all()) for g in self.grads.values())
+
 
 @dataclass
 class VerifyReport:
@@ -56,6 +63,30 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return all(v.ok for v in self.variants)
+
+    @property
+    def finite(self) -> bool:
+        return all(v.finite for v in self.variants)
+
+
+def compare(variant: Variant, reference: Variant) -> None:
+    """Set the variant's differences from the reference and its verdict. A nan anywhere makes the difference inf:
+    Python's max() and comparisons would otherwise pass over a nan, and a nan that agrees with nothing is no
+    agreement."""
+    if not (variant.finite and reference.finite) or variant.grads.keys() != reference.grads.keys():
+        variant.loss_diff = variant.grad_diff = math.inf
+    else:
+        variant.loss_diff = max(
+            abs(a - b) / max(abs(b), 1e-8) for a, b in zip(variant.losses, reference.losses, strict=True)
+        )
+        variant.grad_diff = max(
+            (
+                float((variant.grads[n] - g).abs().max() / max(float(g.abs().max()), 1e-12))
+                for n, g in reference.grads.items()
+            ),
+            default=0.0,
+        )
+    variant.ok = variant.loss_diff <= variant.tolerance and variant.grad_diff <= variant.tolerance * 10
 
 
 def _run(cfg: Config, options: set[str], steps: int, device, dtype, rows, pad_id, autocast=None) -> Variant:
@@ -116,20 +147,14 @@ def verify(cfg: Config, steps: int = 3, options: tuple[str, ...] | None = None, 
     log(f"reference: {steps} steps of {cfg.train.batch_size} rows, every speed option off ({report.precision})")
     reference = _run(cfg, set(), steps, device, dtype, rows, pad_id)
     reference.tolerance = TOLERANCE.get(dtype, 1e-2)
+    reference.ok = reference.finite
     report.variants.append(reference)
     for option in options:
         mixed = (autocast or torch.bfloat16) if option == MIXED else None
         log(f"{option}: the same steps with it on" + (f" ({mixed} autocast)" if mixed else ""))
         variant = _run(cfg, {option}, steps, device, dtype, rows, pad_id, mixed)
         variant.tolerance = max(reference.tolerance, TOLERANCE[mixed]) if mixed else reference.tolerance
-        variant.loss_diff = max(
-            abs(a - b) / max(abs(b), 1e-8) for a, b in zip(variant.losses, reference.losses, strict=True)
-        )
-        variant.grad_diff = max(
-            float((variant.grads[n] - g).abs().max() / max(float(g.abs().max()), 1e-12))
-            for n, g in reference.grads.items()
-        )
-        variant.ok = variant.loss_diff <= variant.tolerance and variant.grad_diff <= variant.tolerance * 10
+        compare(variant, reference)
         report.variants.append(variant)
     return report
 
@@ -140,7 +165,7 @@ def print_report(report: VerifyReport, console: Console | None = None) -> None:
     for column in ("variant", "losses", "max loss diff", "max grad diff", "tolerance", "seconds", "result"):
         table.add_column(column, justify="left" if column in ("variant", "losses") else "right")
     for v in report.variants:
-        verdict = "[green]same[/green]" if v.ok else "[red]DIVERGES[/red]"
+        verdict = "[green]same[/green]" if v.ok else "[red]DIVERGES[/red]" if v.finite else "[red]NON-FINITE[/red]"
         table.add_row(
             v.name,
             ", ".join(f"{x:.5f}" for x in v.losses),
@@ -148,7 +173,17 @@ def print_report(report: VerifyReport, console: Console | None = None) -> None:
             f"{v.grad_diff:.2e}",
             f"{v.tolerance:g} (grads {10 * v.tolerance:g})",
             f"{v.seconds:.1f}",
-            verdict if v.name != report.variants[0].name else "",
+            verdict if v.name != report.variants[0].name or not v.ok else "",
         )
     console.print(table)
-    console.print("all speed options agree with the reference" if report.ok else "[red]a speed option diverges[/red]")
+    console.print(verdict_line(report))
+
+
+def verdict_line(report: VerifyReport) -> str:
+    broken = [v.name for v in report.variants if not v.finite]
+    if broken:
+        return (
+            f"[red]nan or infinite loss or gradients in: {', '.join(broken)}; training this config diverges "
+            "(lower train.lr, or check train.weight_decay and model.dtype)[/red]"
+        )
+    return "all speed options agree with the reference" if report.ok else "[red]a speed option diverges[/red]"
