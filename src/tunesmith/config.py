@@ -109,7 +109,8 @@ class ModelConfig(Strict):
         "auto",
         description="Training dtype; auto is mixed precision (fp32 weights, bf16 autocast) where the hardware "
         "multiplies bf16 natively (GPUs with bf16, CPUs with AVX512-BF16 or AMX) and float32 elsewhere; float32 pins "
-        "exact fp32 training; bfloat16 keeps the weights themselves in bf16.",
+        "exact fp32 training; bfloat16 keeps the weights themselves in bf16; float16 is mixed precision with fp32 "
+        "weights, fp16 autocast and dynamic loss scaling (for GPUs without bf16).",
     )
     trust_remote_code: bool = Field(False, description="Allow model code shipped with a checkpoint to run.")
 
