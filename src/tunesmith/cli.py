@@ -22,7 +22,8 @@ import os
 import sys
 from pathlib import Path
 
-from tunesmith.config import SPEED_OPTIONS
+from tunesmith.argtypes import NON_NEGATIVE, PORT, POSITIVE, positive_float
+from tunesmith.config import SPEED_OPTIONS, Kind
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on a model hub: these machines work offline
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -89,7 +90,7 @@ def _quickstart(args: argparse.Namespace) -> int:
 def _data_check(args: argparse.Namespace) -> int:
     from tunesmith.data.check import check_file
 
-    return check_file(args.file, args.kind, args.format, args.fields, args.columns)
+    return check_file(args.file, args.kind, args.format, args.fields, args.columns, args.model, args.config)
 
 
 def _data_redact(args: argparse.Namespace) -> int:
@@ -153,6 +154,10 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+KINDS = tuple(kind.value for kind in Kind)
+FORMATS = ("auto", "jsonl", "json", "csv", "tsv", "parquet", "txt")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tunesmith", description="Fine-tune a language model and prove it improved.")
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -166,14 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("plan", help="estimate steps, tokens, peak memory and epoch time before launching")
     p.add_argument("config")
     p.add_argument("overrides", nargs="*")
-    p.add_argument("--steps", type=int, default=3, help="real training steps to time (after one warm-up)")
+    p.add_argument("--steps", type=POSITIVE, default=3, help="real training steps to time (after one warm-up)")
     p.add_argument("--json", type=Path, default=None, help="also write the plan as JSON to this file")
     p.set_defaults(func=_plan)
 
     p = verbs.add_parser("verify", help="check that each speed option leaves losses and gradients unchanged")
     p.add_argument("config")
     p.add_argument("overrides", nargs="*")
-    p.add_argument("--steps", type=int, default=3, help="optimizer steps per variant")
+    p.add_argument("--steps", type=POSITIVE, default=3, help="optimizer steps per variant")
     p.add_argument(
         "--options",
         nargs="+",
@@ -187,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="run directory, registry name, HF model directory or .gguf file")
     p.add_argument("--config", default=None, help="YAML config whose data.eval, task and eval sections are used")
     p.add_argument("--data", nargs="*", default=[], help="held-out files (replace the config's data.eval)")
-    p.add_argument("--kind", default="auto", help="record kind of --data files (default: detect)")
+    p.add_argument("--kind", default="auto", choices=KINDS, help="record kind (default: detect)")
     p.add_argument("--fields", nargs="*", default=[], metavar="SRC=DST", help="map --data columns to fields")
     p.add_argument("--out", default=None, help="JSON file for the scores (default: RUN/eval/eval.json)")
     p.set_defaults(func=_eval)
@@ -200,10 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     data = verbs.add_parser("data", help="check and preview datasets").add_subparsers(dest="data_verb", required=True)
     p = data.add_parser("check", help="validate a data file; prints every bad row as FILE:LINE: field: reason")
     p.add_argument("file")
-    p.add_argument("--kind", default="auto", help="chat, instruction, completion, text (default: detect)")
-    p.add_argument("--format", default="auto", help="jsonl, json, csv, tsv, parquet, txt (default: from the name)")
+    p.add_argument("--kind", default="auto", choices=KINDS, help="record kind (default: detect)")
+    p.add_argument("--format", default="auto", choices=FORMATS, help="file format (default: from the name)")
     p.add_argument("--fields", nargs="*", default=[], metavar="SRC=DST", help="map source columns to fields")
     p.add_argument("--columns", default=None, help="comma-separated column names for a headerless CSV/TSV")
+    p.add_argument("--model", default=None, help="tokenizer's model (default: config model.base, else the default)")
+    p.add_argument("--config", default=None, help="YAML config: the file's dataset entry, model, max_length, objective")
     p.set_defaults(func=_data_check)
 
     p = data.add_parser("audit", help="audit data before training: shape, duplicates, leakage, labels, pairs, PII")
@@ -213,8 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="audit", help="folder for audit.json and audit.html")
     p.add_argument("--strict", action="store_true", help="exit 1 on leakage, personal data or rows that train nothing")
     p.add_argument("--slice", default=None, metavar="FIELD", help="source column to split the label distribution by")
-    p.add_argument("--kind", default="auto", help="chat, instruction, completion, text, classification, preference")
-    p.add_argument("--format", default="auto", help="jsonl, json, csv, tsv, parquet, txt (default: from the name)")
+    p.add_argument("--kind", default="auto", choices=KINDS, help="record kind (default: detect)")
+    p.add_argument("--format", default="auto", choices=FORMATS, help="file format (default: from the name)")
     p.add_argument("--fields", nargs="*", default=[], metavar="SRC=DST", help="map source columns to fields")
     p.add_argument("--columns", default=None, help="comma-separated column names for a headerless CSV/TSV")
     p.add_argument("--model", default=None, help="tokenizer's model (default: config model.base, else the default)")
@@ -223,21 +230,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = data.add_parser("redact", help="copy a data file with personal data and secrets replaced by <EMAIL>, ...")
     p.add_argument("src")
     p.add_argument("dst")
-    p.add_argument("--format", default="auto")
+    p.add_argument("--format", default="auto", choices=FORMATS)
     p.add_argument("--columns", default=None, help="comma-separated column names for a headerless CSV/TSV")
     p.set_defaults(func=_data_redact)
 
     p = data.add_parser("preview", help="show rendered training rows with the trained tokens highlighted")
     p.add_argument("config")
     p.add_argument("overrides", nargs="*")
-    p.add_argument("-n", type=int, default=3, help="rows to show")
+    p.add_argument("-n", type=POSITIVE, default=3, help="rows to show")
     p.set_defaults(func=_data_preview)
 
     p = verbs.add_parser("generate", help="chat with a finished run")
     p.add_argument("run", help="run directory (or its final/ folder)")
     p.add_argument("--prompt", required=True)
     p.add_argument("--system", default=None, help="system message")
-    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--max-new-tokens", type=POSITIVE, default=256)
     p.set_defaults(func=_generate)
 
     p = verbs.add_parser(
@@ -253,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--file", default=None, help="a data file (jsonl/json/csv/tsv/parquet/txt, .gz too)")
     p.add_argument("--field", default=None, help="--file column holding the text (default: as the run's training data)")
     p.add_argument("--out", default=None, help="write JSONL (row, label, probabilities) here instead of stdout")
-    p.add_argument("--batch-size", type=int, default=16, help="inputs per forward pass")
+    p.add_argument("--batch-size", type=POSITIVE, default=16, help="inputs per forward pass")
     p.set_defaults(func=_predict)
 
     p = verbs.add_parser("models", help="list the registered base models")
@@ -261,23 +268,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("serve", help="OpenAI-compatible server: chat with tuned runs, run fine-tuning jobs")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (loopback unless an API key file is given)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=PORT, default=8000)
     p.add_argument("--runs-dir", default="runs", help="runs to serve; jobs write new runs and the server's state here")
     p.add_argument("--api-key-file", default=None, help="keys (one per line) required as Authorization: Bearer")
     p.add_argument("--model", action="append", default=[], help="also serve this HF model directory as a base")
     p.add_argument("--trust-remote-code", action="store_true", help="let checkpoints run the model code they ship")
-    p.add_argument("--workers", type=int, default=1, help="job worker processes, one job each at a time (0: none)")
-    p.add_argument("--max-upload-mb", type=float, default=64, help="largest file accepted at POST /v1/files")
-    p.add_argument("--max-rows", type=int, default=100_000, help="most rows accepted in one uploaded file")
-    p.add_argument("--max-batch", type=int, default=8, help="most answers decoded together")
-    p.add_argument("--max-tokens", type=int, default=256, help="answer length when a request gives no max_tokens")
+    p.add_argument("--workers", type=NON_NEGATIVE, default=1, help="job worker processes, one job each (0: none)")
+    p.add_argument("--max-upload-mb", type=positive_float, default=64, help="largest file accepted at POST /v1/files")
+    p.add_argument("--max-rows", type=POSITIVE, default=100_000, help="most rows accepted in one uploaded file")
+    p.add_argument("--max-batch", type=POSITIVE, default=8, help="most answers decoded together")
+    p.add_argument("--max-tokens", type=POSITIVE, default=256, help="answer length when a request gives no max_tokens")
     p.set_defaults(func=_serve)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tunesmith.errors import USER_ERRORS
+    from tunesmith.errors import USER_ERRORS, report_unexpected
 
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
@@ -287,6 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; resume with --resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `tunesmith models | head`: the reader left; say nothing, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except Exception as err:  # the last resort: one line, and the traceback in a crash log
+        return report_unexpected(err, argv)
 
 
 if __name__ == "__main__":

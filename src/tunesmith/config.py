@@ -11,10 +11,10 @@ from __future__ import annotations
 import copy
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from tunesmith.errors import TunesmithError
 
@@ -26,8 +26,35 @@ class ConfigError(TunesmithError, ValueError):
     """A config file or override that does not fit the schema; the message names the key."""
 
 
+# torch.manual_seed takes seeds below 2**64, and training/order.py derives per-epoch and per-dataset seeds as
+# (seed * 1_000_003 + dataset) * 7919 + cycle: seeds up to 2**31 - 1 keep every derived seed in range.
+MAX_SEED = 2**31 - 1
+
+
+def _takes(annotation: Any, *types_: type) -> bool:
+    """Whether a field's annotation (unions, lists and tuples included) accepts one of these types."""
+    if annotation in types_:
+        return True
+    return any(_takes(arg, *types_) for arg in get_args(annotation))
+
+
+def _holds_bool(value: Any) -> bool:
+    return isinstance(value, bool) or (isinstance(value, list | tuple) and any(isinstance(v, bool) for v in value))
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False)
+    # allow_inf_nan=False: `lr: .inf` or `epochs: .nan` would otherwise pass and train NaN weights.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_not_booleans(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads true as 1 for an int or float field, so `max_steps: true` would train one step; YAML also
+        # reads yes/no/on/off as booleans. A number field takes a number.
+        annotation = cls.model_fields[info.field_name].annotation if info.field_name else None
+        if _holds_bool(value) and _takes(annotation, int, float) and not _takes(annotation, bool):
+            raise ValueError("expected a number, got a boolean (YAML reads true/false/yes/no/on/off as booleans)")
+        return value
 
 
 class Kind(StrEnum):
@@ -168,6 +195,13 @@ class AdapterConfig(Strict):
         "all-linear", description="Module names to adapt, or all-linear for every linear layer but the output head."
     )
 
+    @field_validator("target_modules")
+    @classmethod
+    def _some_targets(cls, value: list[str] | str) -> list[str] | str:
+        if isinstance(value, list) and not value:
+            raise ValueError("name at least one module to adapt (e.g. [q_proj, v_proj]), or use all-linear")
+        return value
+
 
 class TrainConfig(Strict):
     epochs: float = Field(1.0, gt=0, description="Passes over the training data (ignored when max_steps is set).")
@@ -184,7 +218,9 @@ class TrainConfig(Strict):
     keep_checkpoints: int = Field(2, ge=1, description="How many of the newest checkpoints to keep.")
     eval_every: int = Field(0, ge=0, description="Evaluate every N optimizer steps (0: only before and after).")
     log_every: int = Field(1, ge=1, description="Write a metrics line every N optimizer steps.")
-    seed: int = Field(42, description="Seed for data order, initialisation and dropout.")
+    seed: int = Field(
+        42, ge=0, le=MAX_SEED, description=f"Seed for data order, initialisation and dropout (0 to {MAX_SEED})."
+    )
     threads: int | None = Field(None, ge=1, description="CPU threads; default is the number of physical cores.")
     packing: bool = Field(
         True,
@@ -326,15 +362,53 @@ class Config(Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a key given twice in one mapping (PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` may be overridden by later keys
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in first_line:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"duplicate key {key!r} (first given on line {first_line[key]}); only one can apply",
+                        key_node.start_mark,
+                    )
+            except TypeError:  # an unhashable key: PyYAML's own check below reports it
+                continue
+            first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """`LINE: what is wrong` for a YAML error that knows where it happened (1-based line)."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
+        problem = err.problem or "not valid YAML"
+        context = f" ({err.context} started on line {err.context_mark.line + 1})" if err.context_mark else ""
+        return f"{err.problem_mark.line + 1}: {problem}{context}"
+    return f" {err}"
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML as the config reads it: safe types, and a key given twice is an error instead of the last one winning."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """Split `a.b.c=value` into its key path and a YAML-typed value (`3`, `true`, `[q_proj, v_proj]`)."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r} is not of the form key.sub=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = parse_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
-        raise ConfigError(f"override {key}: cannot parse value {raw!r}: {err}") from None
+        problem = getattr(err, "problem", None) or err
+        raise ConfigError(f"override {key}: cannot parse value {raw!r}: {problem}") from None
     return key.strip().split("."), value
 
 
@@ -363,7 +437,11 @@ def _describe(err: ValidationError) -> str:
     lines = []
     for item in err.errors():
         key = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        msg = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        msg = "unknown key" if item["type"] == "extra_forbidden" else item["msg"].removeprefix("Value error, ")
+        given = item.get("input")
+        shown = isinstance(given, int | float | str) and len(repr(given)) < 60  # short enough to read in one line
+        if shown and item["type"] not in ("extra_forbidden", "value_error"):
+            msg += f" (got {given!r})"  # `Input should be a finite number (got inf)`
         lines.append(f"config key {key}: {msg}")
     return "\n".join(lines)
 
@@ -376,6 +454,31 @@ def build_config(raw: dict[str, Any], overrides: list[str] | None = None, source
         raise ConfigError(f"{source}:\n{_describe(err)}") from None
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config is a page of YAML; anything larger is the wrong file
+
+
+def read_config_text(path: Path) -> str:
+    """The config file's text, or a ConfigError that says why it cannot be read (never blocks on a FIFO)."""
+    try:
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a directory, not a config file")
+        if not path.exists():
+            raise ConfigError(f"{path}: config file not found")
+        if not path.is_file():  # a FIFO or device would block or never end
+            raise ConfigError(f"{path}: not a regular file")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size} bytes is too large for a config file (over 1 MiB)")
+        data = path.read_bytes()
+    except OSError as err:  # permission denied, a symlink loop, an unreadable disk
+        raise ConfigError(f"{path}: cannot read the config file: {err.strerror or err}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); save the config as UTF-8"
+        ) from None
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
     """Read a YAML preset (or none), apply overrides, validate strictly. Relative data paths stay as written."""
     raw: dict[str, Any] = {}
@@ -384,11 +487,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         path = Path(path)
         source = str(path)
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
+            loaded = parse_yaml(read_config_text(path))
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+            raise ConfigError(f"{path}:{_yaml_problem(err)}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(loaded).__name__}")
         raw = loaded or {}

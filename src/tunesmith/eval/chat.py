@@ -9,7 +9,7 @@ import torch
 from tunesmith.data.templates import Renderer
 from tunesmith.errors import TunesmithError
 from tunesmith.eval.runner import generate_answer
-from tunesmith.models.loading import load_tokenizer, pick_device
+from tunesmith.models.loading import load_tokenizer, loading, pick_device
 
 
 def load_final(run: str | Path, device: torch.device):
@@ -20,12 +20,13 @@ def load_final(run: str | Path, device: torch.device):
     final = path / "final" if (path / "final").is_dir() else path
     if not (final / "config.json").is_file() and not (final / "adapter_config.json").is_file():
         raise TunesmithError(f"{run}: no finished model here (expected final/ with adapter_config.json or config.json)")
-    if (final / "adapter_config.json").is_file():
-        from peft import AutoPeftModelForCausalLM
+    with loading(final):
+        if (final / "adapter_config.json").is_file():
+            from peft import AutoPeftModelForCausalLM
 
-        model = AutoPeftModelForCausalLM.from_pretrained(final)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(final)
+            model = AutoPeftModelForCausalLM.from_pretrained(final)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(final)
     return model.to(device).eval(), load_tokenizer(final)
 
 

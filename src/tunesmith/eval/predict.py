@@ -32,7 +32,7 @@ from tunesmith.data.loading import detect_format, read_rows
 from tunesmith.data.templates import Encoded, Renderer
 from tunesmith.errors import TunesmithError
 from tunesmith.eval.metrics import compute
-from tunesmith.models.loading import load_tokenizer, pick_device
+from tunesmith.models.loading import load_tokenizer, loading, pick_device
 from tunesmith.training.objectives import ClassificationObjective
 
 SHOWN_ERRORS = 20
@@ -166,16 +166,21 @@ def load_head(run: str | Path, device: torch.device | None = None) -> HeadModel:
     adapter, config = final / "adapter_config.json", final / "config.json"
     generative = f"{run}: not a classification-head run (task.objective: head); answer with `tunesmith generate`"
     if adapter.is_file():
-        if json.loads(adapter.read_text(encoding="utf-8")).get("task_type") != "SEQ_CLS":
+        with loading(final, "adapter"):
+            task_type = json.loads(adapter.read_text(encoding="utf-8")).get("task_type")
+        if task_type != "SEQ_CLS":
             raise NotAHead(generative)
         from peft import AutoPeftModelForSequenceClassification
 
-        model = AutoPeftModelForSequenceClassification.from_pretrained(final)
+        with loading(final):
+            model = AutoPeftModelForSequenceClassification.from_pretrained(final)
     elif config.is_file():
-        architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
+        with loading(final):
+            architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
         if not any(a.endswith("ForSequenceClassification") for a in architectures):
             raise NotAHead(generative)
-        model = AutoModelForSequenceClassification.from_pretrained(final)
+        with loading(final):
+            model = AutoModelForSequenceClassification.from_pretrained(final)
     else:
         raise NotAHead(f"{run}: no finished model here (expected final/ with adapter_config.json or config.json)")
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]

@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +15,8 @@ import torch
 from torch import nn
 
 from tunesmith.config import AdapterConfig, ModelConfig
-from tunesmith.models.registry import ResolvedBase, is_run_dir, resolve_base
+from tunesmith.errors import TunesmithError
+from tunesmith.models.registry import WEIGHT_FILES, ModelFilesError, ResolvedBase, is_run_dir, resolve_base
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a missing local file fails at once instead of timing out on a hub
 # peft asks transformers a deprecated question on every wrap; the answer is right, the warning is noise.
@@ -79,10 +82,31 @@ def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
+@contextmanager
+def loading(path: Path, what: str = "model") -> Iterator[None]:
+    """Turn what transformers, peft and safetensors raise on broken model files (a corrupt config or weights, a
+    missing tokenizer, an adapter whose base is gone) into one line naming the folder. Out-of-memory and system
+    errors such as a full disk pass through unchanged: they are not the files' fault."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
+        if isinstance(err, TunesmithError | torch.OutOfMemoryError) or (
+            isinstance(err, OSError) and err.errno is not None
+        ):
+            raise
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "ignore_mismatched_sizes" in reason:  # transformers points at a report that logging may have hidden
+            reason = "the weight shapes in the files do not match config.json"
+        raise ModelFilesError(f"{path}: cannot load the {what}: {reason}") from err
+
+
 def load_tokenizer(path: Path):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    with loading(path, "tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         # Padding positions are masked out of attention and loss, so any id works; eos is always there.
         tokenizer.pad_token = tokenizer.eos_token
@@ -94,12 +118,53 @@ def _load_causal_lm(path: Path, dtype: torch.dtype, trust_remote_code: bool) -> 
     from transformers import AutoModelForCausalLM
 
     _quiet_transformers()
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+    with loading(path):
+        model, info = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, trust_remote_code=trust_remote_code, output_loading_info=True
+        )
+    # transformers fills weights missing from the files with random ones and only logs it: training on top of a
+    # half-random model would look like a run and be worthless.
+    if info["missing_keys"]:
+        missing = sorted(info["missing_keys"])
+        raise ModelFilesError(
+            f"{path}: the weight files lack {len(missing)} of the weights config.json describes (e.g. {missing[0]}); "
+            "the weights and config.json do not belong together"
+        )
+    return model
 
 
-def load_base(spec: ModelConfig, device: torch.device, dtype: torch.dtype) -> LoadedBase:
+def context_length(model: nn.Module) -> int | None:
+    """Positions the model was built for (max_position_embeddings, or n_positions for GPT-2-style configs)."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    for key in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_max_length(model: nn.Module, max_length: int, base: str) -> None:
+    """data.max_length may not exceed the model's context: rows longer than it would get positions the model never
+    saw (learned position tables would index out of range, rotary ones would quietly degrade)."""
+    context = context_length(model)
+    if context is not None and max_length > context:
+        raise TunesmithError(
+            f"data.max_length {max_length} exceeds the context of model {base} ({context} positions); "
+            f"set data.max_length to {context} or less"
+        )
+
+
+def load_base(
+    spec: ModelConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+    max_length: int | None = None,
+    adapter: AdapterConfig | None = None,
+) -> LoadedBase:
     """Load `model.base`. A finished run as base means *continue training from its result* (never resume):
-    its adapter is merged into its own base, and training starts afresh on top of that."""
+    its adapter is merged into its own base, and training starts afresh on top of that. Given data.max_length and
+    the adapter settings, a base they do not fit (a shorter context, target_modules it has no layer for) is refused
+    here, before a run writes anything."""
     resolved = resolve_base(spec.base)
     if is_run_dir(resolved.path):
         final = resolved.path / "final"
@@ -107,9 +172,11 @@ def load_base(spec: ModelConfig, device: torch.device, dtype: torch.dtype) -> Lo
         if adapter_cfg.is_file():
             from peft import PeftModel
 
-            base_dir = Path(json.loads(adapter_cfg.read_text())["base_model_name_or_path"])
+            with loading(final, "adapter"):
+                base_dir = Path(json.loads(adapter_cfg.read_text(encoding="utf-8"))["base_model_name_or_path"])
             model = _load_causal_lm(base_dir, dtype, spec.trust_remote_code)
-            model = PeftModel.from_pretrained(model, final).merge_and_unload()
+            with loading(final, "adapter"):
+                model = PeftModel.from_pretrained(model, final).merge_and_unload()
         else:
             model = _load_causal_lm(final, dtype, spec.trust_remote_code)
         weights_dir = final
@@ -118,6 +185,10 @@ def load_base(spec: ModelConfig, device: torch.device, dtype: torch.dtype) -> Lo
         model = _load_causal_lm(resolved.path, dtype, spec.trust_remote_code)
         weights_dir = resolved.path
         tokenizer = load_tokenizer(resolved.path)
+    if max_length is not None:
+        check_max_length(model, max_length, spec.base)
+    if adapter is not None and adapter.method == "lora" and adapter.target_modules != "all-linear":
+        check_target_modules(model, adapter.target_modules)
     model.to(device)
     return LoadedBase(model, tokenizer, resolved, weights_dir)
 
@@ -133,6 +204,8 @@ def add_lora(model: nn.Module, adapter: AdapterConfig, task_type: str = "CAUSAL_
     whole (modules_to_save), so it is in the checkpoints and in the saved adapter."""
     from peft import LoraConfig, get_peft_model
 
+    if adapter.target_modules != "all-linear":
+        check_target_modules(model, adapter.target_modules)
     lora = LoraConfig(
         r=adapter.r,
         lora_alpha=adapter.alpha,
@@ -141,6 +214,24 @@ def add_lora(model: nn.Module, adapter: AdapterConfig, task_type: str = "CAUSAL_
         task_type=task_type,
     )
     return get_peft_model(model, lora)
+
+
+def _adaptable(module: nn.Module) -> bool:
+    """Layers peft's LoRA can wrap (transformers' Conv1D is GPT-2's linear layer)."""
+    return isinstance(module, nn.Linear | nn.Embedding | nn.Conv1d | nn.Conv2d) or type(module).__name__ == "Conv1D"
+
+
+def check_target_modules(model: nn.Module, names: list[str]) -> None:
+    """Every adapter.target_modules name must match a layer, as peft matches them (the full module name or its last
+    parts): peft refuses only when no name matches at all and silently skips a misspelt one beside a right one."""
+    layers = [key for key, module in model.named_modules() if key and _adaptable(module)]
+    unmatched = [name for name in names if not any(key == name or key.endswith("." + name) for key in layers)]
+    if unmatched:
+        valid = sorted({key.rsplit(".", 1)[-1] for key in layers})
+        raise TunesmithError(
+            f"adapter.target_modules: no layer of this model is named {', '.join(unmatched)}; its layers are named: "
+            f"{', '.join(valid)} (or use all-linear)"
+        )
 
 
 def load_classifier(
@@ -157,21 +248,19 @@ def load_classifier(
     from transformers import AutoModelForSequenceClassification
 
     _quiet_transformers()
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-        dtype=dtype,
-        trust_remote_code=trust_remote_code,
-    )
+    with loading(path):
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+        )
     model.config.pad_token_id = pad_id
     model.config.problem_type = "single_label_classification"
     model.config.architectures = [type(model).__name__]  # the base's config still names its causal-LM class
     return model.to(device)
-
-
-_WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json")
 
 
 def save_classifier_base(model: nn.Module, weights_dir: Path, folder: Path, tokenizer) -> Path:
@@ -181,7 +270,7 @@ def save_classifier_base(model: nn.Module, weights_dir: Path, folder: Path, toke
     files are hard-linked (copied across file systems): the run holds its own base at no extra disk cost."""
     folder.mkdir(parents=True, exist_ok=True)
     if weights_dir.resolve() != folder.resolve():
-        for pattern in _WEIGHT_FILES:
+        for pattern in WEIGHT_FILES:
             for src in weights_dir.glob(pattern):
                 dst = folder / src.name
                 dst.unlink(missing_ok=True)

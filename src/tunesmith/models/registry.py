@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -24,6 +25,14 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 
 class ModelNotFound(TunesmithError):
     """A base that cannot be resolved to local files; the message says how to get them."""
+
+
+class ModelFilesError(TunesmithError):
+    """Model files that exist but cannot be used (corrupt config, no weights, not really GGUF); names the file."""
+
+
+# Weight files transformers loads from an HF model folder (single file or sharded with an index).
+WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json")
 
 
 @dataclass(frozen=True)
@@ -103,6 +112,17 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def _convert_checked(gguf: Path) -> Path:
+    """convert_gguf, with a GGUF file that parses but is not a model the converter can read reported as such."""
+    try:
+        return convert_gguf(gguf)
+    except (ValueError, KeyError, OSError, RuntimeError) as err:  # what the gguf reader and transformers raise
+        if isinstance(err, TunesmithError) or (isinstance(err, OSError) and err.errno is not None):
+            raise  # a full disk or a permission problem is not the file's fault
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelFilesError(f"{gguf}: cannot convert this GGUF file: {reason}") from err
+
+
 def convert_gguf(gguf: Path) -> Path:
     """De-quantize a GGUF file to an HF-format float checkpoint in the cache, once; return its directory.
 
@@ -144,19 +164,60 @@ def is_run_dir(path: Path) -> bool:
     return (path / "final").is_dir() and (path / "config.yaml").is_file()
 
 
+def check_hf_folder(path: Path) -> dict:
+    """The folder's config.json as a dict, after checking what transformers would otherwise fail on deep inside a
+    load (or, for missing weights, not fail on at all): a JSON object with a model_type, and weight files."""
+    config_file = path / "config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelFilesError(f"{config_file}: not a readable JSON model config ({err})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+        raise ModelFilesError(f"{config_file}: not an HF model config (a JSON object with a model_type)")
+    if not any(next(path.glob(pattern), None) for pattern in WEIGHT_FILES):
+        raise ModelFilesError(
+            f"{path}: no weights beside config.json (expected model.safetensors, pytorch_model.bin or a sharded index)"
+        )
+    return config
+
+
+def check_gguf(path: Path) -> None:
+    """Refuse what cannot be a GGUF file before a conversion that would fail with a parser's traceback."""
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as err:
+        raise ModelFilesError(f"{path}: cannot read the GGUF file: {err.strerror or err}") from None
+    if not magic:
+        raise ModelFilesError(f"{path}: the GGUF file is empty")
+    if magic != b"GGUF":
+        raise ModelFilesError(f"{path}: not a GGUF file (it does not start with the GGUF magic bytes)")
+
+
+def _not_a_base(base: str, path: Path) -> str:
+    """Why an existing path is not a usable base (its kind is what the user can act on)."""
+    if path.is_dir():
+        return f"model.base {base!r} is a folder without config.json: neither an HF model folder nor a finished run"
+    return f"model.base {base!r} is a file but not a .gguf model; give an HF model folder or a .gguf file"
+
+
 def resolve_base(base: str) -> ResolvedBase:
     """Turn `model.base` into an HF-format directory. Run directories are handled by the loader."""
     entry = _REGISTRY.get(base.lower())
     if entry is not None:
         gguf = registry_gguf(entry)
-        return ResolvedBase(base, convert_gguf(gguf), gguf)
+        return ResolvedBase(base, _convert_checked(gguf), gguf)
     path = Path(base).expanduser()
     if path.is_file() and path.suffix == ".gguf":
-        return ResolvedBase(base, convert_gguf(path.resolve()), path.resolve())
+        check_gguf(path)
+        return ResolvedBase(base, _convert_checked(path.resolve()), path.resolve())
     if path.is_dir() and (path / "config.json").is_file():
+        check_hf_folder(path)
         return ResolvedBase(base, path.resolve(), path.resolve())
     if path.is_dir() and is_run_dir(path):
         return ResolvedBase(base, path.resolve(), path.resolve())
+    if path.exists():
+        raise ModelNotFound(_not_a_base(base, path))
     names = ", ".join(sorted(_REGISTRY))
     raise ModelNotFound(
         f"model.base {base!r} is neither a registered name ({names}), an HF model directory with config.json, "

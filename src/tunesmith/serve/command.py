@@ -9,6 +9,7 @@ import ipaddress
 from pathlib import Path
 
 from tunesmith.errors import TunesmithError
+from tunesmith.models.registry import check_hf_folder
 from tunesmith.serve.settings import ServeSettings, read_api_keys
 
 
@@ -43,6 +44,7 @@ def build_settings(
     for model in models:
         if not (Path(model).expanduser() / "config.json").is_file():
             raise TunesmithError(f"--model {model}: not an HF model directory (no config.json)")
+        check_hf_folder(Path(model).expanduser())  # a corrupt config or missing weights: refused now, not per request
     return ServeSettings(
         runs_dir=Path(runs_dir), host=host, port=port, api_keys=keys, bases=models,
         trust_remote_code=trust_remote_code, workers=workers, max_upload_bytes=int(max_upload_mb * 2**20),

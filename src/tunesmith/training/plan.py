@@ -110,7 +110,7 @@ def make_plan(cfg: Config, calibration_steps: int = 3, log=print) -> Plan:
     torch.set_num_threads(cfg.train.threads or default_threads())
     device = pick_device()
     dtype, autocast = training_precision(cfg.model.dtype, device)
-    base = load_base(cfg.model, device, dtype)
+    base = load_base(cfg.model, device, dtype, cfg.data.max_length, cfg.adapter)
     renderer = Renderer(base.tokenizer, cfg.data.prompt_format, cfg.data.max_length)
     head = cfg.task.objective == "head"
     prepared = prepare_data(cfg, encoder_for(cfg, renderer))

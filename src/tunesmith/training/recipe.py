@@ -142,7 +142,7 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
     head = cfg.task.objective == "head"
 
     # --- setup: base, tokenizer, data (bad data fails here, before the model is even loaded) -----------------
-    base = load_base(cfg.model, device, dtype)
+    base = load_base(cfg.model, device, dtype, cfg.data.max_length, cfg.adapter)
     tokenizer = base.tokenizer
     renderer = Renderer(tokenizer, cfg.data.prompt_format, cfg.data.max_length)
     # A head's rows are (input ids, [class index]) instead of (ids, per-token labels): data/classify.py.

@@ -97,7 +97,7 @@ def _run(cfg: Config, options: set[str], steps: int, device, dtype, rows, pad_id
             "compile": "compile" in options,
         }
     )
-    base = load_base(cfg.model, device, dtype)
+    base = load_base(cfg.model, device, dtype, cfg.data.max_length, cfg.adapter)
     torch.manual_seed(cfg.train.seed)
     model = make_trainable(base.model, cfg.adapter, train)
     model.train()
@@ -137,7 +137,7 @@ def verify(cfg: Config, steps: int = 3, options: tuple[str, ...] | None = None, 
     torch.set_num_threads(cfg.train.threads or default_threads())
     device = pick_device()
     dtype, autocast = training_precision(cfg.model.dtype, device)
-    base = load_base(cfg.model, device, dtype)
+    base = load_base(cfg.model, device, dtype, cfg.data.max_length, cfg.adapter)
     prepared = prepare_data(cfg, Renderer(base.tokenizer, cfg.data.prompt_format, cfg.data.max_length))
     rows, pad_id = prepared.train, base.tokenizer.pad_token_id
     del base
