@@ -45,15 +45,16 @@ class DataError(TunesmithError):
     """A whole file cannot be used; the message names the file and says what to change."""
 
 
-def check_data_file(path: Path, text: bool = True) -> None:
+def check_data_file(path: Path, text: bool = True, single_byte: bool = True) -> None:
     """Raise DataError unless `path` is a readable, non-empty regular file; for a `.gz` name, unless it is gzip data
-    that decompresses; with `text`, unless its (decompressed) first bytes are UTF-8."""
+    that decompresses; with `text`, unless its (decompressed) first bytes are UTF-8 (or, without `single_byte`, at
+    least not UTF-16/32 or binary: redaction copies other bytes through unchanged)."""
     name = str(path)
     head = _read_head(path, name)
     if path.suffix.lower() == ".gz":
         head = _gunzip_head(path, name, head)
     if text:
-        problem = encoding_problem(head)
+        problem = encoding_problem(head, single_byte)
         if problem is not None:
             raise DataError(f"{name}: {problem}")
 
@@ -108,8 +109,9 @@ def gzip_problem(err: BaseException) -> str:
     return f"not valid gzip data ({err}); copy or compress it again"
 
 
-def encoding_problem(head: bytes) -> str | None:
-    """Why text starting with these bytes is not UTF-8, with what to do; None when it is (or may be) UTF-8."""
+def encoding_problem(head: bytes, single_byte: bool = True) -> str | None:
+    """Why text starting with these bytes is not UTF-8, with what to do; None when it is (or may be) UTF-8. Without
+    `single_byte`, text in a single-byte encoding (Latin-1) passes."""
     for bom, encoding in _UTF16_32:
         if head.startswith(bom):
             return (
@@ -120,9 +122,12 @@ def encoding_problem(head: bytes) -> str | None:
         zeros = head.count(b"\x00") / len(head)
         what = "UTF-16 text without a byte-order mark" if zeros > 0.25 else "a binary file"
         return f"the file holds NUL bytes, so it looks like {what}, not UTF-8 text; save it as UTF-8"
+    if not single_byte:
+        return None
     lines = head.split(b"\n")
     if len(head) == SNIFF_BYTES and len(lines) > 1:
         lines.pop()  # cut off by the sample: its last character may be incomplete
+    lines = [line for line in lines if line.strip()]
     bad = [i for i, line in enumerate(lines) if not _is_utf8(line)]
     # One bad byte costs one row (loading.py reports it with its line); a file whose lines are mostly not UTF-8, with
     # no UTF-8 character among them, was written in another encoding, and the fix is converting the whole file.

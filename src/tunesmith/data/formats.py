@@ -10,6 +10,7 @@ line, so that a bad row is always reported and never dropped in silence.
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections.abc import Callable, Iterable
@@ -245,6 +246,12 @@ def parse_transcript(text: str) -> list[dict[str, str]]:
     return messages
 
 
+def _finite(value: Any, name: str) -> None:
+    """Refuse NaN and infinity as a label: they would become the labels "nan" and "inf" (JSON NaN, a Parquet gap)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RowProblem(name, f"{value} is not a label (a NaN or infinite number, often a missing value); fill it in")
+
+
 def is_str_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
@@ -358,6 +365,7 @@ class RowRules:
             mapped = {**mapped, canon: mapped[canon][0]}
         if not self.labels or canon not in mapped or mapped[canon] is None:
             return self._text(mapped, canon)
+        _finite(mapped[canon], self.name(canon))
         key = label_key(mapped[canon])
         if key not in self.labels:
             raise RowProblem(self.name(canon), f"label {key} not in labels {self.labels}")
@@ -370,6 +378,7 @@ class RowRules:
         value = mapped["label"]
         if not isinstance(value, str | int | float | bool):
             raise RowProblem(name, f"expected a label (string or number), got {_type_name(value)}")
+        _finite(value, name)
         key = label_key(value)
         if not key.strip():
             raise RowProblem(name, "empty or whitespace only")
@@ -460,6 +469,13 @@ class RowRules:
 
     @staticmethod
     def _check_turns(messages: list[dict[str, str]], src: str, where: Callable[[int], str]) -> None:
+        first = next((i for i, m in enumerate(messages) if m["role"] != "system"), None)
+        if first is not None and messages[first]["role"] == "assistant":
+            # Nothing asked this answer: there is no inference prompt in front of it to check parity against, and
+            # chat templates render such a turn differently (some refuse it), so training could not match serving.
+            raise RowProblem(
+                where(first), "the conversation starts with the assistant's message; start it with a user message"
+            )
         for i, msg in enumerate(messages):
             if msg["role"] == "system" and i > 0:
                 raise RowProblem(where(i), "system message after the first message; only the first may be system")

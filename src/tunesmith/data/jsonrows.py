@@ -72,17 +72,19 @@ def with_key_column(key: str, record: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def row_problem(row: dict[str, Any]) -> tuple[str, str] | None:
-    """(field, reason) for the first value in a parsed row that training cannot use, or None.
+def row_problem(row: dict[str, Any], unicode: bool = True) -> tuple[str, str] | None:
+    """(field, reason) for the first value in a parsed row that training cannot use, or None. Without `unicode`,
+    lone surrogates pass (a copy of the file can write them back as the escapes they were).
 
     Walks the row without recursion, so a row nested arbitrarily deep is reported instead of overflowing the stack."""
     stack: list[tuple[Any, str, int]] = [(row, "row", 0)]
     while stack:
         value, where, depth = stack.pop()
         if depth > MAX_DEPTH:
-            return where, f"nested more than {MAX_DEPTH} levels deep; a data row is a flat record or a list of messages"
+            field = re.split(r"[.\[]", where, maxsplit=1)[0]  # the column: the full path would be MAX_DEPTH long
+            return field, f"nested more than {MAX_DEPTH} levels deep; a data row is a flat record or a list of messages"
         if isinstance(value, str):
-            reason = _surrogate(value)
+            reason = _surrogate(value) if unicode else None
             if reason is not None:
                 return where, reason
         elif isinstance(value, dict):
@@ -90,7 +92,7 @@ def row_problem(row: dict[str, Any]) -> tuple[str, str] | None:
                 keys = ", ".join(repr(k) for k in value.duplicates)
                 return where, f"repeats the key {keys}; JSON keeps only the last value, so the row is ambiguous"
             for key, item in reversed(value.items()):
-                reason = _surrogate(key)
+                reason = _surrogate(key) if unicode else None
                 if reason is not None:
                     return where, f"a key is {reason}"
                 stack.append((item, key if where == "row" else f"{where}.{key}", depth + 1))

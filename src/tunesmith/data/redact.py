@@ -31,7 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from tunesmith.data.loading import FORMATS, DataError, detect_format, parse_json_document
+from tunesmith.data.files import GZIP_ERRORS, check_data_file, gzip_problem
+from tunesmith.data.jsonrows import parse_json, row_problem
+from tunesmith.data.loading import FORMATS, TEXT_FORMATS, DataError, detect_format, parse_json_document
 from tunesmith.data.pii import PII_KINDS, PiiHit, redact_text
 
 MAX_EXAMPLES = 10
@@ -92,9 +94,8 @@ def redact_file(src: Path, dst: Path, format: str = "auto", columns: list[str] |
     CSV/TSV file. `dst` is written through a temporary file beside it, so a failure leaves no half-written copy."""
     src, dst = Path(src), Path(dst)
     name = str(src)
-    if not src.is_file():
-        raise DataError(f"{name}: file not found" if not src.exists() else f"{name}: is a directory, not a data file")
     fmt = detect_format(src) if format == "auto" else format
+    check_data_file(src, text=fmt in TEXT_FORMATS, single_byte=False)
     if fmt not in FORMATS:
         raise DataError(f"{name}: cannot tell the file format from its name; set format to one of {', '.join(FORMATS)}")
     if columns is not None and fmt not in ("csv", "tsv"):
@@ -126,8 +127,27 @@ def _lines(fin: BinaryIO) -> Iterator[tuple[int, bytes, str]]:
     try:
         for n, raw in enumerate(fin, 1):
             yield n, raw, raw.decode("utf-8", errors="surrogateescape")
-    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
-        raise DataError(f"{getattr(fin, 'name', 'file')}: cannot read the file: {err}") from None
+    except GZIP_ERRORS as err:  # gzip.BadGzipFile is an OSError; a cut-off stream is an EOFError
+        raise DataError(f"{getattr(fin, 'name', 'file')}: {_read_problem(fin, err)}") from None
+
+
+def _read_all(fin: BinaryIO, name: str) -> bytes:
+    try:
+        return fin.read()
+    except GZIP_ERRORS as err:
+        raise DataError(f"{name}: {_read_problem(fin, err)}") from None
+
+
+def _read_problem(fin: BinaryIO, err: BaseException) -> str:
+    return gzip_problem(err) if isinstance(fin, gzip.GzipFile) else f"cannot read the file: {err}"
+
+
+def _dumps(value: Any, **kwargs: Any) -> bytes:
+    """JSON text as bytes; a string holding a lone surrogate (from a \\ud800 escape) is written back as an escape."""
+    try:
+        return _encode(json.dumps(value, ensure_ascii=False, **kwargs))
+    except UnicodeEncodeError:
+        return json.dumps(value, **kwargs).encode("ascii")
 
 
 def _encode(text: str) -> bytes:
@@ -167,13 +187,21 @@ def _jsonl(fin: BinaryIO, fout: BinaryIO, tally: _Tally, columns: list[str] | No
             continue
         bom = _BOM if n == 1 and body.startswith(_BOM) else ""
         try:
-            value = json.loads(body[len(bom) :])
+            value = parse_json(body[len(bom) :])
         except json.JSONDecodeError as err:
             fout.write(_encode(tally.unparsed(body, n, f"not valid JSON: {err.msg} (column {err.colno})") + ending))
             continue
+        except RecursionError:
+            value = None
+        # A row that cannot be written back as it was (repeated keys, a number too long to convert, deep nesting)
+        # is copied as raw text, like a line that does not parse.
+        problem = ("row", "nested too deeply to read") if value is None else row_problem({"": value}, unicode=False)
+        if problem is not None:
+            fout.write(_encode(tally.unparsed(body, n, f"{problem[0]}: {problem[1]}") + ending))
+            continue
         redacted, changed = _redact_value(value, "", n, tally)
         tally.row(changed)
-        fout.write(_encode(bom + json.dumps(redacted, ensure_ascii=False) + ending) if changed else raw)
+        fout.write(_encode(bom) + _dumps(redacted) + _encode(ending) if changed else raw)
 
 
 def _txt(fin: BinaryIO, fout: BinaryIO, tally: _Tally, columns: list[str] | None) -> None:
@@ -256,8 +284,11 @@ def _column(header: list[str], i: int) -> str:
 
 def _json(fin: BinaryIO, fout: BinaryIO, tally: _Tally, columns: list[str] | None) -> None:
     """The whole document is redacted (not only the row list); rows are numbered by their place in the list."""
-    data = fin.read()
+    data = _read_all(fin, tally.name)
     doc = parse_json_document(data, tally.name)
+    problem = row_problem({"": doc}, unicode=False)
+    if problem is not None:
+        raise DataError(f"{tally.name}: {problem[0]}: {problem[1]}; the document cannot be copied faithfully")
     rows, key = _json_rows(doc)
     changed_any = False
     if rows is None:
@@ -278,7 +309,7 @@ def _json(fin: BinaryIO, fout: BinaryIO, tally: _Tally, columns: list[str] | Non
         fout.write(data)
         return
     indent = 2 if b"\n" in data.strip() else None
-    fout.write(_encode(json.dumps(doc, ensure_ascii=False, indent=indent) + ("\n" if data.endswith(b"\n") else "")))
+    fout.write(_dumps(doc, indent=indent) + (b"\n" if data.endswith(b"\n") else b""))
 
 
 def _json_rows(doc: Any) -> tuple[list[Any] | None, str | None]:
@@ -296,8 +327,9 @@ def _parquet(fin: BinaryIO, fout: BinaryIO, tally: _Tally, columns: list[str] | 
     import pyarrow as pa  # imported here: pyarrow is heavy and only Parquet needs it
     import pyarrow.parquet as pq
 
+    data = _read_all(fin, tally.name)
     try:
-        source = pq.ParquetFile(pa.BufferReader(fin.read()))
+        source = pq.ParquetFile(pa.BufferReader(data))
     except (pa.ArrowException, OSError, EOFError) as err:
         raise DataError(f"{tally.name}: not a readable Parquet file: {err}") from None
     schema = source.schema_arrow
@@ -306,7 +338,11 @@ def _parquet(fin: BinaryIO, fout: BinaryIO, tally: _Tally, columns: list[str] | 
     with pq.ParquetWriter(sink, schema) as writer:
         for batch in source.iter_batches(batch_size=1024):
             rows = []
-            for row in batch.to_pylist():
+            try:
+                batch_rows = batch.to_pylist()
+            except (pa.ArrowException, UnicodeDecodeError) as err:
+                raise DataError(f"{tally.name}: cannot read the Parquet data after row {n}: {err}") from None
+            for row in batch_rows:
                 n += 1
                 redacted, changed = _redact_value(row, "", n, tally)
                 tally.row(changed)

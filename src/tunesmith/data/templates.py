@@ -9,13 +9,17 @@ must equal the ids of the inference prompt for that turn.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+from jinja2 import TemplateError as JinjaError
 
 from tunesmith.config import Kind
 from tunesmith.data.formats import Example, RowError
 from tunesmith.errors import TunesmithError
 
 IGNORE = -100  # label value that contributes no loss
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass
@@ -61,6 +65,10 @@ class Renderer:
         # Named special tokens plus every added token marked special: an end-of-turn marker need not be eos.
         added = getattr(tokenizer, "added_tokens_decoder", {})
         self.special_ids = set(tokenizer.all_special_ids) | {i for i, t in added.items() if t.special}
+        # The text of those tokens: inside a message the tokenizer reads it as the control token, not as text.
+        specials = {t for t in tokenizer.all_special_tokens if t} | {t.content for t in added.values() if t.special}
+        longest_first = sorted((t for t in specials if t), key=len, reverse=True)
+        self.special_text = re.compile("|".join(map(re.escape, longest_first))) if longest_first else None
         self.eos_id = tokenizer.eos_token_id
         self.adds_bos = _adds_bos(tokenizer)
 
@@ -169,10 +177,16 @@ class Renderer:
             raise TemplateError(
                 f"{example.kind} rows cannot be trained by the causal-LM objective yet ({example.source}); {instead}"
             )
+        problem = self._content_problem(example, system)
+        if problem is not None:
+            return RowError(example.source, example.line, *problem)
         try:
             segments = self.segments(example, system)
         except TemplateError as err:
             return RowError(example.source, example.line, _main_field(example), str(err))
+        except (JinjaError, ValueError) as err:  # the template's own raise_exception, or an empty conversation
+            reason = f"the chat template cannot render this conversation: {err}"
+            return RowError(example.source, example.line, _main_field(example), reason)
         ids: list[int] = []
         labels: list[int] = []
         if self._leading_bos(example.kind):
@@ -205,6 +219,35 @@ class Renderer:
             )
             return RowError(example.source, example.line, _main_field(example), reason)
         return Encoded(ids, labels, example.source, example.line, truncated)
+
+    def _content_problem(self, example: Example, system: str | None) -> tuple[str, str] | None:
+        """(field, reason) when a message's text cannot be rendered and tokenized as written: it is not valid Unicode,
+        or it holds a special token's text. The tokenizer would read that text as the control token itself, and an
+        answer holding the end-of-turn marker's text would end its trained span there, before the rest of the answer
+        and the real end-of-turn token. Text rows are exempt from the second: all their tokens train, none is cut."""
+        texts: list[tuple[str, str, str]]  # (field, what, text)
+        if example.kind is Kind.text:
+            texts = [("text", "the text", example.text or "")]
+        elif example.kind is Kind.chat:
+            msgs = self.messages(example, system)
+            texts = [("messages", f"message {i + 1} ({m['role']})", m["content"]) for i, m in enumerate(msgs)]
+        else:
+            system = system if system is not None else self.system
+            texts = [
+                ("prompt", "the prompt", example.prompt or ""),
+                ("completion", "the answer", example.completion or ""),
+            ]
+            texts += [("system", "the system message", system)] if system else []
+        for field, what, text in texts:
+            if _SURROGATE.search(text):
+                return field, f"{what} is not valid Unicode text (it holds a lone surrogate); fix or remove it"
+            found = self.special_text.search(text) if self.special_text and example.kind is not Kind.text else None
+            if found is not None:
+                return field, (
+                    f"{what} holds {found.group()!r}, the text of a special token: the tokenizer would read it as that "
+                    "control token, not as text (in an answer, training would stop there); remove or rewrite it"
+                )
+        return None
 
     def _text_ids(self, text: str) -> tuple[list[int], list[int]]:
         return [*self._ids(text), self.eos_id], []

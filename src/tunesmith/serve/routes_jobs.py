@@ -28,7 +28,7 @@ from tunesmith.serve.paths import SUFFIX, is_file_id, is_job_id, new_id, run_pat
 from tunesmith.serve.schemas import JobCreate
 from tunesmith.serve.state import ServerState
 from tunesmith.serve.store import TERMINAL, FileRecord, JobRecord, Page
-from tunesmith.serve.uploads import UploadRejected, check_upload, fsync_file
+from tunesmith.serve.uploads import UploadRejected, check_upload, fsync_file, upload_renderer
 
 router = APIRouter(prefix="/v1")
 CHUNK = 1 << 20
@@ -86,7 +86,8 @@ async def upload_file(
     staging = target.with_name(f".{file_id}.part")
     try:
         size = await _receive(file, staging, state.settings.max_upload_bytes)
-        checked = await run_in_threadpool(check_upload, staging, filename, state.settings.max_rows)
+        renderer = await run_in_threadpool(upload_renderer, state.catalog, state.engines)
+        checked = await run_in_threadpool(check_upload, staging, filename, state.settings.max_rows, renderer)
         await run_in_threadpool(fsync_file, staging)
         staging.replace(target)
     except UploadRejected as err:

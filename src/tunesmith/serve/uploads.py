@@ -1,7 +1,9 @@
 """Check an uploaded fine-tuning file with tunesmith's own loader, row by row, before it is stored.
 
 A file is JSONL in OpenAI's chat format (`{"messages": [...]}` per line) or its prompt/completion format; every
-bad row is reported as `FILENAME:LINE: field: reason`, the way `tunesmith data check` reports it.
+bad row is reported as `FILENAME:LINE: field: reason`, the way `tunesmith data check` reports it. As there, each row
+is also rendered and tokenized the way training encodes it (with the tokenizer of the server's first base model), so
+a file that passes here does not fail when a job trains on it.
 """
 
 from __future__ import annotations
@@ -10,8 +12,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunesmith.config import DatasetSpec, Kind
+from tunesmith.config import DataConfig, DatasetSpec, Kind
+from tunesmith.data.check import encode_errors
 from tunesmith.data.loading import DataError, load_dataset
+from tunesmith.data.templates import Renderer
+from tunesmith.errors import TunesmithError
 
 SHOWN_ERRORS = 20
 ACCEPTED_KINDS = (Kind.chat, Kind.completion)
@@ -36,8 +41,22 @@ def count_rows(path: Path) -> int:
     return rows
 
 
-def check_upload(path: Path, filename: str, max_rows: int) -> CheckedFile:
-    """Validate a stored upload; raise UploadRejected with the row-level errors."""
+def upload_renderer(catalog, engines) -> Renderer | None:
+    """The renderer uploads are checked with: the tokenizer of the first model directory the server was given
+    (`--model`), else of the first registered base, with training's default max_length; None when none loads."""
+    bases = sorted(catalog.bases(), key=lambda entry: not Path(entry.source).is_dir())
+    for entry in bases:
+        try:
+            profile = engines.profile(entry)
+        except (TunesmithError, OSError):
+            continue
+        return Renderer(profile.tokenizer, entry.prompt_format, DataConfig().max_length)
+    return None
+
+
+def check_upload(path: Path, filename: str, max_rows: int, renderer: Renderer | None = None) -> CheckedFile:
+    """Validate a stored upload; raise UploadRejected with the row-level errors. With a renderer, every row is also
+    encoded as training would encode it."""
     rows = count_rows(path)
     if rows == 0:
         raise UploadRejected(f"{filename}: the file holds no rows")
@@ -52,10 +71,12 @@ def check_upload(path: Path, filename: str, max_rows: int) -> CheckedFile:
             f"{filename}: rows look like {result.kind.value} records; fine-tuning files hold "
             '{"messages": [{"role": ..., "content": ...}, ...]} (chat) or {"prompt": ..., "completion": ...} per line'
         )
-    if result.errors:
-        shown = "\n".join(f"{filename}:{e.line}: {e.field}: {e.reason}" for e in result.errors[:SHOWN_ERRORS])
-        more = f"\n... and {len(result.errors) - SHOWN_ERRORS} more" if len(result.errors) > SHOWN_ERRORS else ""
-        raise UploadRejected(f"{len(result.errors)} invalid row(s) of {result.rows}:\n{shown}{more}")
+    rendered = encode_errors(result, renderer)[0] if renderer is not None else []
+    errors = sorted(result.errors + rendered, key=lambda e: e.line)
+    if errors:
+        shown = "\n".join(f"{filename}:{e.line}: {e.field}: {e.reason}" for e in errors[:SHOWN_ERRORS])
+        more = f"\n... and {len(errors) - SHOWN_ERRORS} more" if len(errors) > SHOWN_ERRORS else ""
+        raise UploadRejected(f"{len(errors)} invalid row(s) of {result.rows}:\n{shown}{more}")
     return CheckedFile(len(result.examples), result.kind.value)
 
 
