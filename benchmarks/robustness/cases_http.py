@@ -23,7 +23,7 @@ CHAT = '{"model": "{base}", "messages": [{"role": "user", "content": "hi"}], "ma
 
 def send(
     method: str, path: str, body: str | bytes | None = None, allowed: tuple[int, ...] = BAD,
-    headers: dict[str, str] | None = None, kinds: tuple[str, ...] = ("chat", "chat", "lora", "chat"),
+    headers: dict[str, str] | None = None, kinds: tuple[str, ...] = ("chat", "lora", "chat"),
 ) -> Callable[[Server], Verdict]:  # fmt: skip
     """A hostile request; {base}, {lora} and {head} in the body or path become the served model ids."""
 

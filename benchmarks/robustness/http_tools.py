@@ -61,11 +61,16 @@ class Server:
         else:
             raise RuntimeError(f"the server did not come up; see {self.runs.parent / 'server.log'}")
         ids = [m["id"] for m in httpx.get(f"{self.url}/v1/models", timeout=30).json()["data"]]
+        lora = next(i for i in ids if i.startswith("ft:") and i.endswith(":lora"))
         self.models = {
-            "base": next(i for i in ids if not i.startswith("ft:")),
-            "lora": next(i for i in ids if i.startswith("ft:") and i.endswith(":lora")),
+            "base": lora.split(":")[1],  # the tiny model, not the registered default a base listing also holds
+            "lora": lora,
             "head": next(i for i in ids if i.startswith("ft:") and i.endswith(":head")),
         }
+        for kind in ("chat", "lora", "classify"):  # load every model once, so no case pays for the first load
+            problem = innocent(self, kind)
+            if problem:
+                raise RuntimeError(f"the server does not answer ordinary requests: {problem}")
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -85,11 +90,11 @@ def innocent(server: Server, kind: str) -> str | None:
     try:
         if kind == "classify":
             body = {"model": server.models["head"], "input": ["reset my password", "hello there"]}
-            r = httpx.post(f"{server.url}/v1/classifications", json=body, timeout=180)
+            r = httpx.post(f"{server.url}/v1/classifications", json=body, timeout=600)
             ok = r.status_code == 200 and len(r.json().get("data", [])) == 2
         else:
             body = {**INNOCENT_CHAT, "model": server.models["base" if kind == "chat" else "lora"]}
-            r = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=180)
+            r = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=600)
             ok = r.status_code == 200 and isinstance(r.json()["choices"][0]["message"]["content"], str)
     except (httpx.HTTPError, ValueError, KeyError) as err:
         return f"innocent {kind} request: {type(err).__name__}"
@@ -112,7 +117,7 @@ def error_shape(status: int, body: bytes, allowed: tuple[int, ...]) -> str | Non
     return None
 
 
-def with_innocents(server: Server, hostile, kinds: tuple[str, ...] = ("chat", "chat", "lora", "chat")) -> tuple:
+def with_innocents(server: Server, hostile, kinds: tuple[str, ...] = ("chat", "lora", "chat")) -> tuple:
     """Send the innocent requests and, a moment later (so they share a batch), the hostile one. Returns the
     hostile's result and the innocents' problems."""
     with ThreadPoolExecutor(max_workers=len(kinds) + 1) as pool:

@@ -67,7 +67,10 @@ def markdown(results: list[Result], seconds: float, argv: list[str]) -> str:
     if failing:
         out += ["", "Failing cases:", ""]
         out += [f"- {r.klass}: {r.name} — {r.verdict.why.replace('|', '/')}" for r in failing]
-    skipped = [r for r in results if r.verdict.skipped]
+    not_run = [r for r in results if r.verdict.skipped and r.verdict.why.startswith("not run")]
+    if not_run:
+        out += ["", f"{len(not_run)} cases were not run (the --budget-min time budget ran out)."]
+    skipped = [r for r in results if r.verdict.skipped and not r.verdict.why.startswith("not run")]
     if skipped:
         out += ["", "Skipped here:", ""]
         out += [f"- {r.klass}: {r.name} — {r.verdict.why}" for r in skipped]

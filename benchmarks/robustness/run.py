@@ -66,7 +66,7 @@ def run_case(index: int, case: Case, scratch: Path) -> report.Result:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", choices=sorted(CLASSES), help="run this class only (repeatable)")
-    parser.add_argument("--match", default=None, help="run only cases whose name contains this text")
+    parser.add_argument("--match", action="append", help="run only cases whose name contains this text (repeatable)")
     parser.add_argument("--jobs", type=int, default=2, help="cases run at once (2 at most on a 2-core machine)")
     parser.add_argument("--keep", type=Path, default=None, help="scratch folder to keep (fixtures are reused)")
     parser.add_argument("--json", type=Path, default=None, help="write every result as JSON here")
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [CLASSES[name] for name in (args.only or CLASSES)]
     cases = [case for module in chosen for case in module.cases(fx)]
     if args.match:
-        cases = [case for case in cases if args.match.lower() in case.name.lower()]
+        cases = [case for case in cases if any(m.lower() in case.name.lower() for m in args.match)]
 
     results: list[report.Result] = []
     lock = threading.Lock()
@@ -93,6 +93,15 @@ def main(argv: list[str] | None = None) -> int:
         with lock:
             results.append(result)
             print(result.line(), flush=True)
+            save(results, time.monotonic() - start)  # a run stopped early still leaves its table
+
+    def save(done: list[report.Result], elapsed: float) -> None:
+        order = {name: i for i, name in enumerate(CLASSES)}
+        ordered = sorted(done, key=lambda r: (order[r.klass], r.name))
+        if args.json:
+            report.write_json(args.json, ordered, elapsed)
+        if args.markdown:
+            args.markdown.write_text(report.markdown(ordered, elapsed, argv or sys.argv[1:]), encoding="utf-8")
 
     def run_group(items: list[tuple[int, Case]]) -> None:
         for index, case in items:
@@ -118,10 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     order = {name: i for i, name in enumerate(CLASSES)}
     results.sort(key=lambda r: (order[r.klass], r.name))
     print(report.summary(results, elapsed))
-    if args.json:
-        report.write_json(args.json, results, elapsed)
-    if args.markdown:
-        args.markdown.write_text(report.markdown(results, elapsed, argv or sys.argv[1:]), encoding="utf-8")
+    save(results, elapsed)
     if not args.keep:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0 if all(r.verdict.clean for r in results) else 1
