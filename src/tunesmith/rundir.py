@@ -1,16 +1,24 @@
 """The run directory: resolved config, manifest (hashes, versions, seed, git sha), eval results.
 
-Everything a run did is written under `output.dir`, so the run can be audited and reproduced from it.
+Everything a run did is written under `output.dir`, so the run can be audited and reproduced from it. A folder
+becomes a run when tunesmith writes its marker file `.tunesmith-run` into it, and a run has *started* once its
+identity (config.yaml, then manifest.json, each written atomically) is complete. Only a marked folder is ever
+cleared, and only of the entries a run writes (RUN_ENTRIES); a run that never started is simply started again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
+import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -23,6 +31,29 @@ PACKAGES = ("tunesmith", "torch", "transformers", "peft", "safetensors", "tokeni
 
 class RunDirError(TunesmithError):
     """The run directory cannot be used as asked (exists without --resume, or resume without a run)."""
+
+
+class RunWriteError(TunesmithError):
+    """Writing the run failed for a reason the user can fix: a full disk, a read-only or forbidden folder."""
+
+
+MARKER = ".tunesmith-run"
+# Everything a run writes at its top level: what overwrite (or restarting a run that never started) removes.
+# Anything else a user put into a run folder stays.
+RUN_ENTRIES = (
+    "manifest.json",  # first: a stop while clearing leaves a run that has not started, which restarts cleanly
+    "config.yaml",
+    "audit.json",
+    "metrics.jsonl",
+    "checkpoints",
+    "final",
+    ".final-staging",
+    ".final-aside",
+    "eval",
+    "base",
+    "MODEL_CARD.md",
+    "report.html",
+)
 
 
 def package_versions() -> dict[str, str]:
@@ -80,11 +111,19 @@ def build_manifest(cfg: Config, base: ResolvedBase, data_files: list[Path], toke
     }
 
 
-def write_json(path: Path, obj: object) -> None:
+def write_text(path: Path, text: str) -> None:
+    """Write a whole file or nothing: a stop or a full disk leaves the previous content (or no file), never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, obj: object) -> None:
+    write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def read_json(path: Path) -> dict:
@@ -99,6 +138,8 @@ RESUMABLE_CHANGES = {
     "train.keep_checkpoints",
     "train.threads",
 }
+# Where the run lives and how it was created are not part of its identity: a copied or moved run resumes.
+RUN_LOCATION = {"output.dir", "output.overwrite"}
 
 
 def _flatten(obj: dict, prefix: str = "") -> dict[str, object]:
@@ -116,4 +157,118 @@ def config_changes(saved: dict, current: Config) -> list[str]:
     """Keys whose value differs from the saved run config, except those a resume may change."""
     old, new = _flatten(saved), _flatten(current.model_dump(mode="json"))
     keys = sorted(set(old) | set(new))
-    return [k for k in keys if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES and k != "output.overwrite"]
+    return [k for k in keys if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES and k not in RUN_LOCATION]
+
+
+# --- the run folder's lifecycle -------------------------------------------------------------------------------
+
+
+def _legacy_run(out: Path) -> bool:
+    """A run written before the marker existed: config.yaml plus a manifest that only tunesmith writes."""
+    try:
+        manifest = read_json(out / "manifest.json")
+    except (OSError, ValueError):
+        return False
+    packages = manifest.get("packages", {}) if isinstance(manifest, dict) else {}
+    return (out / "config.yaml").is_file() and isinstance(packages, dict) and "tunesmith" in packages
+
+
+def run_state(out: Path) -> str:
+    """`empty` (absent or an empty folder), `started`, `unstarted` (marked, identity incomplete), `foreign` (a folder
+    tunesmith did not mark) or `file`."""
+    if not out.exists():
+        return "empty"
+    if not out.is_dir():
+        return "file"
+    if (out / MARKER).is_file():
+        return "started" if (out / "manifest.json").is_file() else "unstarted"
+    if _legacy_run(out):
+        return "started"
+    return "foreign" if any(out.iterdir()) else "empty"
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_output(out: Path, resume: bool, overwrite: bool, protect: list[Path]) -> str:
+    """Everything about `output.dir` that can be refused before the model and data are even loaded; returns
+    run_state(out). `protect` lists files a run must never delete (the config, the data, the base model)."""
+    state = run_state(out)
+    if state == "file":
+        raise RunDirError(f"output.dir {out} is a file, not a folder; choose a folder for the run")
+    if not os.access(_nearest_existing(out), os.W_OK):
+        raise RunDirError(f"output.dir {out} is not writable (read-only or permission denied); choose another folder")
+    if state == "foreign":
+        what = "--resume: " if resume else ""
+        raise RunDirError(
+            f"{what}output.dir {out} is not empty and is not a tunesmith run (no {MARKER}); nothing in it is "
+            "touched: choose another output.dir, or empty it yourself"
+        )
+    if state == "started" and not resume and not overwrite:
+        raise RunDirError(
+            f"{out} already holds a run; use --resume to continue it, output.overwrite=true to replace it, "
+            "or another output.dir"
+        )
+    if state == "unstarted" or (state == "started" and not resume):
+        _check_replaceable(out, protect)
+    return state
+
+
+def _check_replaceable(out: Path, protect: list[Path]) -> None:
+    """Never clear the working directory, a folder above it, or a folder holding the config, data or model."""
+    folder, cwd = out.resolve(), Path.cwd().resolve()
+    if cwd.is_relative_to(folder):
+        raise RunDirError(f"output.dir {out} is the working directory or holds it; refusing to replace it")
+    for path in protect:
+        if path.resolve().is_relative_to(folder):
+            raise RunDirError(f"output.dir {out} holds {path}, which this run reads; refusing to replace it")
+
+
+def clear_run(out: Path) -> None:
+    """Remove what a run wrote (RUN_ENTRIES and their temporary files), and nothing else; the marker stays."""
+    for name in RUN_ENTRIES:
+        for entry in (out / name, out / f"{name}.tmp"):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            elif entry.exists() or entry.is_symlink():
+                entry.unlink()
+
+
+def claim(out: Path) -> None:
+    """Make `out` a run folder: create it and write the marker that lets a later overwrite replace it."""
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / MARKER).is_file():
+        write_json(out / MARKER, {"tunesmith": package_versions()["tunesmith"], "created": time.strftime("%FT%T%z")})
+
+
+# Disk problems a user fixes (free space, permissions), as torch, safetensors and plain Python report them.
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _write_problem(err: BaseException) -> tuple[str, str | None] | None:
+    """(reason, file) when `err` is a disk or permission failure, else None. safetensors reports it in its message."""
+    if isinstance(err, OSError) and err.errno in _WRITE_ERRNOS:
+        return os.strerror(err.errno), err.filename
+    text = str(err)
+    for code in _WRITE_ERRNOS:
+        if f"(os error {code})" in text:
+            return os.strerror(code), None
+    return None
+
+
+@contextlib.contextmanager
+def write_errors(out: Path) -> Iterator[None]:
+    """Turn a full disk or a forbidden write while running into one line naming the path (exit 2, via the CLI)."""
+    try:
+        yield
+    except Exception as err:
+        problem = _write_problem(err)
+        if problem is None:
+            raise
+        reason, filename = problem
+        where = filename or str(out)
+        hint = "; free space and continue with --resume" if reason == os.strerror(errno.ENOSPC) else ""
+        raise RunWriteError(f"{reason}: {where}{hint}") from None

@@ -15,7 +15,7 @@ from tunesmith.config import build_config
 from tunesmith.data.templates import IGNORE, Encoded
 from tunesmith.models.loading import load_tokenizer
 from tunesmith.rundir import RunDirError
-from tunesmith.training.checkpoint import clean_staging, list_checkpoints
+from tunesmith.training.checkpoint import CHECKPOINT_FILES, clean_staging, list_checkpoints
 from tunesmith.training.loop import lr_lambda
 from tunesmith.training.objectives import CausalLMObjective, collate
 from tunesmith.training.order import epoch_order
@@ -184,9 +184,12 @@ def test_resume_after_crash_matches_uninterrupted(tiny_model_dir, data, tmp_path
 
 def test_half_written_checkpoints_are_ignored_and_cleaned(tmp_path):
     folder = tmp_path / "checkpoints"
-    (folder / "step-3").mkdir(parents=True)
-    (folder / "step-3" / "position.json").write_text("{}")
-    (folder / "step-6").mkdir()  # renamed but missing its last file: never produced by save, still not trusted
+    for step in (3, 6):
+        (folder / f"step-{step}").mkdir(parents=True)
+        for name in CHECKPOINT_FILES:
+            (folder / f"step-{step}" / name).write_text("{}")
+    # position.json alone outlived the weights (the old re-save deleted in place): not trusted
+    (folder / "step-6" / "trainable.safetensors").unlink()
     (folder / ".step-9-abc").mkdir()
     (folder / ".step-9-abc" / "trainable.safetensors").write_bytes(b"partial")
     assert [p.name for p in list_checkpoints(folder)] == ["step-3"]
@@ -202,8 +205,10 @@ def test_resume_refuses_a_changed_config(tiny_model_dir, data, tmp_path):
         run_training(changed, resume=True, log=lambda *_: None)
     with pytest.raises(RunDirError, match="already holds a run"):
         run_training(cfg, log=lambda *_: None)
-    with pytest.raises(RunDirError, match="no run to resume"):
-        run_training(build_config(tiny_config(tiny_model_dir, data, tmp_path / "none")), resume=True)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("not a run", encoding="utf-8")
+    with pytest.raises(RunDirError, match="not a tunesmith run"):
+        run_training(build_config(tiny_config(tiny_model_dir, data, tmp_path / "mine")), resume=True)
 
 
 def test_continue_from_a_finished_run_is_not_resume(tiny_model_dir, data, tmp_path):

@@ -90,10 +90,11 @@ def audit_command(
     return 1 if strict and problems else 0
 
 
-def preflight_audit(cfg: Config, tokenizer, run_dir: Path, log=print) -> AuditReport | None:
+def preflight_audit(cfg: Config, tokenizer, run_dir: Path | None, log=print) -> AuditReport | None:
     """The audit `tunesmith train` runs before training: writes run_dir/audit.json, raises AuditRefused on a
     blocking problem that `audit.allow` does not name (rows that train nothing pass when data.skip_invalid is set or
-    for a classification head, see below)."""
+    for a classification head, see below). With `run_dir` None nothing is written: the run about to be replaced
+    (output.overwrite) stays as it was when the audit refuses."""
     if not cfg.audit.enabled:
         return None
     report = run_audit(
@@ -105,7 +106,8 @@ def preflight_audit(cfg: Config, tokenizer, run_dir: Path, log=print) -> AuditRe
         near_threshold=cfg.audit.near_duplicate_threshold,
         slice_field=cfg.data.slice_field,
     )
-    write_json(run_dir / "audit.json", report.to_json())
+    if run_dir is not None:
+        write_json(run_dir / "audit.json", report.to_json())
     # Rows that would train nothing are already skipped and reported (skip_invalid), or cannot exist for a head: it
     # trains every row that encodes, and rows that do not encode stop the run before the audit.
     trains_every_row = cfg.data.skip_invalid or cfg.task.objective == "head"
@@ -115,7 +117,11 @@ def preflight_audit(cfg: Config, tokenizer, run_dir: Path, log=print) -> AuditRe
         raise AuditRefused(
             "the data audit found blocking problems; nothing was trained:\n"
             + "\n".join(f"- {p}" for p in problems)
-            + f"\n(details in {run_dir / 'audit.json'}; `tunesmith data audit` writes the same as HTML)"
+            + (
+                f"\n(details in {run_dir / 'audit.json'}; `tunesmith data audit` writes the same as HTML)"
+                if run_dir is not None
+                else f"\n(the run in {cfg.output.dir} was left as it was; `tunesmith data audit` shows the details)"
+            )
         )
     allowed = report.blocking()
     if allowed:

@@ -21,7 +21,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from tunesmith.faults import fault
+
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+_ASIDE_PREFIX = ".aside-"  # `.aside-step-N-XXXX`: the previous copy of step-N during a re-save
+CHECKPOINT_FILES = ("trainable.safetensors", "optimizer.pt", "scheduler.pt", "rng.pt", "position.json")
 
 
 @dataclass
@@ -84,26 +88,62 @@ def save_checkpoint(
     position: Position,
     keep: int,
 ) -> Path:
-    """Write checkpoint `step-N` atomically and keep only the newest `keep` ones."""
+    """Write checkpoint `step-N` atomically and keep only the newest `keep` ones.
+
+    Every file goes into a hidden staging folder first. An existing `step-N` (a re-save after a resume) is renamed
+    aside before the new one is renamed into place and deleted only after, so a stop at any moment leaves a complete
+    `step-N` or a complete aside copy that `clean_staging` puts back. Interrupts and errors propagate unchanged, with
+    the staging folder removed."""
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step-{position.step}"
     staging = Path(tempfile.mkdtemp(prefix=f".step-{position.step}-", dir=folder))
+    aside: Path | None = None
     try:
         save_file(trainable_state(model), staging / "trainable.safetensors")
+        fault("checkpoint:weights", staging)
         _torch_save(optimizer.state_dict(), staging / "optimizer.pt")
+        fault("checkpoint:optimizer", staging)
         _torch_save(scheduler.state_dict(), staging / "scheduler.pt")
         _torch_save(rng_state(), staging / "rng.pt")
         _write_json(staging / "position.json", asdict(position))  # written last: marks the folder complete
         _fsync_dir(staging)
-        if final.exists():  # a stale copy of this step from an earlier attempt; the new one replaces it
-            shutil.rmtree(final)
+        fault("checkpoint:staged", staging)
+        if final.exists():  # a copy of this step from an earlier attempt: moved aside, deleted once replaced
+            aside = folder / f"{_ASIDE_PREFIX}{final.name}-{staging.name.rsplit('-', 1)[-1]}"
+            final.rename(aside)
+            fault("checkpoint:aside", final)
         staging.rename(final)
         _fsync_dir(folder)
+        fault("checkpoint:renamed", final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if aside is not None:
+            _settle_aside(aside, final)
     for old in list_checkpoints(folder)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
+        fault("checkpoint:pruned", old)
     return final
+
+
+def _remove(checkpoint: Path) -> None:
+    """Hide a checkpoint by renaming, then delete it: a stop halfway never leaves a half-deleted `step-N`."""
+    hidden = checkpoint.with_name(f".{checkpoint.name}-deleted")
+    shutil.rmtree(hidden, ignore_errors=True)  # left by an earlier stop in the same place
+    checkpoint.rename(hidden)
+    shutil.rmtree(hidden, ignore_errors=True)
+
+
+def _settle_aside(aside: Path, final: Path) -> None:
+    """After a re-save: drop the old copy if the new one is in place, else put the old one back."""
+    if is_complete(final):
+        shutil.rmtree(aside, ignore_errors=True)
+    elif not final.exists():
+        aside.rename(final)
+
+
+def is_complete(path: Path) -> bool:
+    """Every file `load_checkpoint` reads is there (position.json, written last, alone could outlive the others)."""
+    return path.is_dir() and all((path / name).is_file() for name in CHECKPOINT_FILES)
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
@@ -113,17 +153,26 @@ def list_checkpoints(folder: Path) -> list[Path]:
     found = []
     for child in folder.iterdir():
         match = _STEP_DIR.match(child.name)
-        if match and (child / "position.json").is_file():
+        if match and is_complete(child):
             found.append((int(match.group(1)), child))
     return [path for _, path in sorted(found)]
 
 
 def clean_staging(folder: Path) -> None:
-    """Remove leftovers of saves that were killed halfway."""
-    if folder.is_dir():
-        for child in folder.iterdir():
-            if child.name.startswith(".step-"):
+    """Remove leftovers of saves that were stopped halfway; restore a checkpoint that was moved aside for a re-save
+    whose new copy never arrived."""
+    if not folder.is_dir():
+        return
+    for child in sorted(folder.iterdir()):
+        if child.name.startswith(_ASIDE_PREFIX):
+            final = folder / child.name[len(_ASIDE_PREFIX) :].rsplit("-", 1)[0]
+            if is_complete(child) and not is_complete(final):
+                shutil.rmtree(final, ignore_errors=True)  # a broken step-N: the complete copy aside replaces it
+                child.rename(final)
+            else:
                 shutil.rmtree(child, ignore_errors=True)
+        elif child.name.startswith(".step-"):
+            shutil.rmtree(child, ignore_errors=True)
 
 
 def load_checkpoint(

@@ -24,6 +24,8 @@ from tqdm import tqdm
 
 from tunesmith.config import TrainConfig
 from tunesmith.data.templates import Encoded
+from tunesmith.faults import fault
+from tunesmith.rundir import write_text
 from tunesmith.training.checkpoint import Position, save_checkpoint
 from tunesmith.training.divergence import check_finite, gradient_norm
 from tunesmith.training.loss_scale import loss_scaler, remember
@@ -85,17 +87,27 @@ class MetricsLog:
     def __init__(self, path: Path):
         self.path = path
 
-    def truncate_after(self, step: int) -> None:
+    def truncate_after(self, step: int) -> int:
+        """Keep the records up to `step` (but not the run's `final` one: the end of a run is always redone); return
+        how many lines were dropped as unreadable (a line a stop or a full disk cut short)."""
         if not self.path.is_file():
-            return
-        kept = [
-            line
-            for line in self.path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step
-        ]
-        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            return 0
+        kept, unreadable = [], 0
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                unreadable += 1
+                continue
+            if isinstance(record, dict) and record.get("step", 0) <= step and not record.get("final"):
+                kept.append(line)
+        write_text(self.path, "".join(line + "\n" for line in kept))
+        return unreadable
 
     def write(self, record: dict) -> None:
+        fault("metrics", self.path)
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
 

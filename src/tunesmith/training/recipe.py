@@ -29,6 +29,7 @@ from tunesmith.eval.runner import evaluate_loss, generate_answers
 from tunesmith.eval.scoring import score_task
 from tunesmith.eval.tasks import compare, task_result
 from tunesmith.eval.variants import check_variants
+from tunesmith.faults import fault
 from tunesmith.models.loading import (
     count_parameters,
     default_threads,
@@ -39,7 +40,18 @@ from tunesmith.models.loading import (
 from tunesmith.models.registry import is_run_dir
 from tunesmith.report.model_card import model_card
 from tunesmith.report.run_html import write_run_report
-from tunesmith.rundir import RunDirError, build_manifest, config_changes, read_json, write_json
+from tunesmith.rundir import (
+    RunDirError,
+    build_manifest,
+    check_output,
+    claim,
+    clear_run,
+    config_changes,
+    read_json,
+    write_errors,
+    write_json,
+    write_text,
+)
 from tunesmith.training import head as head_run
 from tunesmith.training.checkpoint import Position, clean_staging, list_checkpoints, load_checkpoint, save_checkpoint
 from tunesmith.training.loop import Loop, MetricsLog, build_optimizer, data_fingerprint, fit, total_steps
@@ -56,27 +68,51 @@ class RunResult:
     steps: int
 
 
-def _prepare_run_dir(cfg: Config, resume: bool) -> Path:
-    out = Path(cfg.output.dir)
-    if resume:
-        if not (out / "config.yaml").is_file():
-            raise RunDirError(f"--resume: {out} holds no run to resume (no config.yaml); start it without --resume")
-        changed = config_changes(yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")), cfg)
-        if changed:
-            raise RunDirError(
-                f"--resume: the config differs from the run's saved config in {', '.join(changed)}; "
-                "a resume must continue the same run (to train on from its result, set model.base to the run)"
-            )
-        return out
-    if out.exists() and any(out.iterdir()):
-        if not cfg.output.overwrite:
-            raise RunDirError(
-                f"{out} already holds a run; use --resume to continue it, output.overwrite=true to replace it, "
-                "or another output.dir"
-            )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+def _protected(cfg: Config, config_path: Path | None) -> list[Path]:
+    """Files the run reads, which replacing the output folder must never delete: config, data, id lists, model."""
+    paths = [Path(spec.path) for spec in (*cfg.data.train, *cfg.data.eval)]
+    paths += [Path(spec.ids.file) for spec in (*cfg.data.train, *cfg.data.eval) if spec.ids is not None]
+    if Path(cfg.model.base).expanduser().exists():
+        paths.append(Path(cfg.model.base).expanduser())
+    return paths + ([config_path] if config_path is not None else [])
+
+
+def _check_resume(cfg: Config, out: Path, state: str, log) -> bool:
+    """Whether there is a started run to continue; a run whose identity was never completed starts afresh."""
+    if state != "started":
+        log(f"--resume: {out} holds no started run yet (no manifest.json); starting it from the beginning")
+        return False
+    changed = config_changes(yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")), cfg)
+    if changed:
+        raise RunDirError(
+            f"--resume: the config differs from the run's saved config in {', '.join(changed)}; "
+            "a resume must continue the same run (to train on from its result, set model.base to the run)"
+        )
+    claim(out)  # a run written before the marker existed gets it now
+    return True
+
+
+def _start_run_dir(cfg: Config, out: Path, state: str, tokenizer, manifest: dict, log) -> None:
+    """Called once config, model and data are validated: audit, then (only then) replace what a previous attempt
+    wrote, and write the run's identity. config.yaml goes first and manifest.json last, so a stop in between
+    leaves a run that has not started, which a fresh start or --resume simply starts again."""
+    if state == "started":  # output.overwrite: a refused audit must leave the old run as it was
+        report = preflight_audit(cfg, tokenizer, None, log)
+        clear_run(out)
+        claim(out)
+        if report is not None:
+            write_json(out / "audit.json", report.to_json())
+    else:
+        if state == "unstarted":
+            log(f"{out}: replacing a run that never started (no manifest.json)")
+            clear_run(out)
+        claim(out)
+        preflight_audit(cfg, tokenizer, out, log)  # writes audit.json; stops on what the config does not allow
+    fault("audit")
+    write_text(out / "config.yaml", cfg.to_yaml())
+    fault("config")
+    write_json(out / "manifest.json", manifest)
+    fault("manifest")
 
 
 def _samples(model, renderer: Renderer, prepared: Prepared, cfg: Config, device) -> list[dict]:
@@ -101,6 +137,7 @@ def _samples(model, renderer: Renderer, prepared: Prepared, cfg: Config, device)
 
 
 def _evaluate(model, prepared: Prepared, cfg: Config, objective, pad_id: int, device) -> dict:
+    fault("eval")
     if cfg.task.objective == "head":
         labels, batch_size = cfg.task.labels, cfg.eval.batch_size
         return evaluate_head(model, prepared.eval, objective, labels, batch_size, pad_id, device).metrics
@@ -120,22 +157,45 @@ def _evaluate(model, prepared: Prepared, cfg: Config, objective, pad_id: int, de
 
 def _save_final(model, tokenizer, out: Path, cfg: Config, stop_ids: list[int]) -> None:
     """`final/` loads with transformers (+ peft for adapters) alone; written aside and renamed into place."""
-    staging = out / ".final-staging"
+    staging, aside = out / ".final-staging", out / ".final-aside"
     shutil.rmtree(staging, ignore_errors=True)
     generative = cfg.task.objective == "generate"  # a classification head generates nothing
     if generative:
         model.generation_config.eos_token_id = stop_ids
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    if cfg.adapter.method == "lora" and generative:
-        model.get_base_model().generation_config.save_pretrained(staging)
-    shutil.rmtree(out / "final", ignore_errors=True)
-    staging.rename(out / "final")
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        if cfg.adapter.method == "lora" and generative:
+            model.get_base_model().generation_config.save_pretrained(staging)
+        fault("final:staged", staging)
+        shutil.rmtree(aside, ignore_errors=True)
+        if (out / "final").exists():  # the end of a resumed run is redone: the old final/ goes only once replaced
+            (out / "final").rename(aside)
+        staging.rename(out / "final")
+        fault("final:renamed", out / "final")
+        shutil.rmtree(aside, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
-def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step: int | None = None) -> RunResult:
-    """Run (or resume) the training job `cfg` describes. `crash_after_step` lets tests stop a run as a kill would."""
-    out = _prepare_run_dir(cfg, resume)
+def run_training(
+    cfg: Config,
+    resume: bool = False,
+    log=print,
+    crash_after_step: int | None = None,
+    config_path: Path | None = None,
+) -> RunResult:
+    """Run (or resume) the training job `cfg` describes. `crash_after_step` lets tests stop a run as a kill would;
+    `config_path` is the file `cfg` came from, which replacing the output folder must never delete."""
+    out = Path(cfg.output.dir)
+    state = check_output(out, resume, cfg.output.overwrite, _protected(cfg, config_path))
+    with write_errors(out):
+        return _run(cfg, out, state, resume, log, crash_after_step)
+
+
+def _run(cfg: Config, out: Path, state: str, resume: bool, log, crash_after_step: int | None) -> RunResult:
+    if resume:
+        resume = _check_resume(cfg, out, state, log)
     torch.set_num_threads(cfg.train.threads or default_threads())
     device = pick_device()
     dtype, autocast = training_precision(cfg.model.dtype, device)
@@ -152,13 +212,12 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
     check_variants(prepared.eval_examples[: cfg.task.max_rows], cfg.task.prompt_variants)
     if prepared.truncated:
         log(f"note: {prepared.truncated} row(s) were truncated to data.max_length={cfg.data.max_length} tokens")
+    fault("setup")
     if not resume:
-        preflight_audit(cfg, tokenizer, out, log)  # writes audit.json; stops on what the config does not allow
-        (out / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
         manifest = build_manifest(cfg, base.resolved, prepared.files, tokenizer, sys.argv)
         # `auto` depends on the hardware, so the lineage says what it was here.
         manifest["precision"] = {"device": device.type, "weights": str(dtype), "autocast": autocast and str(autocast)}
-        write_json(out / "manifest.json", manifest)
+        _start_run_dir(cfg, out, state, tokenizer, manifest, log)
 
     model = base.model
     if is_run_dir(base.resolved.path) and (cfg.adapter.method == "lora" or head):
@@ -203,7 +262,10 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
             log(f"resuming from {found[-1]} (step {position.step} of {steps})")
         else:
             log("resume: no complete checkpoint yet, starting from step 0")
-        metrics.truncate_after(position.step)
+        unreadable = metrics.truncate_after(position.step)
+        if unreadable:
+            log(f"note: dropped {unreadable} unreadable line(s) of {metrics.path} (cut short when the run stopped)")
+    saved_step = position.step if resume and position.step else None
 
     # --- the base model's numbers, on the same held-out rows the tuned model will face ----------------------
     base_file = out / "eval" / "base.json"
@@ -257,7 +319,8 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
     )
     position = fit(loop, position)
     train_seconds = time.perf_counter() - started
-    save_checkpoint(checkpoints, model, optimizer, scheduler, position, cfg.train.keep_checkpoints)
+    if position.step != saved_step:  # resumed from the last step's checkpoint: it is already on disk
+        save_checkpoint(checkpoints, model, optimizer, scheduler, position, cfg.train.keep_checkpoints)
 
     # --- save, evaluate the tuned model, write the card --------------------------------------------------------
     _save_final(model, tokenizer, out, cfg, renderer.stop_ids())
@@ -283,7 +346,9 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
             }
     tuned_eval["train_seconds"] = round(train_seconds, 1)  # this process's fit() only (a resumed run: since resume)
     write_json(out / "eval" / "tuned.json", tuned_eval)
-    metrics.write({"step": position.step, "split": "eval", **tuned_eval["metrics"]})
+    fault("tuned")
+    # `final` marks the record a resume drops: the end of a run is redone after every stop.
+    metrics.write({"step": position.step, "split": "eval", "final": True, **tuned_eval["metrics"]})
     params = {
         "total": total_params,
         "trainable": trainable,
@@ -292,8 +357,7 @@ def run_training(cfg: Config, resume: bool = False, log=print, crash_after_step:
         "eval_rows": len(prepared.eval),
         "train_seconds": train_seconds,
     }
-    (out / "MODEL_CARD.md").write_text(
-        model_card(cfg, read_json(out / "manifest.json"), base_eval, tuned_eval, params), encoding="utf-8"
-    )
+    write_text(out / "MODEL_CARD.md", model_card(cfg, read_json(out / "manifest.json"), base_eval, tuned_eval, params))
+    fault("card")
     write_run_report(out)
     return RunResult(out, base_eval, tuned_eval, position.step)
