@@ -30,7 +30,7 @@ def write_config(tmp_path: Path, cfg: dict) -> Path:
     return path
 
 
-def test_data_check_lists_every_bad_row_and_fails(tmp_path, capsys):
+def test_data_check_lists_every_bad_row_and_fails(tmp_path, capsys, tiny_model_dir):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(
         '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
@@ -39,17 +39,18 @@ def test_data_check_lists_every_bad_row_and_fails(tmp_path, capsys):
         '{"messages": [{"role": "wizard", "content": "hi"}, {"role": "assistant", "content": "x"}]}\n',
         encoding="utf-8",
     )
-    assert main(["data", "check", str(bad)]) == 1
+    assert main(["data", "check", str(bad), "--model", str(tiny_model_dir)]) == 1
     out = capsys.readouterr().out
     assert f"{bad}:2: " in out and f"{bad}:3: messages" in out and f"{bad}:4: messages" in out
     assert f"{bad}:1:" not in out
     assert "4 rows read, 1 valid chat rows, 3 bad" in out
 
 
-def test_data_check_passes_a_clean_file_with_field_mapping(tmp_path, capsys):
+def test_data_check_passes_a_clean_file_with_field_mapping(tmp_path, capsys, tiny_model_dir):
     good = tmp_path / "qa.csv"
     good.write_text('question,answer\n"What is 2+2?",4\n"Say ""hi""",hi\n', encoding="utf-8")
-    assert main(["data", "check", str(good), "--fields", "question=prompt", "answer=completion"]) == 0
+    fields = ["--fields", "question=prompt", "answer=completion"]
+    assert main(["data", "check", str(good), *fields, "--model", str(tiny_model_dir)]) == 0
     assert "2 valid completion rows, 0 bad" in capsys.readouterr().out
 
 

@@ -10,9 +10,9 @@ after truncation) is a row error here, not a crash later.
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
-from pathlib import Path
 
 from tunesmith.config import Config, DatasetSpec, Kind, load_config
 from tunesmith.data.formats import RowError
@@ -93,8 +93,9 @@ def check_file(
 
 def _config_spec(cfg: Config, path: str) -> DatasetSpec | None:
     """The config's dataset entry for this file (its fields, template, labels), if the config names it."""
-    target = Path(path).expanduser().resolve()
+    # abspath, not resolve(): a file that is a symlink loop must reach load_dataset, which says so.
+    target = os.path.abspath(os.path.expanduser(path))
     for spec in [*cfg.data.train, *cfg.data.eval]:
-        if Path(spec.path).expanduser().resolve() == target:
+        if os.path.abspath(os.path.expanduser(spec.path)) == target:
             return spec
     return None
