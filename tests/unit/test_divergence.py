@@ -7,8 +7,6 @@ pytest tests/unit/test_divergence.py -q
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -187,22 +185,22 @@ def test_full_fine_tuning_in_float16_trains_instead_of_turning_nan(tiny_model_di
 # --- the real CLI, as `tunesmith train` and as a serve job's trainer ----------------------------------------------
 
 
-def test_lr_1e30_exits_2_with_one_line_and_writes_no_weights(tiny_model_dir, tmp_path):
-    """Run as the serve worker runs a job (output into a log file), then read the error as the worker does."""
+def test_lr_1e30_exits_2_with_one_line_and_writes_no_weights(tiny_model_dir, tmp_path, capsys):
+    """The CLI's exit code and output, read back as the serve worker reads a failed job's log."""
+    from tunesmith.cli import main
+
     data = write_chat_data(tmp_path / "train.jsonl", n=24)
     config = tmp_path / "cfg.yaml"
     raw = tiny_config(tiny_model_dir, data, tmp_path / "run", save_every=1, max_steps=3)
     config.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    log = tmp_path / "job.log"
-    with open(log, "ab") as fh:
-        fh.write(b"\n$ tunesmith train\n")
-        fh.flush()
-        command = [sys.executable, "-m", "tunesmith.cli", "train", str(config), "train.lr=1e30"]
-        rc = subprocess.run(command, stdout=fh, stderr=subprocess.STDOUT, timeout=600).returncode
-    text = log.read_text(encoding="utf-8", errors="replace")
+    rc = main(["train", str(config), "train.lr=1e30"])
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
     assert rc == 2, text
     assert "Traceback" not in text
     assert not (tmp_path / "run" / "final").exists() and list_checkpoints(tmp_path / "run" / "checkpoints") == []
+    log = tmp_path / "job.log"  # what the worker's trainer subprocess leaves: its command line, then its output
+    log.write_text(f"\n$ tunesmith train {config}\n{text}", encoding="utf-8")
     message = failure_message(log, rc)
     assert message.startswith("error: training diverged at step 1: ") and "lower train.lr (now 1e+30)" in message
     assert "\n" not in message and str(tmp_path) not in message

@@ -175,6 +175,52 @@ def test_verify_command_passes_on_the_tiny_model(tiny_model_dir, tmp_path, capsy
     assert not (tmp_path / "run").exists()
 
 
+def test_verify_counts_any_nan_as_a_failure():
+    """max() passes over a nan and a nan compares false with everything: a nan in any loss or gradient, of a
+    variant or of the reference, must fail verify instead of reading as agreement."""
+    from tunesmith.training.verify import Variant, VerifyReport, compare, verdict_line
+
+    nan, inf = float("nan"), float("inf")
+
+    def variant(name: str, losses: list[float], grad: list[float]) -> Variant:
+        return Variant(name, losses, {"w": torch.tensor(grad)}, 0.0, tolerance=2e-4)
+
+    reference = variant("reference (all off)", [2.0, 1.5], [1.0, 2.0])
+    same = variant("packing", [2.0, 1.5], [1.0, 2.0])
+    compare(same, reference)
+    assert same.ok and same.loss_diff == 0 and same.grad_diff == 0
+    for broken in (
+        variant("chunked_ce", [2.0, nan], [1.0, 2.0]),  # nan second: max() over the differences kept the first
+        variant("chunked_ce", [nan, 1.5], [1.0, 2.0]),
+        variant("chunked_ce", [2.0, inf], [1.0, 2.0]),
+        variant("chunked_ce", [2.0, 1.5], [1.0, nan]),
+    ):
+        compare(broken, reference)
+        assert not broken.ok and broken.loss_diff == inf
+    diverged = variant("reference (all off)", [2.0, nan], [1.0, 2.0])
+    again = variant("packing", [2.0, nan], [1.0, 2.0])
+    compare(again, diverged)
+    report = VerifyReport(2, "cpu, torch.float32", [diverged, again])
+    assert not again.ok and not report.ok and not report.finite
+    assert "nan or infinite loss or gradients in: reference (all off), packing" in verdict_line(report)
+
+
+def test_verify_fails_a_config_that_diverges(tiny_model_dir, tmp_path, capsys):
+    """lr=1e30 makes every variant's second loss nan; before, all agreed because every difference was nan."""
+    import yaml
+
+    from tunesmith.cli import main
+
+    data = write_chat_data(tmp_path / "train.jsonl", n=24)
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(tiny_model_dir, data, tmp_path / "run")), encoding="utf-8")
+    code = main(["verify", str(config), "train.lr=1e30", "--steps", "2", "--options", "packing"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 1, out
+    assert "agree" not in out  # the table may cut its verdict column; the closing line is whole
+    assert "nan or infinite loss or gradients in: reference (all off), packing" in out
+
+
 def test_packed_rows_get_no_dense_mask_under_segment_attention(setup):
     """transformers builds a block-diagonal (T x T) mask from packed positions for SDPA; switched to row-by-row
     attention the model is given none, so no cross-row score is computed."""
