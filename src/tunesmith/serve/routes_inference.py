@@ -11,7 +11,7 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -147,7 +147,7 @@ async def _finish(state: ServerState, profile: Profile, sequences: list[Sequence
         raise ApiError(400, str(err), "model") from None
 
 
-async def _tokenized(param: str, tokenize, *args) -> Any:
+async def _tokenized(param: str, tokenize: Callable[..., Any], *args: Any) -> Any:
     """`tokenize(*args)` in the thread pool; a text the tokenizer or template refuses is the request's error."""
     try:
         return await run_in_threadpool(tokenize, *args)
