@@ -21,7 +21,7 @@ from tunesmith.data.templates import IGNORE, Encoded
 from tunesmith.models.loading import training_precision
 from tunesmith.serve.progress import failure_message
 from tunesmith.training.checkpoint import Position, list_checkpoints, load_checkpoint
-from tunesmith.training.divergence import DivergedError
+from tunesmith.training.divergence import DivergedError, advice
 from tunesmith.training.loop import Loop, MetricsLog, build_optimizer, fit
 from tunesmith.training.objectives import Batch, LossParts
 
@@ -136,6 +136,14 @@ def test_huge_weight_decay_is_named_as_the_cause(tmp_path):
     loop = toy_loop(tmp_path, weight_decay=1e30)
     with pytest.raises(DivergedError, match=r"lower train.weight_decay \(now 1e\+30.*, or lower train.lr"):
         fit(loop, start())
+
+
+def test_advice_for_an_infinite_lr_that_config_validation_let_through():
+    """Defense in depth: the loop names the fix even for values the config should already refuse."""
+    cfg = TrainConfig.model_construct(**{**TrainConfig().model_dump(), "lr": math.inf})
+    assert advice(cfg, half_precision=False) == "lower train.lr (now inf)"
+    cfg = TrainConfig.model_construct(**{**TrainConfig().model_dump(), "weight_decay": math.inf})
+    assert advice(cfg, half_precision=True).startswith("lower train.weight_decay (now inf;")
 
 
 # --- float16: fp32 weights, fp16 autocast, dynamic loss scaling ---------------------------------------------------

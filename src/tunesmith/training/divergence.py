@@ -28,7 +28,8 @@ def advice(cfg: TrainConfig, half_precision: bool) -> str:
     """What to change, the likeliest cause first."""
     tips = []
     # Decoupled weight decay multiplies the weights by (1 - lr * weight_decay) every step: from 1 on it flips them.
-    if not math.isfinite(cfg.lr * cfg.weight_decay) or cfg.lr * cfg.weight_decay >= 1:
+    decay = cfg.lr * cfg.weight_decay
+    if cfg.weight_decay > 0 and (not math.isfinite(decay) or decay >= 1):
         tips.append(f"lower train.weight_decay (now {cfg.weight_decay:g}; lr x weight_decay must stay well below 1)")
     tips.append(f"lower train.lr (now {cfg.lr:g})")
     if cfg.max_grad_norm is None:
