@@ -40,7 +40,7 @@ class Server:
             command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"}
         )
         log.close()
-        deadline = time.time() + 90
+        deadline = time.time() + 240  # a loaded CI machine imports torch slowly
         while time.time() < deadline:
             try:
                 if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
@@ -131,6 +131,21 @@ def test_a_job_trains_to_success_and_its_model_chats_at_once(server, training_fi
     assert streamed == answer.choices[0].message.content
     page = client.fine_tuning.jobs.list(limit=1)
     assert page.data[0].id == job.id
+
+
+@pytest.mark.slow
+def test_a_diverging_job_fails_with_the_trainers_reason_and_no_server_path(server, training_file):
+    client = server.client
+    job = client.fine_tuning.jobs.create(
+        model="tiny-llama", training_file=training_file, suffix="diverge",
+        extra_body={"overrides": [*FAST, "train.max_steps=4", "train.weight_decay=1e30"]},
+    )  # fmt: skip
+    job = wait_for(server, job.id, lambda j: j.status in ("succeeded", "failed", "cancelled"), timeout_s=300)
+    assert job.status == "failed" and job.fine_tuned_model is None
+    assert "weight_decay" in job.error.message, job.error.message  # what to change, as the trainer said it
+    for text in [job.error.message, *messages(server, job.id)]:
+        assert str(server.runs_dir) not in text and "Traceback" not in text
+    assert f"ft:tiny-llama:diverge-{job.id[6:14]}" not in {m.id for m in client.models.list().data}
 
 
 def test_cancel_stops_a_running_job(server, training_file):
