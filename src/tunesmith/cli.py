@@ -31,6 +31,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 def _train(args: argparse.Namespace) -> int:
     from tunesmith.config import load_config
+
+    cfg = load_config(args.config, args.overrides)  # before torch is imported: a bad config fails in a second
     from tunesmith.training.recipe import run_training
     from tunesmith.training.summary import print_result
 
