@@ -36,7 +36,6 @@ def _train(args: argparse.Namespace) -> int:
     from tunesmith.training.recipe import run_training
     from tunesmith.training.summary import print_result
 
-    cfg = load_config(args.config, args.overrides)
     print_result(run_training(cfg, resume=args.resume, config_path=Path(args.config)))
     return 0
 
