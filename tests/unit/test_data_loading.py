@@ -300,14 +300,19 @@ def test_non_utf8_line_is_one_row_error(tmp_path: Path) -> None:
     data = jsonl(QA[0]).encode() + b'{"question": "caf\xe9", "answer": "x"}\n' + jsonl(QA[1]).encode()
     result = load(write(tmp_path, "d.jsonl", data))
     assert len(result.examples) == 2
-    assert errors(result) == [f"{tmp_path / 'd.jsonl'}:2: row: not valid UTF-8 (byte 0xe9 at byte 18 of the line); the file must be UTF-8 text"]
+    assert errors(result) == [
+        f"{tmp_path / 'd.jsonl'}:2: row: not valid UTF-8 (byte 0xe9 at byte 18 of the line); "
+        "the file must be UTF-8 text"
+    ]
 
 
 def test_non_utf8_in_csv_and_txt(tmp_path: Path) -> None:
     csv_path = write(tmp_path, "d.csv", b'question,answer\n"a\n\xff",b\nc,d\n')
     result = load(csv_path)
     assert [e.prompt for e in result.examples] == ["c"]
-    assert errors(result) == [f"{csv_path}:3: row: not valid UTF-8 (byte 0xff at byte 1 of the line); the file must be UTF-8 text"]
+    assert errors(result) == [
+        f"{csv_path}:3: row: not valid UTF-8 (byte 0xff at byte 1 of the line); the file must be UTF-8 text"
+    ]
     txt = load(write(tmp_path, "d.txt", b"ok\n\xc3(\nfine\n"))
     assert [e.text for e in txt.examples] == ["ok", "fine"] and [e.line for e in txt.errors] == [2]
 
@@ -402,7 +407,7 @@ def test_whole_file_problems(tmp_path: Path) -> None:
         load(write(tmp_path, "broken.jsonl", "{\n[1]\n"))
     with pytest.raises(DataError, match="not valid JSON"):
         load(write(tmp_path, "broken.json", "[{"))
-    with pytest.raises(DataError, match="not UTF-8 text .* Latin-1"):
+    with pytest.raises(DataError, match=r"not UTF-8 text .* Latin-1"):
         load(write(tmp_path, "latin1.json", b'[{"text": "caf\xe9"}]'))
     (tmp_path / "fake.jsonl.gz").write_bytes(b"not gzip at all")
     with pytest.raises(DataError, match="not gzip-compressed"):
