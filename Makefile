@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test test-slow lint
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -21,7 +21,10 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -m "not slow"
+
+test-slow: setup   # the long fault tests: kill -9 / Ctrl-C at every named point of a run, a diverging serve job
+	$(VENV)/bin/pytest -q -m slow
 
 lint: setup
 	$(VENV)/bin/ruff check .
