@@ -37,6 +37,7 @@ class Prepared:
     truncated: int = 0
     train_names: list[str] = field(default_factory=list)  # dataset names, by Encoded.dataset
     eval_names: list[str] = field(default_factory=list)
+    train_examples: list[tuple[Example, DatasetSpec]] = field(default_factory=list)  # few-shot baselines
 
     def train_sizes(self) -> list[int]:
         """Encoded training rows per dataset entry, in data.train order."""
@@ -168,11 +169,11 @@ def prepare_data(cfg: Config, renderer: Renderer) -> Prepared:
         eval_pairs = [p for i, p in enumerate(train_pairs) if i in held]
         train_pairs = [p for i, p in enumerate(train_pairs) if i not in held]
     rows = len(train_pairs) + len(eval_pairs) + len(errors)
-    train, _ = _encode(train_pairs, cfg.data.train, renderer, errors)
+    train, train_kept = _encode(train_pairs, cfg.data.train, renderer, errors)
     evals, eval_kept = _encode(eval_pairs, eval_specs, renderer, errors)
     truncated = sum(r.truncated for r in train + evals)
     eval_names = [spec.display_name for spec in eval_specs]
-    prepared = Prepared(train, evals, eval_kept, files, rows, errors, truncated, train_names, eval_names)
+    prepared = Prepared(train, evals, eval_kept, files, rows, errors, truncated, train_names, eval_names, train_kept)
     if errors and not cfg.data.skip_invalid:
         raise DataRefused(
             f"{len(errors)} bad row(s); nothing was trained. Fix them, or set data.skip_invalid=true to skip them.\n"
