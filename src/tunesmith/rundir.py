@@ -130,13 +130,14 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-# Settings that may change between a run and its resume: they steer bookkeeping, never the numbers.
+# Settings that may change between a run and its resume: they steer bookkeeping, never the numbers. train.threads is
+# not one of them: the thread count decides how matmuls split their sums, so it changes gradient bits and a resume
+# with other threads would not end where the uninterrupted run does.
 RESUMABLE_CHANGES = {
     "train.save_every",
     "train.eval_every",
     "train.log_every",
     "train.keep_checkpoints",
-    "train.threads",
 }
 # Where the run lives and how it was created are not part of its identity: a copied or moved run resumes.
 RUN_LOCATION = {"output.dir", "output.overwrite"}

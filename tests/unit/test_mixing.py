@@ -14,8 +14,9 @@ import pytest
 from tunesmith.config import ConfigError, DatasetSpec, build_config
 from tunesmith.data.formats import Example, Kind
 from tunesmith.data.loading import DataError, load_dataset
+from tunesmith.data.templates import Encoded
 from tunesmith.training.order import build_order, epoch_order, mixture_order, quotas
-from tunesmith.training.prepare import DataRefused, held_out_rows
+from tunesmith.training.prepare import DataRefused, held_out_rows, prepare_data
 
 SQUAD = {
     "version": "1.1",
@@ -56,6 +57,21 @@ def test_squad_json_is_flattened_one_row_per_question(tmp_path: Path) -> None:
     assert [ex.column("paragraph") for ex in result.examples] == ["Rivers#0", "Rivers#0"]
     # The unanswerable question is a row error naming its field, not silently dropped.
     assert [(e.line, e.field) for e in result.errors] == [(3, "answer")]
+
+
+def test_squad_json_without_a_template_asks_the_question_with_its_context(tmp_path: Path) -> None:
+    path = tmp_path / "squad.json"
+    path.write_text(json.dumps(SQUAD), encoding="utf-8")
+    result = load_dataset(DatasetSpec(path=str(path)))
+    # Extractive QA stays extractive: the paragraph leads the prompt, the first reference is the target.
+    assert [ex.prompt for ex in result.examples] == [
+        "The Rhine flows north. It is long.\n\nWhere does it flow?",
+        "The Rhine flows north. It is long.\n\nIs it long?",
+    ]
+    assert [ex.completion for ex in result.examples] == ["north", "long"]
+    # A fields mapping is the user's choice, even a closed-book one.
+    mapped = load_dataset(DatasetSpec(path=str(path), fields={"question": "prompt", "answer": "completion"}))
+    assert mapped.examples[0].prompt == "Where does it flow?"
 
 
 def test_object_of_records_and_id_selection(tmp_path: Path) -> None:
@@ -115,6 +131,59 @@ def test_held_out_split_keeps_groups_together() -> None:
     assert all(groups[i] not in held_groups for i in range(60) if i not in held)
     with pytest.raises(DataRefused, match=r"x.jsonl:1: nope: missing"):
         held_out_rows(pairs, specs, 12, seed=0, split_by="nope")
+
+
+def test_held_out_split_never_puts_one_text_on_both_sides() -> None:
+    spec = DatasetSpec(path="x.jsonl")
+    # 40 texts, each in 3 spellings that normalise alike ("Great film", "great film!", "GREAT  film.").
+    spellings = ("{} film {}", "{} FILM {}!", "  {} film, {}.")
+    pairs = [
+        (Example(Kind.classification, "x.jsonl", 3 * t + k + 1, text=form.format("great", t), label=str(t % 2)), spec)
+        for t in range(40)
+        for k, form in enumerate(spellings)
+    ]
+    for seed in range(5):
+        held = held_out_rows(pairs, [spec], 12, seed=seed, split_by=None)
+        assert held and all({3 * t, 3 * t + 1, 3 * t + 2} <= held for t in range(40) if 3 * t in held)
+        assert len(held) == 12  # four whole texts of three rows
+        assert held == held_out_rows(pairs, [spec], 12, seed=seed, split_by=None)
+
+
+def test_a_text_links_split_by_groups() -> None:
+    # Paragraph p0 and p1 share one question text: the two paragraphs are one group, held out or kept together.
+    groups = ["p0", "p0", "p1", "p1"] + [f"q{i}" for i in range(16)]
+    pairs, specs = _pairs(["x"] * 20, groups)
+    pairs[2][0].text = pairs[0][0].text.upper()
+    for seed in range(8):
+        held = held_out_rows(pairs, specs, 4, seed=seed, split_by="g")
+        assert len({i in held for i in range(4)}) == 1
+
+
+def _write_rows(path: Path, prompts: list[str]) -> str:
+    path.write_text("".join(json.dumps({"prompt": p, "completion": "ok"}) + "\n" for p in prompts), encoding="utf-8")
+    return str(path)
+
+
+class _Encoder:
+    """Stands in for the chat-template renderer: every row is two prompt tokens and one trained token."""
+
+    def encode(self, example: Example, system: str | None) -> Encoded:
+        return Encoded([1, 2, 3], [-100, -100, 3], example.source, example.line)
+
+
+def test_weighted_mixture_refuses_a_dataset_left_without_training_rows(tmp_path: Path) -> None:
+    big = _write_rows(tmp_path / "big.jsonl", [f"question {i}" for i in range(20)])
+    # Two copies of one text: one group, and the held-out split takes that dataset's share as a whole group.
+    small = _write_rows(tmp_path / "small.jsonl", ["the same question", "The same question!"])
+    data = {"train": [{"path": big, "weight": 1}, {"path": small, "name": "tiny", "weight": 1}], "eval_fraction": 0.5}
+    with pytest.raises(DataRefused, match=r"dataset 'tiny' has no training rows \(2 loaded, 2 held out for eval"):
+        prepare_data(build_config({"data": data}), _Encoder())  # type: ignore[arg-type]
+    # Without weights the rows are a plain permutation: no empty draws, so nothing to refuse.
+    data["train"] = [{"path": big}, {"path": small, "name": "tiny"}]
+    prepared = prepare_data(build_config({"data": data}), _Encoder())  # type: ignore[arg-type]
+    assert prepared.train_sizes() == [10, 0]
+    with pytest.raises(ValueError, match="dataset 1 of a weighted mixture has no rows"):
+        build_order([10, 0], [1.0, 1.0], seed=0)
 
 
 def test_single_dataset_order_is_a_permutation() -> None:

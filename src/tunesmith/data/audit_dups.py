@@ -94,7 +94,7 @@ def _lsh(threshold: float):
     return MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
 
 
-class _UnionFind:
+class UnionFind:
     def __init__(self) -> None:
         self.parent: dict[int, int] = {}
 
@@ -132,7 +132,7 @@ def duplicates(rows: list[TextRow], threshold: float) -> dict:
     sets = [shingles(k) for k in keys]
     sketch = _Sketcher()
     index = _lsh(threshold)
-    found = _UnionFind()
+    found = UnionFind()
     pairs = 0
     for i, (key, shingle_set) in enumerate(zip(keys, sets, strict=True)):
         if len(key.split()) < SHINGLE_WORDS:

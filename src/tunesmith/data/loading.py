@@ -5,9 +5,11 @@
 
 Formats: JSONL, JSON (a list, a list inside an object, an object of records keyed by id, or SQuAD's nested
 articles/paragraphs/questions, flattened to one row per question), CSV, TSV, Parquet and plain text, each optionally
-gzip-compressed. Line formats are decoded line by line so that one bad byte costs one row, not the file. Problems
-with a whole file (missing, empty, unknown format, no detectable kind) raise DataError; problems with a row never
-raise, they are collected in `LoadResult.errors` with file, line, field and reason.
+gzip-compressed. A row with context and question columns (SQuAD's), given neither a template nor a fields mapping, is
+prompted with the context before the question, never the question alone. Line formats are decoded line by line so
+that one bad byte costs one row, not the file. Problems with a whole file (missing, empty, unknown format, no
+detectable kind) raise DataError; problems with a row never raise, they are collected in `LoadResult.errors` with
+file, line, field and reason.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from tunesmith.data.formats import (
 from tunesmith.data.jsonrows import DuplicateKeys, LongInteger, parse_json, row_problem, with_key_column
 
 FORMATS = ("jsonl", "json", "csv", "tsv", "parquet", "txt")
+SQUAD_TEMPLATE = "{context}\n\n{question}"  # the prompt of a context + question row given no template or fields
 TEXT_FORMATS = ("jsonl", "json", "csv", "tsv", "txt")
 _SUFFIXES = {
     ".jsonl": "jsonl",
@@ -159,6 +162,11 @@ def load_dataset(spec: DatasetSpec, base_dir: Path | None = None) -> LoadResult:
         first = head[-1][1] if isinstance(head[-1][1], dict) else None
         columns = list(first) if first is not None else None
         fields = _resolve_fields(spec, name, columns)
+        squad_like = fields.get("question") == "prompt" and "context" in (columns or [])
+        if spec.template is None and not spec.fields and squad_like:
+            # A SQuAD row (or any context + question row) asked without its paragraph would be closed-book QA: the
+            # question alone cannot be answered from the text. Unless the spec says otherwise, the paragraph leads.
+            spec = spec.model_copy(update={"template": SQUAD_TEMPLATE})
         kind = _resolve_kind(spec, name, columns, fields, head)
         rules = RowRules(kind, fields, spec.template, dict(spec.labels), spec.system)
         wanted = _id_filter(spec, path, columns)
@@ -390,7 +398,8 @@ def _is_squad(doc: Any) -> bool:
 
 def _squad_rows(doc: dict) -> list[Any]:
     """SQuAD v1/v2 JSON, one row per question: id, title, paragraph (title#index, for grouped splits), context,
-    question, answer (the first reference) and answers (all references, for QA scoring)."""
+    question, answer (the first reference) and answers (all references, for QA scoring). Loaded with neither a
+    template nor a fields mapping, the prompt is SQUAD_TEMPLATE (context, blank line, question): see load_dataset."""
     rows: list[Any] = []
     for article in doc["data"]:
         title = str(article.get("title", "")) if isinstance(article, dict) else ""

@@ -93,6 +93,8 @@ def build_order(
         def base(epoch: int) -> list[int]:
             return epoch_order(n, seed, epoch)
     else:
+        if 0 in sizes:  # prepare_data refuses this by name; an empty dataset here would make empty steps
+            raise ValueError(f"dataset {sizes.index(0)} of a weighted mixture has no rows")
         resolved = [float(size) if w is None else w for size, w in zip(sizes, weights, strict=True)]
 
         def base(epoch: int) -> list[int]:

@@ -2,17 +2,20 @@
 
 Bad rows stop the run here, listed as FILE:LINE: field: reason, unless `data.skip_invalid=true`, which skips them
 and says how many and which. The held-out split, when no eval data is given, is a deterministic function of the
-seed.
+seed and never puts one (normalised) text on both sides.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from tunesmith.config import Config, DatasetSpec
+from tunesmith.data.audit import input_text
+from tunesmith.data.audit_dups import UnionFind, normalize
 from tunesmith.data.formats import Example, RowError
 from tunesmith.data.loading import load_dataset
 from tunesmith.data.templates import Encoded, Renderer
@@ -80,21 +83,28 @@ def held_out_rows(
     pairs: list[Pair], specs: list[DatasetSpec], n_eval: int, seed: int, split_by: str | None
 ) -> set[int]:
     """Indices of the rows held out for eval: a seeded choice, stratified by dataset and (classification) label,
-    taking whole groups of `split_by` so that rows sharing a value (one paragraph's questions) stay on one side.
+    taking whole groups so that no text is on both sides. A group is every row with the same input text after the
+    audit's normalisation (data/audit_dups.normalize: case, punctuation, Unicode forms), joined, with `split_by`,
+    with every row sharing that column's value (one paragraph's questions): a row split by row would put a copy of
+    an eval text in training, and the eval score would measure memory.
 
     Per stratum the quota is its share of `n_eval` (largest remainder); a pure function of seed and rows."""
     index = {id(spec): i for i, spec in enumerate(specs)}
-    groups: dict[object, list[int]] = {}
+    linked = UnionFind()
+    first: dict[object, int] = {}  # a text or split_by value -> the first row that has it
     for i, (ex, spec) in enumerate(pairs):
-        if split_by is None:
-            key: object = i
-        else:
+        links: list[object] = [("text", normalize(input_text(ex)))]
+        if split_by is not None:
             value = ex.column(split_by)
             if value is None:
                 raise DataRefused(f"{ex.source}:{ex.line}: {split_by}: missing; data.split_by groups rows by it")
-            key = (index[id(spec)], value)
-        groups.setdefault(key, []).append(i)
-    strata: dict[tuple[int, str], list[object]] = {}
+            links.append(("group", index[id(spec)], value))
+        for link in links:
+            linked.union(i, first.setdefault(link, i))
+    groups: dict[int, list[int]] = {}  # in the order of each group's first row, so the split is a pure function
+    for i in range(len(pairs)):
+        groups.setdefault(linked.find(i), []).append(i)
+    strata: dict[tuple[int, str], list[int]] = {}
     for key, rows in groups.items():
         ex, spec = pairs[rows[0]]
         strata.setdefault((index[id(spec)], ex.label or ""), []).append(key)
@@ -116,6 +126,20 @@ def held_out_rows(
             held.update(groups[keys[j]])
             taken += len(groups[keys[j]])
     return held
+
+
+def _check_mixture(cfg: Config, prepared: Prepared, loaded: Counter[int], held: Counter[int]) -> None:
+    """A weighted mixture draws each epoch's share of every dataset: one with no training rows would give steps
+    with nothing in them (loss 0) while the schedule advances, so it is refused, by name, with where its rows went."""
+    if len(cfg.data.train) < 2 or all(spec.weight is None for spec in cfg.data.train):
+        return
+    for i, size in enumerate(prepared.train_sizes()):
+        if size == 0:
+            raise DataRefused(
+                f"data.train: dataset {prepared.train_names[i]!r} has no training rows ({loaded[i]} loaded, {held[i]} "
+                f"held out for eval, {loaded[i] - held[i]} skipped as invalid), but a weighted mixture draws from it "
+                "every epoch; give it rows (check its path, limit and ids, or give data.eval), or remove the entry"
+            )
 
 
 def describe_errors(errors: list[RowError], limit: int = SHOWN_ERRORS) -> str:
@@ -154,6 +178,9 @@ def prepare_data(cfg: Config, renderer: Renderer) -> Prepared:
     files: list[Path] = []
     errors: list[RowError] = []
     train_pairs = _load(cfg.data.train, files, errors)
+    index = {id(spec): i for i, spec in enumerate(cfg.data.train)}
+    loaded = Counter(index[id(spec)] for _, spec in train_pairs)
+    held_per_dataset: Counter[int] = Counter()
     train_names = [spec.display_name for spec in cfg.data.train]
     if cfg.data.eval:
         eval_specs = cfg.data.eval
@@ -166,6 +193,7 @@ def prepare_data(cfg: Config, renderer: Renderer) -> Prepared:
         n = len(train_pairs)
         n_eval = min(cfg.data.eval_max_rows, max(1, round(n * cfg.data.eval_fraction))) if n > 1 else 0
         held = held_out_rows(train_pairs, eval_specs, n_eval, cfg.train.seed, cfg.data.split_by)
+        held_per_dataset = Counter(index[id(spec)] for i, (_, spec) in enumerate(train_pairs) if i in held)
         eval_pairs = [p for i, p in enumerate(train_pairs) if i in held]
         train_pairs = [p for i, p in enumerate(train_pairs) if i not in held]
     rows = len(train_pairs) + len(eval_pairs) + len(errors)
@@ -181,4 +209,5 @@ def prepare_data(cfg: Config, renderer: Renderer) -> Prepared:
         )
     if not train:
         raise DataRefused("no valid training rows are left")
+    _check_mixture(cfg, prepared, loaded, held_per_dataset)
     return prepared
