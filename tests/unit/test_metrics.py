@@ -26,7 +26,7 @@ from tunesmith.eval.metrics import (
     translation,
     translation_stats,
 )
-from tunesmith.eval.parse import extract_number, first_line, match_label, strip_prefix
+from tunesmith.eval.parse import extract_number, first_line, match_label, number_text, number_value, strip_prefix
 
 # --- classification -----------------------------------------------------------------------------------------
 
@@ -126,6 +126,23 @@ def test_squad_takes_the_best_gold_answer():
     assert squad_f1("Levi's Stadium, Santa Clara", golds) == pytest.approx(max(4 / 7, 2 / 3))
     out = compute("qa", ["the cat sat", "The cat sat on the mat.", None], ["cat sat", ["dog", "cat sat"], "cat"])
     assert out == pytest.approx({"exact_match": 1 / 3, "f1": (1 + 2 / 3 + 0) / 3})
+
+
+def test_numeric_answers_compare_by_value():
+    preds, golds = ["7", "1.8", "$18.00", "1,234", "18", None], ["-7", "18", "18", "1234", ["-7", "4", "18"], "3"]
+    rows = per_example("qa", preds, golds, numeric=True)
+    assert rows["exact_match"] == [0.0, 0.0, 1.0, 1.0, 1.0, 0.0] and rows["f1"] == rows["exact_match"]
+    assert compute("qa", preds, golds, numeric=True) == pytest.approx({"exact_match": 0.5, "f1": 0.5})
+    with pytest.raises(ValueError, match="numeric answers are scored for qa"):
+        compute("summarization", ["1"], ["1"], numeric=True)
+
+
+def test_bootstrap_scores_list_references_and_numbers_per_row():
+    golds = [["Santa Clara", "Levi's Stadium", "the Bay Area"], "Denver Broncos"]
+    d = bootstrap_metric("qa", "exact_match", ["Denver", "Denver Broncos"], ["Bay Area", "Denver Broncos"], golds)
+    assert (d.base, d.tuned, d.diff) == (0.5, 1.0, 0.5)
+    numbers = bootstrap_metric("qa", "f1", ["-7", "1.8"], ["7", "18.00"], ["-7", "18"], numeric=True, n_resamples=100)
+    assert (numbers.base, numbers.tuned) == (0.5, 0.5) and numbers.low <= 0.0 <= numbers.high
 
 
 # --- translation ----------------------------------------------------------------------------------------------
@@ -345,11 +362,24 @@ def test_match_label_prefers_the_longest_label_at_the_same_position_and_keeps_it
         ("The temperature dropped to -5 degrees.", "-5"),
         ("Each costs 3.50 dollars", "3.50"),
         ("It takes between 3-4 hours", "4"),
+        ("The balance is -$7 now.", "-7"),
+        ("It fell to \u22127 overnight", "-7"),
+        ("€1,234.50 in total", "1234.50"),
         ("I cannot tell.", None),
     ],
 )
 def test_extract_number(text, expected):
     assert extract_number(text) == expected
+
+
+def test_number_value_keeps_sign_and_decimals():
+    assert (
+        number_value("$18.00") == number_value("18") == number_value("#### 18.")
+        and number_text(number_value("18.00")) == "18"
+    )
+    assert number_value("-7") != number_value("7") and number_value("1.8") != number_value("18")
+    assert number_value("1,234 apples") == number_value("1234") and number_text(number_value("-0.0")) == "0"
+    assert number_value("no number here") is None and number_text(None) is None
 
 
 def test_extract_number_reads_every_gsm8k_gold_answer(shared_data):

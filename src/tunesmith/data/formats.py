@@ -34,7 +34,9 @@ CANONICAL = (
     "label",
     "chosen",
     "rejected",
+    "references",  # every gold answer of a completion/instruction row, for task scoring (the target stays first)
 )
+REFERENCE_KINDS = (Kind.completion, Kind.instruction)
 KIND_FIELDS = {
     Kind.chat: ("messages",),
     Kind.instruction: ("instruction", "output"),
@@ -56,6 +58,7 @@ _ALIASES: list[tuple[set[str], dict[str, str], set[str]]] = [
     ({"instruction", "response"}, {"response": "output"}, set()),
     ({"prompt", "response"}, {"response": "completion"}, set()),
     ({"input", "output"}, {"input": "prompt", "output": "completion"}, {"instruction"}),
+    ({"answer", "answers"}, {"answers": "references"}, set()),  # the SQuAD loader's rows: all gold answers
 ]
 _TURN = re.compile(r"\n\n(Human|Assistant):")
 _ASSISTANT = "\n\nAssistant:"
@@ -86,6 +89,11 @@ class Example:
     same as user/assistant turns, and `chosen`/`rejected` the final replies. A pair whose transcripts differ earlier
     cannot be split: it keeps both whole transcripts with `prompt` and `messages` None (the audit reports it).
 
+    `references` holds every gold answer of a completion or instruction row that has more than one, `completion`
+    (the trained target) first; they come from a list-valued target column (SciTLDR's TLDRs) and from a column
+    mapped to `references` (SQuAD's answers). None when the target is the only answer, and for rows whose target
+    goes through `labels:` (a label is one answer).
+
     `extra` holds the source columns the row did not use (str/int/float/bool values as text), for the audit's
     slices; `row` is the source row itself, for grouped splits, eval slices and prompt variants."""
 
@@ -99,6 +107,7 @@ class Example:
     label: str | None = None
     chosen: str | None = None
     rejected: str | None = None
+    references: list[str] | None = None
     extra: dict[str, str] | None = None
     row: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
@@ -287,6 +296,10 @@ class RowRules:
         size = row_chars(row)
         if size > MAX_ROW_CHARS:
             raise RowProblem("row", f"row has {size:,} characters, over the {MAX_ROW_CHARS:,} limit")
+        if "references" in self._source and self.kind not in REFERENCE_KINDS:
+            raise RowProblem(
+                self.name("references"), f"references apply to completion and instruction rows, not {self.kind}"
+            )
         rendered = self._render(row) if self.template is not None else None
         mapped = {k: v for k, v in row.items() if k not in self.fields}
         mapped.update((self.fields[k], v) for k, v in row.items() if k in self.fields)
@@ -303,11 +316,13 @@ class RowRules:
         elif self.kind is Kind.completion:
             ex.prompt = rendered if rendered is not None else self._text(mapped, "prompt")
             ex.completion = self._target(mapped, "completion", "output")
+            ex.references = self._references(mapped, "completion", "output", ex.completion)
         else:
             instruction = rendered if rendered is not None else self._text(mapped, "instruction")
             extra = self._optional_text(mapped, "input")
             ex.prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
             ex.completion = self._target(mapped, "output", "completion")
+            ex.references = self._references(mapped, "output", "completion", ex.completion)
         return ex
 
     def _extra(self, row: dict[str, Any]) -> dict[str, str] | None:
@@ -370,6 +385,27 @@ class RowRules:
         if key not in self.labels:
             raise RowProblem(self.name(canon), f"label {key} not in labels {self.labels}")
         return self.labels[key]
+
+    def _references(self, mapped: dict[str, Any], canon: str, fallback: str, target: str) -> list[str] | None:
+        """Every gold answer, the trained `target` first, each once: a list-valued target's items, then those of the
+        column mapped to references; None when there is only the target (see `Example.references`)."""
+        if self.labels:
+            return None
+        if canon not in mapped and fallback in mapped:
+            canon = fallback
+        found = [target, *(mapped[canon] if is_str_list(mapped.get(canon)) else [])]
+        value = mapped.get("references")
+        if isinstance(value, dict) and "text" in value:
+            value = value["text"]  # Hugging Face's SQuAD layout: {text: [...], answer_start: [...]}
+        if isinstance(value, str):
+            value = [value]
+        if value is not None and not is_str_list(value):
+            raise RowProblem(
+                self.name("references"), f"expected a string or a list of strings, got {_type_name(value)}"
+            )
+        found += value or []
+        unique = list(dict.fromkeys(r for r in found if r.strip()))
+        return unique if len(unique) > 1 else None
 
     def _label(self, mapped: dict[str, Any]) -> str:
         name = self.name("label")

@@ -130,16 +130,19 @@ def bootstrap_metric(
     n_resamples: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    numeric: bool = False,
 ) -> Difference:
     """One metric of `metrics.compute` (or a per-row key of `metrics.per_example`) on its fastest exact path:
     per-row means (accuracy, EM, F1, ROUGE) and BLEU/chrF are vectorised; the rest (macro-F1, per-class
-    scores) are recomputed on each resample: about 10 s for macro-F1 with 1000 resamples of 1000 rows."""
+    scores) are recomputed on each resample: about 10 s for macro-F1 with 1000 resamples of 1000 rows.
+    A row's reference may be a list (every gold answer counts); `numeric` scores qa answers as numbers, with the
+    same per-row scores as `metrics.compute(..., numeric=True)`."""
     args = (n_resamples, seed, confidence)
     if metric in PER_EXAMPLE_KEYS.get(task, ()):
-        base = per_example(task, base_preds, references, labels)[metric]
-        tuned = per_example(task, tuned_preds, references, labels)[metric]
+        base = per_example(task, base_preds, references, labels, numeric)[metric]
+        tuned = per_example(task, tuned_preds, references, labels, numeric)[metric]
         return paired_bootstrap_scores(base, tuned, *args)
-    available = compute(task, tuned_preds, references, labels)  # validates the inputs once, up front
+    available = compute(task, tuned_preds, references, labels, numeric)  # validates the inputs once, up front
     if metric not in available:
         raise ValueError(f"{task} has no metric {metric!r}; it has {', '.join(available)}")
     if task == "translation":

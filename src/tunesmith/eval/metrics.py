@@ -9,7 +9,12 @@
 | classification | accuracy, macro_f1, invalid, precision/recall/f1/support | scikit-learn  |
 | summarization  | rouge1, rouge2, rougeL (F-measure, Porter stemming)      | rouge-score   |
 | qa             | exact_match, f1 (SQuAD v1.1, max over gold answers)      | own, see below|
+| qa, numeric    | exact_match = f1: the numbers are equal (any gold answer) | own, `parse`  |
 | translation    | bleu, chrf (corpus level)                                | sacrebleu     |
+
+Every task but classification takes one reference or a list of them per row (SQuAD's gold answers, SciTLDR's
+TLDRs): EM/F1 and ROUGE take the best reference, BLEU and chrF use sacrebleu's multi-reference form.
+`numeric=True` (a task whose answers are numbers, `task.parse: number`) compares qa answers by value.
 
 Scales: fractions in [0, 1], except BLEU and chrF, which keep sacrebleu's 0-100 (the scale papers quote).
 `per_example` returns per-row scores; wherever it returns the same key as `compute`, their mean *is* the
@@ -34,6 +39,8 @@ import sacrebleu
 from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+from tunesmith.eval.parse import number_value
 
 TASKS = ("classification", "summarization", "qa", "translation")
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
@@ -191,6 +198,14 @@ def squad_f1(prediction: str, answers: Reference) -> float:
     return best
 
 
+def numeric_match(prediction: str, answers: Reference) -> float:
+    """1.0 when the prediction's number equals any gold answer's number ("$18.00" = "18", "-7" ≠ "7", "1.8" ≠ "18");
+    a side without a number matches nothing. For numbers F1 is this same score: partial credit for sharing digits
+    would reward 17 for 1.7."""
+    value = number_value(prediction)
+    return float(value is not None and any(value == number_value(a) for a in _ref_list(answers)))
+
+
 # --- translation ----------------------------------------------------------------------------------------------
 
 
@@ -241,9 +256,11 @@ def compute(
     predictions: Sequence[str | None],
     references: Sequence[Reference],
     labels: Sequence[str] | None = None,
+    numeric: bool = False,
 ) -> dict[str, float]:
-    """Corpus metrics of one task (see the module docstring). `labels` is required for classification only."""
-    _check_task(task)
+    """Corpus metrics of one task (see the module docstring). `labels` is required for classification only;
+    `numeric` (qa only) compares answers as numbers."""
+    _check_task(task, numeric)
     if not predictions:
         raise ValueError("no examples to score")
     if task == "classification":
@@ -251,7 +268,7 @@ def compute(
     texts = _texts(predictions)
     if task == "translation":
         return translation(texts, references)
-    return {k: float(np.mean(v)) for k, v in per_example(task, texts, references).items()}
+    return {k: float(np.mean(v)) for k, v in per_example(task, texts, references, numeric=numeric).items()}
 
 
 def per_example(
@@ -259,9 +276,11 @@ def per_example(
     predictions: Sequence[str | None],
     references: Sequence[Reference],
     labels: Sequence[str] | None = None,
+    numeric: bool = False,
 ) -> dict[str, list[float]]:
-    """Per-row scores (keys: `PER_EXAMPLE_KEYS[task]`); `labels`, when given, validates classification references."""
-    _check_task(task)
+    """Per-row scores (keys: `PER_EXAMPLE_KEYS[task]`); `labels`, when given, validates classification references;
+    `numeric` (qa only) scores EM and F1 as `numeric_match`."""
+    _check_task(task, numeric)
     _check_lengths(predictions, references)
     if task == "classification":
         refs = _single(references)
@@ -271,6 +290,9 @@ def per_example(
     texts = _texts(predictions)
     if task == "summarization":
         return rouge_per_example(texts, references)
+    if task == "qa" and numeric:
+        matches = [numeric_match(p, r) for p, r in zip(texts, references, strict=True)]
+        return {"exact_match": matches, "f1": list(matches)}
     if task == "qa":
         return {
             "exact_match": [squad_exact_match(p, r) for p, r in zip(texts, references, strict=True)],
@@ -296,9 +318,11 @@ def perplexity(nll_sum: float, tokens: int) -> float:
 # --- checks ---------------------------------------------------------------------------------------------------
 
 
-def _check_task(task: str) -> None:
+def _check_task(task: str, numeric: bool = False) -> None:
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    if numeric and task != "qa":
+        raise ValueError(f"numeric answers are scored for qa, not {task}")
 
 
 def _check_lengths(predictions: Sequence[object], references: Sequence[object]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from decimal import Decimal
 
 # Lead-ins that instruction-tuned models put before the answer; matched case-insensitively before a colon.
 DEFAULT_PREFIXES = (
@@ -33,9 +34,11 @@ DEFAULT_PREFIXES = (
     "assistant",
 )
 
-# A number: thousands groups of exactly three digits ("1,234"), or plain digits; an optional decimal part.
+# A number: thousands groups of exactly three digits ("1,234"), or plain digits; an optional decimal part. A sign
+# ("-", or the typographic minus U+2212) may stand before a currency sign ("-$7" is minus seven).
 # (?<![\w.]) keeps "3-4" from reading as "-4" and "x2"/"v1.2" from reading as numbers mid-word.
-_NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\d])")
+_NUMBER = re.compile(r"(?<![\w.])[-\u2212]?[$€£¥]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\d])")
+_NOT_PART = str.maketrans({",": None, "$": None, "€": None, "£": None, "¥": None, "\u2212": "-"})
 _GSM8K_MARKER = "####"
 
 
@@ -80,11 +83,27 @@ def match_label(text: str, labels: Sequence[str]) -> str | None:
 def extract_number(text: str) -> str | None:
     """The answer number of a generation: the one after the last GSM8K "####" marker when there is one, else
     the last number in the text. Thousands commas are removed ("1,234" → "1234"), a sign and decimals kept
-    as written ("-3.50" stays "-3.50"); currency signs, units and a closing full stop are not part of it."""
+    as written ("-3.50" stays "-3.50", "-$7" is "-7"); currency signs, units and a closing full stop are not part
+    of it."""
     marker = text.rfind(_GSM8K_MARKER)
     if marker >= 0:
         found = _NUMBER.search(text, marker + len(_GSM8K_MARKER))
         if found:
-            return found.group().replace(",", "")
+            return found.group().translate(_NOT_PART)
     numbers = _NUMBER.findall(text)
-    return numbers[-1].replace(",", "") if numbers else None
+    return numbers[-1].translate(_NOT_PART) if numbers else None
+
+
+def number_value(text: str) -> Decimal | None:
+    """The value of `text`'s answer number (`extract_number`), to compare numbers as numbers: "$18.00", "18" and
+    "18." are all 18, while "-7" is not 7 and "1.8" is not 18 (SQuAD text normalisation drops "-" and ".", so it
+    would call both pairs equal). Decimal, not float: exact answers compare exactly, with no rounding tolerance
+    to choose. None when the text holds no number."""
+    number = extract_number(text)
+    return None if number is None else Decimal(number)
+
+
+def number_text(value: Decimal | None) -> str | None:
+    """A value as plain text without trailing zeros or an exponent ("18.00" -> "18", "1E+3" -> "1000"), for the
+    per-row report."""
+    return None if value is None else format((value + 0).normalize(), "f")  # + 0 turns -0 into 0

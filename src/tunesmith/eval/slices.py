@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from tunesmith.config import DatasetSpec
 from tunesmith.data.formats import Example
-from tunesmith.eval.metrics import compute
+from tunesmith.eval.metrics import Reference, compute
 
 MIN_ROWS = 10
 MISSING = "(missing)"
@@ -23,18 +23,20 @@ def slice_metrics(
     task: str,
     headline: Sequence[str],
     predictions: Sequence[str | None],
-    references: Sequence[str],
+    references: Sequence[Reference],
     values: Sequence[str | None],
     labels: Sequence[str] | None = None,
     min_rows: int = MIN_ROWS,
+    numeric: bool = False,
 ) -> dict:
-    """{slices: {value: {n, metric...}}, gaps: {metric: {high, low, gap}}, min_rows} over one column's values."""
+    """{slices: {value: {n, metric...}}, gaps: {metric: {high, low, gap}}, min_rows} over one column's values.
+    A reference may be a list of gold answers; `numeric` scores qa answers as numbers (see `metrics.compute`)."""
     rows: dict[str, list[int]] = {}
     for i, value in enumerate(values):
         rows.setdefault(MISSING if value is None else value, []).append(i)
     slices: dict[str, dict] = {}
     for value, idx in sorted(rows.items(), key=lambda kv: (-len(kv[1]), kv[0])):
-        scores = compute(task, [predictions[i] for i in idx], [references[i] for i in idx], labels)
+        scores = compute(task, [predictions[i] for i in idx], [references[i] for i in idx], labels, numeric)
         slices[value] = {"n": len(idx), **{m: scores[m] for m in headline}}
     gaps: dict[str, dict] = {}
     sized = {v: s for v, s in slices.items() if s["n"] >= min_rows}
@@ -51,10 +53,11 @@ def task_slices(
     task: str,
     headline: Sequence[str],
     predictions: Sequence[str | None],
-    references: Sequence[str],
+    references: Sequence[Reference],
     pairs: Sequence[tuple[Example, DatasetSpec]],
     slice_field: str | None,
     labels: Sequence[str] | None = None,
+    numeric: bool = False,
 ) -> dict[str, dict]:
     """Slice reports by `slice_field` and, for rows from several datasets, by dataset; {} when neither applies.
     `pairs` are the scored rows, in the order of `predictions`."""
@@ -66,5 +69,6 @@ def task_slices(
     if len(set(datasets)) > 1:
         columns["dataset"] = list(datasets)
     return {
-        name: slice_metrics(task, headline, predictions, references, values, labels) for name, values in columns.items()
+        name: slice_metrics(task, headline, predictions, references, values, labels, numeric=numeric)
+        for name, values in columns.items()
     }

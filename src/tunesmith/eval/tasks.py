@@ -4,6 +4,8 @@
 
 The same rows, the same prompts (as inference renders them) and greedy decoding for both models; predictions are
 read out of the generated text by `eval.parse` and scored by `eval.metrics`; unreadable answers count as wrong.
+Every gold answer of a row counts (`Example.references`: EM/F1 and ROUGE take the best, BLEU/chrF use them all),
+except for classification, whose reference is the one label. With `parse: number`, qa answers compare as numbers.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from tunesmith.data.formats import Example
 from tunesmith.data.templates import Renderer
 from tunesmith.eval.bootstrap import bootstrap_metric
 from tunesmith.eval.metrics import compute
-from tunesmith.eval.parse import extract_number, first_line, match_label, strip_prefix
+from tunesmith.eval.parse import extract_number, first_line, match_label, number_text, number_value, strip_prefix
 from tunesmith.eval.runner import generate_answers
 from tunesmith.eval.slices import task_slices
 
@@ -39,9 +41,12 @@ class TaskResult:
     metrics: dict[str, float]
     generations: list[str]
     predictions: list[str | None]
-    references: list[str]
+    references: list[str | list[str]]  # per row: its answer, or the list of its gold answers when it has several
     slices: dict[str, dict] = field(default_factory=dict)  # eval/slices.py: per slice column, metrics and gaps
     inputs: list[str] = field(default_factory=list)  # what each row asked (its last user turn, cut to INPUT_CHARS)
+    # parse: number on qa: the value each side was scored as ("18.00" -> "18", None: no number); empty otherwise.
+    reference_numbers: list[str | list[str | None] | None] = field(default_factory=list)
+    prediction_numbers: list[str | None] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -49,13 +54,21 @@ class TaskResult:
     def add_slices(self, pairs: Sequence[tuple[Example, DatasetSpec]], slice_field: str | None, task: TaskConfig):
         """Fill `slices` from the scored rows (`pairs`, in prediction order)."""
         self.slices = task_slices(
-            self.task, HEADLINE[self.task], self.predictions, self.references, pairs, slice_field, task.labels or None
+            self.task,
+            HEADLINE[self.task],
+            self.predictions,
+            self.references,
+            pairs,
+            slice_field,
+            task.labels or None,
+            numeric=numeric(task),
         )
         return self
 
 
 def task_result(saved: dict) -> TaskResult:
-    """A TaskResult back from its eval/*.json section (which may hold more, e.g. prompt_sensitivity)."""
+    """A TaskResult back from its eval/*.json section (which may hold more, e.g. prompt_sensitivity). Files written
+    before rows could have several references or numbers hold one string per row and no numbers: both still read."""
     names = {f.name for f in dataclasses.fields(TaskResult)}
     return TaskResult(**{k: v for k, v in saved.items() if k in names})
 
@@ -73,9 +86,25 @@ def read_prediction(text: str, task: TaskConfig) -> str | None:
     return text.strip()
 
 
-def _reference(answer: str, task: TaskConfig) -> str:
-    target = answer.strip()
-    return extract_number(target) or target if task.parse == "number" else target
+def numeric(task: TaskConfig) -> bool:
+    """Whether the task's answers are scored as numbers (`metrics.numeric_match`) rather than as text."""
+    return task.type == "qa" and task.parse == "number"
+
+
+def _reference(answers: Sequence[str], task: TaskConfig) -> str | list[str]:
+    """What a row's prediction is scored against: its gold answers (with parse: number, the number in each), each
+    once, in order; one string when there is one, else the list. Classification keeps the first: one label."""
+    refs = [a.strip() for a in (answers[:1] if task.type == "classification" else answers)]
+    if task.parse == "number":
+        refs = [extract_number(r) or r for r in refs]
+    refs = list(dict.fromkeys(refs))
+    return refs[0] if len(refs) == 1 else refs
+
+
+def _number(reference: str | list[str]) -> str | list[str | None] | None:
+    if isinstance(reference, str):
+        return number_text(number_value(reference))
+    return [number_text(number_value(r)) for r in reference]
 
 
 def run_task(
@@ -86,7 +115,8 @@ def run_task(
     batch_size: int,
     device: torch.device,
 ) -> TaskResult:
-    """Generate an answer for each held-out row (its first assistant turn) and score the predictions."""
+    """Generate an answer for each held-out row (its first assistant turn) and score the predictions against every
+    gold answer the row has (that turn's content, then the rest of `Example.references`)."""
     pairs = pairs[: task.max_rows]
     prompts, references, inputs = [], [], []
     for example, spec in pairs:
@@ -94,7 +124,7 @@ def run_task(
         prompt, answer = renderer.first_turn(example, spec.system)
         prompts.append(renderer.prompt_ids(prompt))
         inputs.append(prompt[-1]["content"][:INPUT_CHARS])
-        references.append(_reference(answer, task))
+        references.append(_reference([answer, *(example.references or [])], task))
     # Similar lengths together: left padding in a batch costs compute on every generated token.
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     generations = [""] * len(prompts)
@@ -108,8 +138,12 @@ def run_task(
             generations[i] = answer
     predictions = [read_prediction(g, task) for g in generations]
     labels = task.labels or None
-    metrics = compute(task.type, predictions, references, labels)
-    return TaskResult(task.type, metrics, generations, predictions, references, inputs=inputs)
+    metrics = compute(task.type, predictions, references, labels, numeric(task))
+    result = TaskResult(task.type, metrics, generations, predictions, references, inputs=inputs)
+    if numeric(task):
+        result.reference_numbers = [_number(r) for r in references]
+        result.prediction_numbers = [number_text(number_value(p)) if p is not None else None for p in predictions]
+    return result
 
 
 def compare(base: TaskResult, tuned: TaskResult, task: TaskConfig, seed: int = 0) -> dict[str, dict]:
@@ -125,6 +159,7 @@ def compare(base: TaskResult, tuned: TaskResult, task: TaskConfig, seed: int = 0
             task.labels or None,
             n_resamples=task.bootstrap_resamples,
             seed=seed,
+            numeric=numeric(task),
         )
         out[metric] = diff.as_dict()
     return out

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import yaml
 
+from tunesmith.eval.headline import headline_metrics, headline_rows, strongest_name, trivial_warning
 from tunesmith.report.html import BAR, CSS, Raw, eval_rows, h, num, table
-from tunesmith.report.task_html import dataset_section, sensitivity_section, slice_sections
+from tunesmith.report.task_html import changed_section, dataset_section, sensitivity_section, slice_sections
 
 DATASET_COLOURS = ("#bf8700", "#1a7f37", "#8250df", "#57606a", "#bc4c00")
 
@@ -112,6 +113,7 @@ def render_run_report(run_dir: Path) -> str:
         f"<h1>{h(run_dir.name)}</h1>",
         f'<div class="meta">base {h(cfg["model"]["base"])} · {h(cfg["adapter"]["method"])} · '
         f"{num(max((m['step'] for m in metrics), default=0))} steps · {num(t['rows'])} held-out rows</div>",
+        *_headline(base, tuned),
         "<h2>Held-out evaluation</h2>",
         table(
             ["metric", "base", "tuned", "change"],
@@ -138,10 +140,12 @@ def render_run_report(run_dir: Path) -> str:
         )
     comparison = tuned.get("comparison")
     if comparison:
-        sections.append(f"<h2>Task: {h(tuned['task']['task'])}</h2>")
+        base_task = _strongest_task(base)
+        sections.append(f"<h2>Task: {h(tuned['task']['task'])}, tuned vs the strongest base</h2>")
+        sections.append(f'<p class="note">base = {h(strongest_name(base))}, the strongest of the baselines above.</p>')
         sections.append(
             table(
-                ["metric", "base", "tuned", "change", "95% interval", "p (tuned ≤ base)"],
+                ["metric", "strongest base", "tuned", "change", "95% interval", "p (tuned ≤ base)"],
                 [
                     (
                         m,
@@ -159,22 +163,11 @@ def render_run_report(run_dir: Path) -> str:
         labels = cfg.get("task", {}).get("labels") or []
         if tuned["task"]["task"] == "classification" and labels:
             sections.append("<h3>Confusion matrix, tuned</h3>" + _confusion(tuned["task"], labels))
-            sections.append("<h3>Confusion matrix, base</h3>" + _confusion(base["task"], labels))
-        sections += slice_sections(base["task"], tuned["task"])
+            title = f"<h3>Confusion matrix, base ({h(strongest_name(base))})</h3>"
+            sections.append(title + _confusion(base_task, labels))
+        sections += slice_sections(base_task, tuned["task"])
         sections += sensitivity_section(base["task"], tuned["task"])
-        refs = tuned["task"]["references"]
-        inputs = tuned["task"].get("inputs") or base["task"].get("inputs") or [""] * len(refs)
-        rows = zip(inputs, refs, base["task"]["predictions"], tuned["task"]["predictions"], strict=True)
-        changed = [(i, r, bp, tp) for i, r, bp, tp in rows if bp != tp]
-        # Fixed by tuning first, then broken by it, then the rest: the cases a reader wants to see.
-        changed.sort(key=lambda c: (c[3] != c[1], c[2] != c[1]))
-        sections.append(f"<h3>Predictions that changed ({len(changed)} of {len(refs)})</h3>")
-        sections.append(
-            table(
-                ["input", "reference", "base", "tuned"],
-                [(i, r, bp or "(unreadable)", tp or "(unreadable)") for i, r, bp, tp in changed[:20]],
-            )
-        )
+        sections += changed_section(base_task, tuned["task"])
     sections.append("<h2>Loss</h2>" + _loss_curves(metrics))
     pairs = list(zip(base.get("samples", []), tuned.get("samples", []), strict=False))
     if pairs:
@@ -193,6 +186,35 @@ def render_run_report(run_dir: Path) -> str:
         "<footer>Written by tunesmith from the run directory (config.yaml, metrics.jsonl, eval/).</footer>"
         "</main></body></html>"
     )
+
+
+def _strongest_task(base: dict) -> dict:
+    """The base's task section the tuned model is compared with (eval/baselines.py), else its generation one."""
+    return (base.get("baselines") or {}).get(base.get("strongest") or "", base["task"])
+
+
+def _headline(base: dict, tuned: dict) -> list[str]:
+    """The first screen of a task run: tuned, the strongest base (named), every other baseline, the trivial
+    baseline, and in words when the tuned model does not beat the trivial baseline."""
+    if "task" not in tuned or "task" not in base:
+        return []
+    metrics = headline_metrics(tuned)
+    sections = [f"<h2>Headline: {h(tuned['task']['task'])}</h2>"]
+    warning = trivial_warning(tuned)
+    if warning:
+        sections.append(f'<div class="banner bad"><b>{h(warning[0].upper() + warning[1:])}.</b></div>')
+    rows = [
+        (
+            Raw(f"<b>{h(row.name)}</b>") if row.role in ("tuned", "strongest base") else row.name,
+            row.role,
+            *(f"{row.metrics[m]:.4f}" if m in row.metrics else "" for m in metrics),
+            row.method,
+        )
+        for row in headline_rows(base, tuned)
+    ]
+    numeric = tuple(range(2, 2 + len(metrics)))
+    sections.append(table(["model", "role", *metrics, "how"], rows, numeric=numeric))
+    return sections
 
 
 def _pre(text: str) -> str:

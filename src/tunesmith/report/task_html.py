@@ -1,5 +1,6 @@
 """report.html's task sections beyond the headline table: scores per slice (with the largest gap), prompt
-sensitivity (each prompt template, base and tuned, with mean and spread) and held-out loss per dataset."""
+sensitivity (each prompt template, base and tuned, with mean and spread), held-out loss per dataset, and the rows
+whose prediction tuning changed."""
 
 from __future__ import annotations
 
@@ -72,6 +73,52 @@ def slice_sections(base_task: dict, tuned_task: dict) -> list[str]:
             f"{len(tuned['slices'])} slices in all (the 20 largest drawn).</p>"
         )
     return sections
+
+
+def changed_section(base_task: dict, tuned_task: dict, shown: int = 20) -> list[str]:
+    """The rows whose prediction tuning changed: fixed ones first, then broken ones, then the rest. A row with several
+    gold answers lists them all; with numeric answers each side shows the value it was scored as ("18.00 (= 18)")."""
+    refs = tuned_task["references"]
+    n = len(refs)
+    inputs = tuned_task.get("inputs") or base_task.get("inputs") or [""] * n
+    numeric = bool(tuned_task.get("reference_numbers"))  # absent for text answers and in files from older versions
+    base_numbers = base_task.get("prediction_numbers") or [None] * n
+    tuned_numbers = tuned_task.get("prediction_numbers") or [None] * n
+    rows = []
+    for i in range(n):
+        ref = _listed(refs[i])
+        ref_number = _listed(tuned_task["reference_numbers"][i]) if numeric else [None] * len(ref)
+        bp, tp = base_task["predictions"][i], tuned_task["predictions"][i]
+        if bp == tp:
+            continue
+        right = (
+            [p is not None and p in ref_number for p in (base_numbers[i], tuned_numbers[i])]
+            if numeric
+            else [p in ref for p in (bp, tp)]
+        )
+        cells = (
+            inputs[i],
+            " | ".join(_with_number(r, v) for r, v in zip(ref, ref_number, strict=True)),
+            _with_number(bp, base_numbers[i]),
+            _with_number(tp, tuned_numbers[i]),
+        )
+        rows.append((right, cells))
+    # Fixed by tuning first, then broken by it, then the rest: the cases a reader wants to see.
+    rows.sort(key=lambda row: (not row[0][1], not row[0][0]))
+    return [
+        f"<h3>Predictions that changed ({len(rows)} of {n})</h3>",
+        table(["input", "reference", "base", "tuned"], [cells for _, cells in rows[:shown]]),
+    ]
+
+
+def _listed(value: str | list | None) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _with_number(text: str | None, number: str | None) -> str:
+    if not text:
+        return "(unreadable)"
+    return text if number is None or number == text else f"{text} (= {number})"
 
 
 def _first_metric(report: dict) -> str | None:
