@@ -94,7 +94,10 @@ class Renderer:
         return msgs[:first], msgs[first]["content"]
 
     def render_prompt(self, messages: list[dict[str, str]]) -> str:
-        """The inference prompt for the next assistant turn."""
+        """The inference prompt for the next assistant turn (opening with the renderer's system message when the
+        conversation has none, as the training rows did)."""
+        if self.system and (not messages or messages[0]["role"] != "system"):
+            messages = [{"role": "system", "content": self.system}, *messages]
         if self.chat:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return _plain_prompt(messages)

@@ -1,11 +1,14 @@
 """`tunesmith eval RUN_OR_MODEL`: score a finished run (against its own base) or any model on held-out data.
 
+    tunesmith eval runs/sst2-sentiment                                                 # the rows it was trained for
     tunesmith eval runs/sst2-sentiment --config examples/sst2-sentiment.yaml          # the config's eval data + task
     tunesmith eval runs/gsm8k-lora --data ../shared/data/gsm8k/test.jsonl --fields question=prompt answer=completion
     tunesmith eval smollm2-135m-instruct --config examples/sst2-sentiment.yaml        # one model, no comparison
 
 For a run, the base it was tuned from answers the same rows with the same prompts, and every metric is reported
 base vs tuned (task metrics with a paired-bootstrap 95% interval), plus forgetting on the bundled general probes.
+The rows are chosen as `train` chooses them (data.eval_max_rows per eval dataset, or the run's held-out split), and
+both models are prompted as the run was trained and scored in one dtype.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 
 from tunesmith.config import Config, DatasetSpec, Kind, load_config
 from tunesmith.data.check import parse_fields
+from tunesmith.data.formats import Example
 from tunesmith.data.loading import load_dataset
 from tunesmith.data.templates import Encoded, Renderer
 from tunesmith.errors import TunesmithError
@@ -24,10 +28,12 @@ from tunesmith.eval.general import general_ability
 from tunesmith.eval.runner import evaluate_loss
 from tunesmith.eval.scoring import score_task
 from tunesmith.eval.tasks import compare, task_result
-from tunesmith.models.loading import load_base, pick_device, pick_dtype
+from tunesmith.models.loading import load_base, pick_device
 from tunesmith.models.registry import is_run_dir
+from tunesmith.models.trained import TrainedSettings
 from tunesmith.rundir import write_json
 from tunesmith.training.objectives import CausalLMObjective
+from tunesmith.training.prepare import prepare_data
 
 
 def _score(model, renderer: Renderer, pairs, cfg: Config, device: torch.device) -> dict:
@@ -43,37 +49,56 @@ def _score(model, renderer: Renderer, pairs, cfg: Config, device: torch.device) 
     return result
 
 
-def evaluate_target(target: str, cfg: Config) -> dict:
-    """Scores of `target` (and of its base, when it is a run) on cfg.data.eval, as eval/*.json hold them."""
-    if cfg.task.objective == "head":
-        raise TunesmithError("classification-head runs are scored by `tunesmith predict --file`; eval is generative")
+def held_out(cfg: Config, renderer: Renderer) -> list[tuple[Example, DatasetSpec]]:
+    """The rows a run is scored on, chosen as `train` chooses them: the first data.eval_max_rows of each eval
+    dataset, or, with no eval data, the run's own held-out split of its training data."""
     if not cfg.data.eval:
-        raise TunesmithError("no held-out data: give --data FILE or a --config whose data.eval lists datasets")
-    device = pick_device()
+        if not cfg.data.train:
+            raise TunesmithError("no held-out data: give --data FILE or a --config whose data.eval lists datasets")
+        return prepare_data(cfg, renderer).eval_examples
     pairs = []
     for spec in cfg.data.eval:
         loaded = load_dataset(spec)
         for error in loaded.errors:
             print(f"skipped: {error}")
-        pairs += [(ex, spec) for ex in loaded.examples]
-    pairs = pairs[: cfg.data.eval_max_rows]
+        for example in loaded.examples[: cfg.data.eval_max_rows]:
+            encoded = renderer.encode(example, spec.system)
+            if isinstance(encoded, Encoded):
+                pairs.append((example, spec))
+            else:
+                print(f"skipped: {encoded}")
+    return pairs
+
+
+def evaluate_target(target: str, cfg: Config) -> dict:
+    """Scores of `target` (and of its base, when it is a run) on cfg's held-out rows, as eval/*.json hold them.
+    A run and its base are prompted as the run was trained and scored in one dtype (models/trained.py)."""
+    if cfg.task.objective == "head":
+        raise TunesmithError("classification-head runs are scored by `tunesmith predict --file`; eval is generative")
+    device = pick_device()
     run = Path(target)
-    out: dict = {"target": target, "rows": len(pairs)}
+    out: dict = {"target": target}
     if is_run_dir(run):
-        model, tokenizer = load_final(run, device)
-        renderer = Renderer(tokenizer, cfg.data.prompt_format, cfg.data.max_length)
+        settings = TrainedSettings.of_run(run)
+        dtype = settings.weight_dtype(device)
+        model, tokenizer = load_final(run, device, dtype)
+        renderer = settings.renderer(tokenizer)
+        pairs = held_out(cfg, renderer)
+        out["rows"] = len(pairs)
         out["tuned"] = _score(model, renderer, pairs, cfg, device)
         del model
-        base_cfg = load_config(run / "config.yaml")
-        base = load_base(base_cfg.model, device, pick_dtype(base_cfg.model.dtype, device))
+        base = load_base(load_config(run / "config.yaml").model, device, dtype)
         out["base"] = _score(base.model, renderer, pairs, cfg, device)
         if cfg.task.type != "none":
             base_task, tuned_task = task_result(out["base"]["task"]), task_result(out["tuned"]["task"])
             out["comparison"] = compare(base_task, tuned_task, cfg.task, cfg.train.seed)
     else:
         cfg.model.base = target
-        base = load_base(cfg.model, device, pick_dtype(cfg.model.dtype, device))
-        renderer = Renderer(base.tokenizer, cfg.data.prompt_format, cfg.data.max_length)
+        settings = TrainedSettings.of_config(cfg)
+        base = load_base(cfg.model, device, settings.weight_dtype(device))
+        renderer = settings.renderer(base.tokenizer)
+        pairs = held_out(cfg, renderer)
+        out["rows"] = len(pairs)
         out["model"] = _score(base.model, renderer, pairs, cfg, device)
     return out
 
@@ -81,7 +106,13 @@ def evaluate_target(target: str, cfg: Config) -> dict:
 def eval_command(
     target: str, config: str | None, data: list[str], kind: str, fields: list[str], out: str | None
 ) -> dict:
-    cfg = load_config(config) if config else Config()
+    run_config = Path(target) / "config.yaml"
+    if config:
+        cfg = load_config(config)
+    elif is_run_dir(Path(target)) and run_config.is_file():
+        cfg = load_config(run_config)  # by default a run is scored on the rows and task it was trained for
+    else:
+        cfg = Config()
     if data:
         cfg.data.eval = [DatasetSpec(path=p, kind=Kind(kind), fields=parse_fields(fields)) for p in data]
     result = evaluate_target(target, cfg)

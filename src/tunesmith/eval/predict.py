@@ -33,6 +33,7 @@ from tunesmith.data.templates import Encoded, Renderer
 from tunesmith.errors import TunesmithError
 from tunesmith.eval.metrics import compute
 from tunesmith.models.loading import load_tokenizer, loading, pick_device
+from tunesmith.models.trained import TrainedSettings
 from tunesmith.training.objectives import ClassificationObjective
 
 SHOWN_ERRORS = 20
@@ -189,9 +190,9 @@ def load_head(run: str | Path, device: torch.device | None = None) -> HeadModel:
     if settings.is_file():
         cfg = load_config(settings)
         spec = cfg.data.train[0] if cfg.data.train else None
-        renderer = Renderer(tokenizer, cfg.data.prompt_format, cfg.data.max_length)
     else:  # a final/ folder on its own: the defaults a run would have used
-        spec, renderer = None, Renderer(tokenizer)
+        spec = None
+    renderer = TrainedSettings.of_run(final).renderer(tokenizer)
     return HeadModel(model.to(device).eval(), tokenizer, labels, renderer, spec, device)
 
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from tunesmith.errors import TunesmithError
 from tunesmith.models.registry import ModelNotFound, is_run_dir, registered_models, registry_gguf
+from tunesmith.models.trained import TrainedSettings
 from tunesmith.serve.paths import UnsafePath, is_run_name, run_path
 
 STATE_PREFIX = "."
@@ -37,7 +38,7 @@ class ModelEntry:
     created: int
     run_dir: Path | None = None  # runs only
     objective: str = "generate"  # generate (chat and completions) or head (classifications)
-    prompt_format: str = "auto"
+    settings: TrainedSettings = field(default_factory=TrainedSettings)  # prompt format, system message
 
     @property
     def is_run(self) -> bool:
@@ -110,6 +111,10 @@ class Catalog:
         if not is_run_dir(run_dir) or not (run_dir / "eval" / "tuned.json").is_file():
             return None
         cfg = self._run_config(run_dir)
+        try:
+            settings = TrainedSettings.of_run(run_dir)
+        except TunesmithError:
+            return None  # a config.yaml tunesmith cannot read: the prompts it was trained with are unknown
         base_id = self.base_id(str(cfg.get("model", {}).get("base", "")))
         task = cfg.get("task") or {}
         return ModelEntry(
@@ -119,7 +124,7 @@ class Catalog:
             _mtime(run_dir / "eval" / "tuned.json"),
             run_dir,
             task.get("objective", "generate"),
-            (cfg.get("data") or {}).get("prompt_format", "auto"),
+            settings,
         )
 
     def runs(self) -> list[ModelEntry]:

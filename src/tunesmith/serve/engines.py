@@ -112,7 +112,7 @@ class Engines:
             weights, adapter = (base, final) if base is not None else (final.resolve(), None)
             tokenizer_dir = final
         tokenizer = load_tokenizer(tokenizer_dir)
-        renderer = Renderer(tokenizer, entry.prompt_format)
+        renderer = entry.settings.renderer(tokenizer)  # prompts as the run was trained
         stop_ids = set(renderer.stop_ids()) if entry.objective == "generate" else set()
         return Profile(
             entry, tokenizer, renderer, stop_ids, _context(weights, self.trust_remote_code), weights, adapter

@@ -50,7 +50,7 @@ def upload_renderer(catalog, engines) -> Renderer | None:
             profile = engines.profile(entry)
         except (TunesmithError, OSError):
             continue
-        return Renderer(profile.tokenizer, entry.prompt_format, DataConfig().max_length)
+        return Renderer(profile.tokenizer, entry.settings.prompt_format, DataConfig().max_length)
     return None
 
 
