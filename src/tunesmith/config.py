@@ -283,7 +283,7 @@ class TaskConfig(Strict):
     objective: Literal["generate", "head"] = Field(
         "generate",
         description="classification: generate the label word with the language model (generate), or train a "
-        "classification head on the decoder's last token (head; the base is scored zero-shot by generation).",
+        "classification head on the decoder's last token (head; the base is scored as a causal LM: task.baselines).",
     )
     loss: Literal["ce", "focal"] = Field(
         "ce", description="objective head: cross-entropy, or focal loss (down-weights rows already classified well)."
@@ -301,6 +301,22 @@ class TaskConfig(Strict):
         default_factory=list,
         description="Paraphrased prompts the task is also scored under (base and tuned), reported as mean and spread. "
         "{prompt} is the row's own prompt text; {column} is a source column, as in a dataset template.",
+    )
+    baselines: list[Literal["likelihood_zero_shot", "likelihood_few_shot", "generation_few_shot"]] = Field(
+        default_factory=lambda: ["likelihood_zero_shot", "likelihood_few_shot", "generation_few_shot"],
+        description="Ways the base is scored beside zero-shot generation (always scored: the base's own answers); the "
+        "strongest on the first headline metric is the baseline the tuned model is compared with. likelihood_*: the "
+        "label word the base finds most probable after the prompt (classification only); *_few_shot: task.few_shot "
+        "training rows as earlier turns of the chat. A trivial baseline (majority class, lead sentence, copied source, "
+        "most common answer) is always shown beside them.",
+    )
+    few_shot: int = Field(
+        4,
+        ge=1,
+        le=8,
+        description="Training rows shown as examples in the few-shot baselines (balanced across labels for "
+        "classification; fewer for a row whose prompt would exceed data.max_length). At most 8: each one makes every "
+        "scored prompt longer.",
     )
 
     @model_validator(mode="after")

@@ -5,11 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 
 from tunesmith.config import Config
+from tunesmith.eval.headline import headline_metrics, headline_rows, strongest_name, trivial_warning
 from tunesmith.report.html import eval_rows, task_lines
 
 
 def _fmt(x: float) -> str:
     return f"{x:.4f}" if abs(x) < 1000 else f"{x:.1f}"
+
+
+def _headline(base_eval: dict, tuned_eval: dict) -> str:
+    """Tuned, the strongest base, the other baselines and the trivial baseline; a sentence when tuned does not
+    beat the trivial baseline."""
+    metrics = headline_metrics(tuned_eval)
+    lines = ["| model | role | " + " | ".join(metrics) + " | how |", "|---|---|" + "---|" * len(metrics) + "---|"]
+    for row in headline_rows(base_eval, tuned_eval):
+        name = f"**{row.name}**" if row.role in ("tuned", "strongest base") else row.name
+        values = " | ".join(f"{row.metrics[m]:.4f}" if m in row.metrics else "" for m in metrics)
+        lines.append(f"| {name} | {row.role} | {values} | {row.method} |")
+    warning = trivial_warning(tuned_eval)
+    return ("\n**Note: " + warning + ".**\n\n" if warning else "\n") + "\n".join(lines) + "\n"
 
 
 def model_card(cfg: Config, manifest: dict, base_eval: dict, tuned_eval: dict, params: dict) -> str:
@@ -38,7 +52,10 @@ def model_card(cfg: Config, manifest: dict, base_eval: dict, tuned_eval: dict, p
         )
     task = (
         f"\n## Task: {tuned_eval['task']['task']} ({len(tuned_eval['task']['references'])} held-out rows)\n"
-        "| metric | base | tuned | change | 95% interval (paired bootstrap) |\n|---|---|---|---|---|\n" + task_rows
+        + _headline(base_eval, tuned_eval)
+        + f"\nTuned vs the strongest base ({strongest_name(base_eval)}):\n\n"
+        "| metric | strongest base | tuned | change | 95% interval (paired bootstrap) |\n|---|---|---|---|---|\n"
+        + task_rows
         if task_rows
         else ""
     )

@@ -4,12 +4,14 @@
 
 `recipe.run_training` calls these where a head run differs from a causal-LM run; the loop, checkpoints and resume
 are shared. The base is measured twice on the same held-out rows: with its untrained head (chance level: where the
-loss curve starts) and as the plain causal LM answering zero-shot by generation, which is the baseline the tuned
-head's accuracy is compared with (paired bootstrap), since an untrained head is no baseline at all.
+loss curve starts) and as the plain causal LM, by generation and by label likelihood, zero- and few-shot
+(eval/baselines.py); the strongest of those is the baseline the tuned head's accuracy is compared with (paired
+bootstrap), since an untrained head is no baseline at all. The majority class is shown beside it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -22,9 +24,10 @@ from tunesmith.data.classify import head_text
 from tunesmith.data.formats import Example
 from tunesmith.data.templates import Encoded, Renderer
 from tunesmith.errors import TunesmithError
+from tunesmith.eval.baselines import score_baselines, tuned_comparison
 from tunesmith.eval.metrics import compute
 from tunesmith.eval.predict import evaluate_head
-from tunesmith.eval.tasks import INPUT_CHARS, TaskResult, compare, run_task, task_result
+from tunesmith.eval.tasks import INPUT_CHARS, TaskResult, run_task
 from tunesmith.models.loading import LoadedBase, load_classifier, save_classifier_base
 from tunesmith.models.registry import is_run_dir
 from tunesmith.training.objectives import ClassificationObjective
@@ -99,18 +102,21 @@ def base_eval(
     pad_id: int,
     device: torch.device,
 ) -> dict:
-    """eval/base.json of a head run: the untrained head's metrics and the zero-shot generation baseline."""
+    """eval/base.json of a head run: the untrained head's metrics, the zero-shot generation baseline (`task`) and
+    the causal LM's other baselines (eval/baselines.py: label likelihood, few-shot, trivial)."""
     metrics = evaluate_head(
         model, prepared.eval, objective, cfg.task.labels, cfg.eval.batch_size, pad_id, device
     ).metrics
     suffix = zero_shot_suffix(cfg.task.labels)
-    prompts = []
-    for example, spec in _task_rows(prepared, cfg.task):
-        text, label, _ = head_text(example)
-        prompt = Example(Kind.completion, example.source, example.line, prompt=text + suffix, completion=label)
-        prompts.append((prompt, spec))
+    prompts = _as_prompts(_task_rows(prepared, cfg.task), suffix)
     zero_shot = run_task(causal_lm, renderer, prompts, cfg.task, cfg.eval.batch_size, device)
     zero_shot.add_slices(_task_rows(prepared, cfg.task), cfg.data.slice_field, cfg.task)
+    # The causal LM's other baselines (label likelihood, few-shot) on the same prompts; shots from training rows.
+    train = _as_prompts(prepared.train_examples, suffix)
+    batch, seed, slice_field = cfg.eval.batch_size, cfg.train.seed, cfg.data.slice_field
+    baselines = score_baselines(
+        causal_lm, renderer, prompts, train, cfg.task, zero_shot, batch, device, seed, slice_field
+    )
     samples = [
         {"prompt": _input_text(ex), "reference": ref, "answer": answer}
         for (ex, _), ref, answer in zip(
@@ -125,6 +131,7 @@ def base_eval(
         "task": zero_shot.to_json(),
         "task_method": ZERO_SHOT,
         "task_prompt_suffix": suffix,
+        **baselines,
         "head": _head_settings(cfg.task, class_weights),
         "samples": samples,
     }
@@ -166,11 +173,22 @@ def tuned_eval(
         "metrics": scored.metrics,
         "task": task.to_json(),
         "task_method": HEAD,
-        "comparison": compare(task_result(base["task"]), task, cfg.task, cfg.train.seed),
-        "comparison_method": f"tuned = {HEAD}; base = {ZERO_SHOT}",
+        **tuned_comparison(base, task.to_json(), cfg.task, cfg.train.seed),
+        "comparison_method": f"tuned = {HEAD}; base = the strongest of the base's baselines (eval/base.json)",
         "head": base.get("head"),
         "samples": samples,
     }
+
+
+def _as_prompts(rows: list[tuple[Example, DatasetSpec]], suffix: str) -> list[tuple[Example, DatasetSpec]]:
+    """Classification rows as the prompt the causal LM is asked (the input and the label list) and its label."""
+    out = []
+    for example, spec in rows:
+        text, label, _ = head_text(example)
+        # replace() keeps the source row, which slices read.
+        prompt = dataclasses.replace(example, kind=Kind.completion, prompt=text + suffix, completion=label)
+        out.append((prompt, spec))
+    return out
 
 
 def _head_settings(task: TaskConfig, class_weights: dict[str, float] | None) -> dict:

@@ -5,7 +5,7 @@
 `--resume` continues the same run from its last complete checkpoint and ends where an uninterrupted run would.
 Training further on *new* data is a different operation: point `model.base` at the finished run.
 With `task.objective: head` the same run trains a classification head instead (training/head.py): the rows are
-encoded as (input, class), the model is the base as a sequence classifier, and the base is also scored zero-shot.
+encoded as (input, class), the model is the base as a sequence classifier, and the base is scored as a causal LM.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ import yaml
 from tunesmith.config import Config
 from tunesmith.data.audit_cli import preflight_audit
 from tunesmith.data.templates import Renderer
+from tunesmith.eval.baselines import NAMES, score_baselines, tuned_comparison
 from tunesmith.eval.general import general_ability
 from tunesmith.eval.predict import evaluate_head
 from tunesmith.eval.runner import evaluate_loss, generate_answers
 from tunesmith.eval.scoring import score_task
-from tunesmith.eval.tasks import compare, task_result
+from tunesmith.eval.tasks import HEADLINE, task_result
 from tunesmith.eval.variants import check_variants
 from tunesmith.faults import fault
 from tunesmith.models.loading import (
@@ -155,6 +156,17 @@ def _evaluate(model, prepared: Prepared, cfg: Config, objective, pad_id: int, de
     return metrics
 
 
+def _baseline_line(base_eval: dict, task_type: str) -> str:
+    """One log line: every baseline's first headline metric, the strongest named, and the trivial baseline."""
+    metric = HEADLINE[task_type][0]
+    scores = ", ".join(
+        f"{NAMES[name]} {result['metrics'][metric]:.4f}" for name, result in base_eval["baselines"].items()
+    )
+    line = f"base model {metric}: {scores}; strongest: {NAMES[base_eval['strongest']]}"
+    trivial = base_eval.get("trivial")
+    return line + (f"; trivial ({trivial['method']}) {trivial['metrics'][metric]:.4f}" if trivial else "")
+
+
 def _save_final(model, tokenizer, out: Path, cfg: Config, stop_ids: list[int]) -> None:
     """`final/` loads with transformers (+ peft for adapters) alone; written aside and renamed into place."""
     staging, aside = out / ".final-staging", out / ".final-aside"
@@ -279,6 +291,7 @@ def _run(cfg: Config, out: Path, state: str, resume: bool, log, crash_after_step
                 f"{base_metrics['accuracy']:.4f}; zero-shot generation accuracy "
                 f"{base_eval['task']['metrics']['accuracy']:.4f}"
             )
+            log(_baseline_line(base_eval, "classification"))
         else:
             base_metrics = _evaluate(model, prepared, cfg, objective, pad_id, device)
             base_eval = {
@@ -288,6 +301,19 @@ def _run(cfg: Config, out: Path, state: str, resume: bool, log, crash_after_step
             }
             if cfg.task.type != "none":
                 base_eval["task"] = score_task(model, renderer, prepared.eval_examples, cfg, device)
+                base_eval |= score_baselines(
+                    model,
+                    renderer,
+                    prepared.eval_examples,
+                    prepared.train_examples,
+                    cfg.task,
+                    task_result(base_eval["task"]),
+                    cfg.eval.batch_size,
+                    device,
+                    cfg.train.seed,
+                    cfg.data.slice_field,
+                )
+                log(_baseline_line(base_eval, cfg.task.type))
             if cfg.eval.general:
                 base_eval["general"] = general_ability(model, renderer, cfg.eval.batch_size, device).as_dict()
             log(f"base model: eval loss {base_metrics['loss']:.4f}, perplexity {base_metrics['perplexity']:.2f}")
@@ -335,9 +361,7 @@ def _run(cfg: Config, out: Path, state: str, resume: bool, log, crash_after_step
         }
         if cfg.task.type != "none":
             tuned_eval["task"] = score_task(model, renderer, prepared.eval_examples, cfg, device)
-            tuned_eval["comparison"] = compare(
-                task_result(base_eval["task"]), task_result(tuned_eval["task"]), cfg.task, cfg.train.seed
-            )
+            tuned_eval |= tuned_comparison(base_eval, tuned_eval["task"], cfg.task, cfg.train.seed)
         if cfg.eval.general and "general" in base_eval:
             general = general_ability(model, renderer, cfg.eval.batch_size, device).as_dict()
             tuned_eval["general"] = general

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from tunesmith.eval.headline import headline_metrics, headline_rows, strongest_name, trivial_warning
 from tunesmith.report.html import eval_rows, task_lines
 from tunesmith.training.recipe import RunResult
 
@@ -26,8 +27,10 @@ def print_result(result: RunResult, console: Console | None = None) -> None:
     console.print(numbers)
     comparison = result.tuned.get("comparison")
     if comparison:
-        task = Table(title=f"{result.tuned['task']['task']} on held-out rows (paired bootstrap 95% interval)")
-        for column in ("metric", "base", "tuned", "change", "95% interval"):
+        print_headline(result.base, result.tuned, console)
+        title = f"{result.tuned['task']['task']}: tuned vs the strongest base, {strongest_name(result.base)}"
+        task = Table(title=f"{title} (paired bootstrap 95% interval)")
+        for column in ("metric", "strongest base", "tuned", "change", "95% interval"):
             task.add_column(column, justify="left" if column == "metric" else "right")
         for metric, d in comparison.items():
             interval = f"[{d['low']:+.4f}, {d['high']:+.4f}]"
@@ -46,3 +49,19 @@ def print_result(result: RunResult, console: Console | None = None) -> None:
             answers.add_row(before["prompt"], before["answer"], after["answer"])
         console.print(answers)
     console.print(f"run directory: {result.run_dir}  (final/ model, MODEL_CARD.md, metrics.jsonl)")
+
+
+def print_headline(base: dict, tuned: dict, console: Console) -> None:
+    """Tuned, the strongest base, every other baseline and the trivial baseline; in words when the tuned model does
+    not beat the trivial baseline."""
+    metrics = headline_metrics(tuned)
+    table = Table(title=f"{tuned['task']['task']} on held-out rows: tuned and every baseline")
+    for column in ("model", "role", *metrics):
+        table.add_column(column, justify="left" if column in ("model", "role") else "right")
+    for row in headline_rows(base, tuned):
+        values = (f"{row.metrics[m]:.4f}" if m in row.metrics else "" for m in metrics)
+        table.add_row(row.name, row.role, *values, style="bold" if row.role == "tuned" else None)
+    console.print(table)
+    warning = trivial_warning(tuned)
+    if warning:
+        console.print(f"note: {warning}", style="bold red", highlight=False)
