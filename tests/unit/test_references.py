@@ -62,6 +62,8 @@ def test_the_third_gold_answer_predicted_exactly_scores_exact_match_1(monkeypatc
     examples = load_dataset(spec).examples
     assert [ex.completion for ex in examples] == [GOLDS[0], "Denver Broncos"]  # the first answer is trained
     assert examples[0].references == GOLDS and examples[1].references is None
+    # Loaded with no mapping at all, SQuAD's answers are the references too.
+    assert load_dataset(DatasetSpec(path=spec.path)).examples[0].references == GOLDS
     pairs = [(ex, spec) for ex in examples]
     task = TaskConfig(type="qa", bootstrap_resamples=200)
     tuned = scored(monkeypatch, renderer, pairs, task, [GOLDS[2], "Denver Broncos"])
@@ -86,16 +88,15 @@ def test_a_list_valued_target_trains_the_first_and_scores_rouge_against_the_best
         path=str(path), kind="completion", template="Summarize.\n\n{source}", fields={"target": "completion"}
     )
     (example,) = load_dataset(spec).examples
-    assert example.completion == TLDRS[0] and example.references == TLDRS
     encoded = renderer.encode(example)
     trained = renderer.tokenizer.decode(
         [t for t, lab in zip(encoded.input_ids, encoded.labels, strict=True) if lab != IGNORE]
     )
-    assert TLDRS[0] in trained and TLDRS[1] not in trained
+    assert example.completion == TLDRS[0] and TLDRS[0] in trained and TLDRS[1] not in trained
     task = TaskConfig(type="summarization")
-    result = scored(monkeypatch, renderer, [(example, spec)], task, [TLDRS[1]])
-    assert result.references == [TLDRS]
+    result = scored(monkeypatch, renderer, [(example, spec)], task, [TLDRS[1]])  # the second TLDR, word for word
     assert result.metrics["rouge1"] == pytest.approx(1.0) and result.metrics["rougeL"] == pytest.approx(1.0)
+    assert result.references == [TLDRS] and example.references == TLDRS
 
 
 def test_numbers_compare_as_numbers_and_the_report_shows_both_values(monkeypatch, renderer, tmp_path):
@@ -108,13 +109,15 @@ def test_numbers_compare_as_numbers_and_the_report_shows_both_values(monkeypatch
     tuned = scored(monkeypatch, renderer, pairs, task, ["#### 7", "It is 1.8", "She pays $18.00 a day.", "#### 1234"])
     assert tuned.references == ["-7", "18", "18", "1234"]
     assert tuned.predictions == ["7", "1.8", "18.00", "1234"]
-    assert tuned.prediction_numbers == ["7", "1.8", "18", "1234"] and tuned.reference_numbers == tuned.references
     assert tuned.metrics == {"exact_match": 0.5, "f1": 0.5}  # -7 ≠ 7 and 18 ≠ 1.8; $18.00 = 18 and 1,234 = 1234
+    assert tuned.prediction_numbers == ["7", "1.8", "18", "1234"] and tuned.reference_numbers == tuned.references
     base = scored(monkeypatch, renderer, pairs, task, ["-7", "18", "nothing", "#### 1234"])
     diff = compare(base, tuned, task)["exact_match"]
     assert diff["base"] == 0.75 and diff["tuned"] == 0.5  # the bootstrap uses the same numeric per-row scores
     page = "".join(changed_section(base.to_json(), tuned.to_json()))
     assert "18.00 (= 18)" in page and "(unreadable)" in page
+    a_baseline = {**base.to_json(), "prediction_numbers": [], "reference_numbers": []}  # saves no numbers
+    assert "".join(changed_section(a_baseline, tuned.to_json())) == page
 
 
 def test_old_eval_files_still_read():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tunesmith.eval.parse import number_text, number_value
 from tunesmith.report.html import BAR, h, table
 
 TUNED = BAR
@@ -82,8 +83,7 @@ def changed_section(base_task: dict, tuned_task: dict, shown: int = 20) -> list[
     n = len(refs)
     inputs = tuned_task.get("inputs") or base_task.get("inputs") or [""] * n
     numeric = bool(tuned_task.get("reference_numbers"))  # absent for text answers and in files from older versions
-    base_numbers = base_task.get("prediction_numbers") or [None] * n
-    tuned_numbers = tuned_task.get("prediction_numbers") or [None] * n
+    base_numbers, tuned_numbers = _prediction_numbers(base_task, numeric), _prediction_numbers(tuned_task, numeric)
     rows = []
     for i in range(n):
         ref = _listed(refs[i])
@@ -109,6 +109,15 @@ def changed_section(base_task: dict, tuned_task: dict, shown: int = 20) -> list[
         f"<h3>Predictions that changed ({len(rows)} of {n})</h3>",
         table(["input", "reference", "base", "tuned"], [cells for _, cells in rows[:shown]]),
     ]
+
+
+def _prediction_numbers(task: dict, numeric: bool) -> list[str | None]:
+    """The value each prediction was scored as: saved by run_task, read again for results that did not save it
+    (a baseline's)."""
+    predictions = task["predictions"]
+    if not numeric:
+        return [None] * len(predictions)
+    return task.get("prediction_numbers") or [number_text(number_value(p)) if p else None for p in predictions]
 
 
 def _listed(value: str | list | None) -> list:
