@@ -9,7 +9,7 @@
 | classification | accuracy, macro_f1, invalid, precision/recall/f1/support | scikit-learn  |
 | summarization  | rouge1, rouge2, rougeL (F-measure, Porter stemming)      | rouge-score   |
 | qa             | exact_match, f1 (SQuAD v1.1, max over gold answers)      | own, see below|
-| qa, numeric    | exact_match = f1: the numbers are equal (any gold answer) | own, `parse`  |
+| qa, numeric    | exact_match = f1: equal numbers (max over gold answers)  | own, parse.py |
 | translation    | bleu, chrf (corpus level)                                | sacrebleu     |
 
 Every task but classification takes one reference or a list of them per row (SQuAD's gold answers, SciTLDR's
