@@ -275,7 +275,8 @@ class TaskConfig(Strict):
     parse: Literal["auto", "text", "first_line", "label", "number"] = Field(
         "auto",
         description="How a prediction is read from generated text: auto is label for classification, first_line "
-        "for qa and the whole text otherwise; number takes the last number (GSM8K '#### 42').",
+        "for qa and the whole text otherwise; number takes the last number (GSM8K '#### 42') and, for qa, scores it "
+        "by value ($18.00 = 18, -7 != 7).",
     )
     max_rows: int = Field(200, ge=1, description="Held-out rows scored (the first N of the eval data).")
     max_new_tokens: int = Field(64, ge=1, description="Generation length for task predictions.")
@@ -315,8 +316,8 @@ class TaskConfig(Strict):
         ge=1,
         le=8,
         description="Training rows shown as examples in the few-shot baselines (balanced across labels for "
-        "classification; fewer for a row whose prompt would exceed data.max_length). At most 8: each one makes every "
-        "scored prompt longer.",
+        "classification; fewer for a row whose prompt would pass (few_shot + 1) x data.max_length tokens or the "
+        "model's context). At most 8: each one makes every scored prompt longer.",
     )
 
     @model_validator(mode="after")
@@ -355,6 +356,12 @@ class AuditConfig(Strict):
     )
     near_duplicate_threshold: float = Field(
         0.85, gt=0, le=1, description="Estimated Jaccard similarity of word 5-gram shingles that counts as near-equal."
+    )
+    ngram: int = Field(
+        13,
+        ge=5,
+        description="An eval row that shares this many words in a row with a training row counts as leakage (the "
+        "n-gram overlap test of contamination studies; GPT-3 used 13). Finds copies with a word or two changed.",
     )
 
 
