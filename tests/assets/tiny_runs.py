@@ -6,14 +6,19 @@ import json
 import random
 from pathlib import Path
 
+PADDING = ("", "please", "now", "thanks", "again", "today", "here")
+
 
 def write_chat_data(path: Path, n: int = 48, seed: int = 0) -> Path:
-    """Arithmetic chats of uneven length, so padding and token counts differ between micro-batches."""
+    """Arithmetic chats of uneven length, so padding and token counts differ between micro-batches. Each length of
+    padding repeats its own word, so no question is a part or a near copy of another: the audit would count one as
+    leakage across the held-out split."""
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
         a, b = rng.randint(0, 9), rng.randint(0, 9)
-        extra = " please" * rng.randint(0, 6)
+        pad = rng.randint(0, 6)
+        extra = f" {PADDING[pad]}" * pad
         answer = f"the answer is {a + b}." + " thanks" * rng.randint(0, 4)
         rows.append(
             {

@@ -20,7 +20,7 @@ from tunesmith.config import Config, DatasetSpec, Kind
 from tunesmith.data.audit import AuditReport, input_text, run_audit
 from tunesmith.data.audit_checks import label_balance, preference_pairs
 from tunesmith.data.audit_cli import AuditRefused, audit_command, preflight_audit
-from tunesmith.data.audit_dups import TextRow, leakage, normalize
+from tunesmith.data.audit_dups import TextRow, leakage, normalize, shared_ngrams
 from tunesmith.data.formats import Example
 from tunesmith.data.loading import load_dataset
 from tunesmith.data.templates import Encoded, Renderer, TemplateError
@@ -138,8 +138,42 @@ def test_leakage_exact_near_and_contained(tmp_path: Path, tiny_tokenizer) -> Non
     assert leak["phrases"]["train_in_eval"] == {"3-4 words": 1, "5-7 words": 0, "8+ words": 1}
     assert leak["near_examples"][0]["similarity"] >= 0.85
     (problem,) = report.blocking()
-    assert problem.startswith("leakage: 3 train rows also appear in eval (exact 1, near 1, contained 1)")
+    assert problem.startswith("leakage: 3 train rows also appear in eval (exact 1, near 1, contained 1, 13-word")
     assert report.blocking(["leakage"]) == []
+
+
+QUESTION = (
+    "A farmer plants 12 rows of corn with 15 plants in each row, sells a third of the plants at the market for 3 "
+    "dollars each while his neighbour buys the rest at half price; how much does he earn?"
+)  # 40 words
+
+
+def test_ngram_overlap_catches_a_one_word_edit_that_near_duplicates_miss(tmp_path: Path, tiny_tokenizer) -> None:
+    edited = QUESTION.replace("market", "fair")  # the 22nd of 40 words
+    train = [{"prompt": QUESTION, "completion": "x"}, {"prompt": "How many legs has a spider?", "completion": "8"}]
+    eval_rows = [{"prompt": edited, "completion": "x"}, {"prompt": "Name a prime below ten.", "completion": "7"}]
+    report = audit(tmp_path, tiny_tokenizer, train, eval_rows)
+    leak = report.leakage
+    # The 5-gram shingle sets share 31 of 41: Jaccard 0.76, no near duplicate; neither text contains the other.
+    assert (leak["exact"], leak["near"], leak["train_in_eval"], leak["eval_in_train"]) == (0, 0, 0, 0)
+    assert (leak["ngram_words"], leak["ngram"], leak["train_rows"], leak["eval_rows"]) == (13, 1, 1, 1)
+    (example,) = leak["ngram_examples"]
+    assert example["train"].endswith("train.jsonl:1") and example["eval"].endswith("eval.jsonl:1")
+    # The span shown is the longest shared run of words: the 21 before the edit (18 follow it).
+    assert example["words"] == 21 and example["span"] == normalize(QUESTION.split(" market")[0])
+    (problem,) = report.blocking()
+    assert "13-word overlap 1" in problem
+    assert report.blocking(["leakage"]) == []
+    # The length is a setting (audit.ngram): no run of 22 words is shared.
+    assert audit(tmp_path, tiny_tokenizer, train, eval_rows, ngram=22).leakage["ngram"] == 0
+
+
+def test_ngram_overlap_ignores_a_template_every_row_repeats() -> None:
+    template = "read the following customer review carefully and then decide whether the writer liked the product"
+    train = [f"{template} review number {i} says it broke" for i in range(12)]
+    copy = "my favourite thing is the blue garden chair that we bought last spring from the shop near the station"
+    found = shared_ngrams([*train, copy], [f"{template} a new review", copy.replace("blue", "red")], 13)
+    assert [(e, t) for e, t, _ in found] == [(1, 12)]  # the copied row, not the 16-word shared instruction
 
 
 def test_leakage_compares_the_input_side(tmp_path: Path, tiny_tokenizer) -> None:
@@ -255,6 +289,19 @@ def test_audit_command_strict_exit_code_json_and_self_contained_html(tmp_path: P
     assert audit_command([str(train)], [], out=str(out), strict=True, **args) == 0
 
 
+def test_strict_fails_on_a_one_word_edited_eval_question(tmp_path: Path, tiny_model_dir, capsys) -> None:
+    train = jsonl(tmp_path / "train.jsonl", [{"question": QUESTION, "answer": "x"}])
+    dev = jsonl(tmp_path / "dev.jsonl", [{"question": QUESTION.replace("corn", "wheat"), "answer": "x"}])
+    args = dict(config=None, slice_field=None, kind="auto", fields=[], fmt="auto", columns=None)
+    out = tmp_path / "audit"
+    assert audit_command([train.path], [dev.path], out=str(out), strict=True, model=str(tiny_model_dir), **args) == 1
+    printed = " ".join(capsys.readouterr().out.split())  # as one line: the console wraps to its width
+    assert "13-word overlap 1" in printed and "blocking leakage" in printed
+    assert "33 words shared by eval" in printed and "in each row sells a third of the plants" in printed
+    page = (out / "audit.html").read_text(encoding="utf-8")
+    assert "Shared 13-word sequences" in page and "in each row sells a third of the plants" in page
+
+
 def test_html_escapes_row_text(tmp_path: Path, tiny_tokenizer) -> None:
     rows = [{"text": "<img src=https://evil.example/x.png>", "label": 1}] * 2
     page = render_audit_html(audit(tmp_path, tiny_tokenizer, rows))
@@ -274,6 +321,23 @@ def test_preflight_writes_audit_json_and_stops_unless_allowed(tmp_path: Path, ti
     assert notes and "allowed by config: leakage" in notes[0]
     cfg.audit.enabled = False
     assert preflight_audit(cfg, tiny_tokenizer, tmp_path / "run") is None
+
+
+def test_preflight_checks_leakage_across_the_held_out_split(tmp_path: Path, tiny_tokenizer) -> None:
+    from tunesmith.training.prepare import held_out_of_train
+
+    # A question and its one-word edit among other rows: exact copies are never split (test_mixing), but a copy
+    # with one word changed can be, and the leakage check must see it. Seed 1 puts the two on different sides.
+    rows = [{"prompt": f"Question {i} about topic {i}?", "completion": "a"} for i in range(18)]
+    rows += [{"prompt": QUESTION, "completion": "a"}, {"prompt": QUESTION.replace("corn", "wheat"), "completion": "a"}]
+    train = jsonl(tmp_path / "t.jsonl", rows)
+    cfg = Config.model_validate({"data": {"train": [train.model_dump()], "eval_fraction": 0.25}, "train": {"seed": 1}})
+    held = held_out_of_train(cfg, [(ex, cfg.data.train[0]) for ex in load_dataset(cfg.data.train[0]).examples])
+    assert len(held) == 5 and len({18, 19} & held) == 1
+    with pytest.raises(AuditRefused, match=r"leakage: 1 train rows also appear in eval \(the run's held-out split\)"):
+        preflight_audit(cfg, tiny_tokenizer, tmp_path / "run")
+    leak = json.loads((tmp_path / "run" / "audit.json").read_text())["leakage"]
+    assert leak["checked"] and leak["ngram"] == 1 and leak["split"].endswith("5 eval rows, 15 train rows")
 
 
 # --- real data ------------------------------------------------------------------------------------------------

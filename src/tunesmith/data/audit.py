@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import numpy as np
 
 from tunesmith.config import DatasetSpec, Kind
 from tunesmith.data.audit_checks import Pair, is_blank, label_balance, preference_pairs, privacy, ref
-from tunesmith.data.audit_dups import MAX_EXAMPLES, TextRow, duplicates, leakage, normalize
+from tunesmith.data.audit_dups import MAX_EXAMPLES, NGRAM_WORDS, TextRow, duplicates, leakage, normalize
 from tunesmith.data.formats import Example, RowError
 from tunesmith.data.loading import load_dataset
 from tunesmith.data.templates import IGNORE, Encoded, Renderer
@@ -258,10 +258,12 @@ class AuditReport:
         out = []
         leak = self.leakage
         if leak.get("checked") and leak["train_rows"] and "leakage" not in allow:
+            where = " (the run's held-out split)" if "split" in leak else ""
             out.append(
-                f"leakage: {leak['train_rows']} train rows also appear in eval (exact {leak['exact']}, near "
-                f"{leak['near']}, contained {leak['train_in_eval'] + leak['eval_in_train']}); remove them, or allow "
-                "it with audit.allow: [leakage]"
+                f"leakage: {leak['train_rows']} train rows also appear in eval{where} (exact {leak['exact']}, near "
+                f"{leak['near']}, contained {leak['train_in_eval'] + leak['eval_in_train']}, "
+                f"{leak['ngram_words']}-word overlap {leak['ngram']}); remove them, or allow it with "
+                "audit.allow: [leakage]"
             )
         if self.privacy.get("checked") and self.privacy["rows"] and "pii" not in allow:
             kinds = ", ".join(f"{k} {v['rows']}" for k, v in self.privacy["per_kind"].items())
@@ -328,8 +330,12 @@ def run_audit(
     max_length: int = 1024,
     near_threshold: float = 0.85,
     slice_field: str | None = None,
+    ngram: int = NGRAM_WORDS,
+    held_out: Callable[[list[Pair]], set[int]] | None = None,
 ) -> AuditReport:
-    """Audit the train datasets (and eval, when given) as a run with this tokenizer and max_length would see them."""
+    """Audit the train datasets (and eval, when given) as a run with this tokenizer and max_length would see them.
+    Without eval datasets, `held_out` (train rows -> indices the run holds out for eval) makes leakage compare the
+    two sides of that split; `ngram` is the shared word-sequence length that counts as leakage."""
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -359,12 +365,18 @@ def run_audit(
     dups = {name: duplicates(r, near_threshold) for name, r in rows.items()}
     lap("duplicates")
     leak: dict = {"checked": False, "reason": "no eval data given"}
+    sides = None
     if "eval" in splits and "train" in splits:
-        inputs = {
-            name: [TextRow(ref(ex), normalize(input_text(ex)), input_text(ex)) for ex, _ in splits[name]]
-            for name in ("train", "eval")
-        }
-        leak = leakage(inputs["train"], inputs["eval"], near_threshold)
+        sides = splits["train"], splits["eval"]
+    elif held_out is not None and "train" in splits:
+        # No eval data: the run holds rows of train out, and those must not leak either.
+        held = held_out(splits["train"])
+        sides = [p for i, p in enumerate(splits["train"]) if i not in held], [splits["train"][i] for i in sorted(held)]
+    if sides is not None:
+        inputs = [[TextRow(ref(ex), normalize(input_text(ex)), input_text(ex)) for ex, _ in side] for side in sides]
+        leak = leakage(inputs[0], inputs[1], near_threshold, ngram)
+        if held_out is not None and "eval" not in splits:
+            leak["split"] = f"the run's held-out split of train: {len(sides[1])} eval rows, {len(sides[0])} train rows"
     lap("leakage")
     labels = label_balance(splits, slice_field)
     pref = {}

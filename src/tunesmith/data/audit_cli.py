@@ -10,6 +10,7 @@ train nothing), so a pipeline can gate on it. `tunesmith train` runs the same au
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -18,6 +19,7 @@ from rich.table import Table
 
 from tunesmith.config import Config, DatasetSpec, Kind, load_config
 from tunesmith.data.audit import AuditReport, run_audit
+from tunesmith.data.audit_checks import Pair
 from tunesmith.data.check import parse_fields
 from tunesmith.errors import TunesmithError
 from tunesmith.models.registry import DEFAULT_MODEL
@@ -45,6 +47,17 @@ def _specs(paths: list[str], kind: str, fields: list[str], fmt: str, columns: st
     mapping = parse_fields(fields)
     cols = [c.strip() for c in columns.split(",")] if columns else None
     return [DatasetSpec(path=p, kind=kind_value, format=fmt, fields=mapping, columns=cols) for p in paths]
+
+
+def _run_split(cfg: Config) -> Callable[[list[Pair]], set[int]]:
+    """The held-out split a run of `cfg` makes of its train rows (training/prepare.py), for the leakage check."""
+
+    def held_out(pairs: list[Pair]) -> set[int]:
+        from tunesmith.training.prepare import held_out_of_train  # imports torch: only when there is a split to make
+
+        return held_out_of_train(cfg, pairs)
+
+    return held_out
 
 
 def audit_command(
@@ -80,6 +93,9 @@ def audit_command(
         max_length=cfg.data.max_length,
         near_threshold=cfg.audit.near_duplicate_threshold,
         slice_field=slice_field or cfg.data.slice_field,
+        ngram=cfg.audit.ngram,
+        # The config's own datasets without eval data: check the split `tunesmith train` would make.
+        held_out=_run_split(cfg) if config and not train and not eval_specs else None,
     )
     report.tokenizer = base  # the name the user knows, not the cache folder it resolved to
     folder = Path(out)
@@ -105,6 +121,8 @@ def preflight_audit(cfg: Config, tokenizer, run_dir: Path | None, log=print) -> 
         max_length=cfg.data.max_length,
         near_threshold=cfg.audit.near_duplicate_threshold,
         slice_field=cfg.data.slice_field,
+        ngram=cfg.audit.ngram,
+        held_out=None if cfg.data.eval else _run_split(cfg),
     )
     if run_dir is not None:
         write_json(run_dir / "audit.json", report.to_json())
@@ -184,10 +202,16 @@ def print_summary(report: AuditReport, problems: list[str], folder: Path, consol
     if leak.get("checked"):
         phrases = leak["phrases"]["train_in_eval"]
         lines.append(
-            f"leakage: {leak['train_rows']} train rows match {leak['eval_rows']} eval rows (exact {leak['exact']}, "
-            f"near {leak['near']}, contained {leak['train_in_eval'] + leak['eval_in_train']}); train phrases inside "
-            "eval rows: " + ", ".join(f"{k} {v}" for k, v in phrases.items())
+            f"leakage{' (' + leak['split'] + ')' if 'split' in leak else ''}: {leak['train_rows']} train rows match "
+            f"{leak['eval_rows']} eval rows (exact {leak['exact']}, near {leak['near']}, contained "
+            f"{leak['train_in_eval'] + leak['eval_in_train']}, {leak['ngram_words']}-word overlap {leak['ngram']}); "
+            "train phrases inside eval rows: " + ", ".join(f"{k} {v}" for k, v in phrases.items())
         )
+        for example in leak["ngram_examples"][:3]:
+            lines.append(
+                f"  {example['words']} words shared by eval {example['eval']} and train {example['train']}: "
+                f"{example['span']}"
+            )
     else:
         lines.append(f"leakage: not checked ({leak.get('reason')})")
     if report.labels:

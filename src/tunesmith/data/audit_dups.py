@@ -1,22 +1,25 @@
-"""Duplicates inside a split and leakage between train and eval: exact, near (MinHash/LSH) and contained.
+"""Duplicates inside a split and leakage between train and eval: exact, near (MinHash/LSH), contained, n-gram.
 
     from tunesmith.data.audit_dups import duplicates, leakage
-    duplicates(rows, threshold=0.85); leakage(train_rows, eval_rows, threshold=0.85)
+    duplicates(rows, threshold=0.85); leakage(train_rows, eval_rows, threshold=0.85, ngram=13)
 
 Texts are compared after `normalize` (Unicode NFKC, case folded, punctuation and whitespace runs made one space),
 so "The movie." and "the  movie" are one text. Near duplicates are pairs whose word 5-gram shingle sets have a
 Jaccard similarity of at least the threshold: datasketch's MinHash LSH proposes candidates, and each candidate is
 confirmed with the exact Jaccard of the two shingle sets, so a reported pair is never a hashing accident. Texts
 shorter than one shingle can only be exact duplicates. "Contained" catches phrase-level leakage: a text of at least
-`CONTAIN_MIN_WORDS` words that appears, word for word, inside a longer text of the other split.
+`CONTAIN_MIN_WORDS` words that appears, word for word, inside a longer text of the other split. "N-gram" catches
+an eval text that shares any sequence of N words (13 by default) with a training text, the test contamination
+studies use: it sees a 40-word question copied with one word changed in its middle, whose 5-gram shingle sets have
+a Jaccard similarity of 31/41 = 0.76, below the near-duplicate threshold.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections import defaultdict
-from collections.abc import Iterable
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 SHINGLE_WORDS = 5
@@ -24,6 +27,10 @@ NUM_PERM = 128
 CONTAIN_MIN_WORDS = 8  # a shorter phrase found inside a row of the other split is reported, but is not leakage
 CONTAIN_REPORT_WORDS = 3
 CONTAIN_BUCKETS = ((3, 4), (5, 7), (8, None))
+NGRAM_WORDS = 13  # shared word sequence that marks an eval row contaminated (GPT-3's n); config: audit.ngram
+TEMPLATE_WORDS = 5  # a word inside a 5-gram that many training texts repeat is template, not content
+TEMPLATE_SHARE = 0.1  # "many": this share of the distinct training texts ...
+NGRAM_COMMON_TEXTS = 10  # ... and at least this many of them
 MAX_EXAMPLES = 20
 SNIPPET_CHARS = 240
 _NON_WORD = re.compile(r"[\W_]+")
@@ -199,6 +206,91 @@ def _contained(needles: list[str], haystacks: list[str], n: int) -> list[tuple[i
     return out
 
 
+def _ngram_hashes(words: list[str], n: int) -> list[int]:
+    # Each word hashed once, each n-gram as the hash of its words' hashes: no n-gram string is ever built.
+    ids = [hash(w) for w in words]
+    return [hash(tuple(ids[j : j + n])) for j in range(len(ids) - n + 1)]
+
+
+def _template_words(train: list[list[str]]) -> Callable[[list[str]], list[str]]:
+    """A function that drops a text's template words: those inside a TEMPLATE_WORDS-gram that at least
+    TEMPLATE_SHARE of the distinct training texts (and NGRAM_COMMON_TEXTS of them) hold. A prompt template or
+    instruction every row repeats is not a copied row, and would otherwise join a few shared words of content into a
+    long shared sequence."""
+    spread: Counter[int] = Counter()
+    for words in train:
+        spread.update(set(_ngram_hashes(words, TEMPLATE_WORDS)))
+    least = max(NGRAM_COMMON_TEXTS, TEMPLATE_SHARE * len(train))
+    template = {h for h, count in spread.items() if count >= least}
+
+    def content(words: list[str]) -> list[str]:
+        if not template:
+            return words
+        keep = [True] * len(words)
+        for j, h in enumerate(_ngram_hashes(words, TEMPLATE_WORDS)):
+            if h in template:
+                keep[j : j + TEMPLATE_WORDS] = [False] * TEMPLATE_WORDS
+        return [w for w, k in zip(words, keep, strict=True) if k]
+
+    return content
+
+
+def shared_ngrams(train: list[str], eval: list[str], n: int) -> list[tuple[int, int, str]]:
+    """(eval text, train text, shared span) for each eval text that shares a sequence of `n` words with a training
+    text: the overlap test of contamination studies (GPT-3 used n = 13), which sees a copy with one word changed that
+    a Jaccard threshold misses. The span is the longest shared word sequence found around such an n-gram.
+
+    Texts are compared without their template words (_template_words). Training n-grams are indexed by hash (first
+    text and position), so a lookup per eval n-gram is all the matching costs; a hit is confirmed word for word."""
+    distinct = list(dict.fromkeys(train))  # duplicates would count a template's spread twice
+    split = [key.split() for key in distinct]
+    content = _template_words(split)
+    position: dict[str, int] = {}  # distinct text -> its first row
+    for t, key in enumerate(train):
+        position.setdefault(key, t)
+    train_words = [content(words) for words in split]
+    index: dict[int, tuple[int, int]] = {}  # n-gram hash -> (distinct train text, word position) of its first use
+    for t, words in enumerate(train_words):
+        for pos, h in enumerate(_ngram_hashes(words, n)):
+            index.setdefault(h, (t, pos))
+
+    def longest(words: list[str]) -> tuple[int, str] | None:
+        best: tuple[int, int, int] | None = None  # (distinct train text, start, end) of the longest span so far
+        hashes = _ngram_hashes(words, n)
+        j = 0
+        while j < len(hashes):
+            hit = index.get(hashes[j])
+            if hit is None:
+                j += 1
+                continue
+            t, pos = hit
+            other = train_words[t]
+            if other[pos : pos + n] != words[j : j + n]:  # two n-grams with one hash
+                j += 1
+                continue
+            start, end, before, after = j, j + n, pos, pos + n
+            while start > 0 and before > 0 and words[start - 1] == other[before - 1]:
+                start, before = start - 1, before - 1
+            while end < len(words) and after < len(other) and words[end] == other[after]:
+                end, after = end + 1, after + 1
+            if best is None or end - start > best[2] - best[1]:
+                best = (t, start, end)
+            j = end - n + 1  # the next n-gram that is not inside this span
+        if best is None:
+            return None
+        return position[distinct[best[0]]], " ".join(words[best[1] : best[2]])
+
+    out: list[tuple[int, int, str]] = []
+    found: dict[str, tuple[int, str] | None] = {}
+    for e, key in enumerate(eval):
+        if key not in found:
+            found[key] = longest(content(key.split())) if index else None
+        hit = found[key]
+        if hit is not None:
+            out.append((e, hit[0], hit[1]))
+    return out
+
+
 def _buckets(found: list[tuple[int, int, int]]) -> dict[str, int]:
     out = {}
     for low, high in CONTAIN_BUCKETS:
@@ -207,8 +299,9 @@ def _buckets(found: list[tuple[int, int, int]]) -> dict[str, int]:
     return out
 
 
-def leakage(train: list[TextRow], eval: list[TextRow], threshold: float) -> dict:
-    """Train rows whose input also appears in eval: exactly, near-exactly, or contained word for word."""
+def leakage(train: list[TextRow], eval: list[TextRow], threshold: float, ngram: int = NGRAM_WORDS) -> dict:
+    """Train rows whose input also appears in eval: exactly, near-exactly, contained word for word, or sharing a
+    sequence of `ngram` words (counted per eval row that is not an exact copy)."""
     eval_keys = _groups_by_key(eval)
     exact = [(i, eval_keys[row.key][0]) for i, row in enumerate(train) if row.key in eval_keys]
     exact_train = {i for i, _ in exact}
@@ -240,16 +333,19 @@ def leakage(train: list[TextRow], eval: list[TextRow], threshold: float) -> dict
                 near.append((i, eval_keys[eval_list[hit[0]]][0], hit[1]))
 
     train_keys = [row.key for row in train]
+    train_set = set(train_keys)
     eval_only = [row.key for row in eval]
     # Phrases of 3+ words are found and bucketed by length; only those of CONTAIN_MIN_WORDS+ count as leakage.
     train_phrases = _contained(train_keys, eval_only, CONTAIN_REPORT_WORDS)
     eval_phrases = _contained(eval_only, train_keys, CONTAIN_REPORT_WORDS)
     train_in_eval = [(i, j) for i, j, w in train_phrases if w >= CONTAIN_MIN_WORDS]
     eval_in_train = [(i, j) for i, j, w in eval_phrases if w >= CONTAIN_MIN_WORDS]
+    exact_eval = {j for _, j in exact} | {j for j, row in enumerate(eval) if row.key in train_set}
+    shared = [(j, i, span) for j, i, span in shared_ngrams(train_keys, eval_only, ngram) if j not in exact_eval]
     leaked = exact_train | {i for i, _, _ in near} | {i for i, _ in train_in_eval} | {j for _, j in eval_in_train}
-    eval_hit = (
-        {j for _, j in exact} | {j for _, j, _ in near} | {j for _, j in train_in_eval} | {i for i, _ in eval_in_train}
-    )
+    leaked |= {i for _, i, _ in shared}
+    eval_hit = exact_eval | {j for _, j, _ in near} | {j for _, j in train_in_eval} | {i for i, _ in eval_in_train}
+    eval_hit |= {j for j, _, _ in shared}
 
     def pair(i: int, j: int, **more: object) -> dict:
         return {
@@ -262,6 +358,7 @@ def leakage(train: list[TextRow], eval: list[TextRow], threshold: float) -> dict
 
     longest_train = sorted(train_phrases, key=lambda f: -f[2])[: MAX_EXAMPLES // 2]
     longest_eval = sorted(eval_phrases, key=lambda f: -f[2])[: MAX_EXAMPLES // 2]
+    longest_shared = sorted(shared, key=lambda f: -len(f[2].split()))
     return {
         "checked": True,
         "train_rows": len(leaked),
@@ -272,9 +369,15 @@ def leakage(train: list[TextRow], eval: list[TextRow], threshold: float) -> dict
         "contained_min_words": CONTAIN_MIN_WORDS,
         "train_in_eval": len(train_in_eval),
         "eval_in_train": len(eval_in_train),
+        "ngram_words": ngram,
+        "ngram": len(shared),
+        "ngram_common_texts": NGRAM_COMMON_TEXTS,
         "phrases": {"train_in_eval": _buckets(train_phrases), "eval_in_train": _buckets(eval_phrases)},
         "exact_examples": [pair(i, j) for i, j in exact[:MAX_EXAMPLES]],
         "near_examples": [pair(i, j, similarity=round(s, 3)) for i, j, s in near[:MAX_EXAMPLES]],
         "phrase_examples": [pair(i, j, words=w, where="train row inside eval row") for i, j, w in longest_train]
         + [pair(j, i, words=w, where="eval row inside train row") for i, j, w in longest_eval],
+        "ngram_examples": [
+            pair(i, j, words=len(span.split()), span=snippet(span)) for j, i, span in longest_shared[:MAX_EXAMPLES]
+        ],
     }

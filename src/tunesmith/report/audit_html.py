@@ -150,8 +150,11 @@ def _leakage(report: AuditReport) -> str:
         (_num(leak["exact"]), "exact (after normalisation)", ""),
         (_num(leak["near"]), f"near (Jaccard ≥ {leak['near_threshold']})", ""),
         (_num(contained), f"contained ({leak['contained_min_words']}+ words)", ""),
+        (_num(leak["ngram"]), f"eval rows sharing {leak['ngram_words']} words in a row", ""),
     ]
     out = [_cards(cards)]
+    if "split" in leak:
+        out.append(f'<p class="note">No eval data was given: compared across {_h(leak["split"])}.</p>')
     buckets = list(next(iter(leak["phrases"].values())))
     rows = [[direction.replace("_", " "), *counts.values()] for direction, counts in leak["phrases"].items()]
     out.append("<h3>Phrases found word for word inside a row of the other split</h3>")
@@ -167,6 +170,18 @@ def _leakage(report: AuditReport) -> str:
             out.append(
                 f"<h3>{title}</h3>" + _table(["train row", "train text", "eval row", "eval text"], rows, (), (0, 2))
             )
+    rows = [[e["eval"], e["train"], e["words"], e["span"]] for e in leak["ngram_examples"][:MAX_ROWS]]
+    if rows:
+        out.append(
+            f"<h3>Shared {leak['ngram_words']}-word sequences, longest first</h3>"
+            + _table(["eval row", "train row", "words", "shared span"], rows, (2,), (0, 1))
+        )
+        out.append(
+            f'<p class="note">An eval row that shares any {leak["ngram_words"]} words in a row with a training row '
+            "(audit.ngram) is contaminated, as in the GPT-3 paper's overlap analysis: it catches copies with a word "
+            f"changed, which near-duplicate detection misses. Sequences found in {leak['ngram_common_texts']} or more "
+            "training texts are templates and are not counted.</p>"
+        )
     return "".join(out)
 
 

@@ -128,6 +128,14 @@ def held_out_rows(
     return held
 
 
+def held_out_of_train(cfg: Config, pairs: list[Pair]) -> set[int]:
+    """The rows of data.train (as loaded, in order) that a run without data.eval holds out: the deterministic split
+    of held_out_rows, eval_fraction of the rows up to eval_max_rows. The audit checks leakage across this split."""
+    n = len(pairs)
+    n_eval = min(cfg.data.eval_max_rows, max(1, round(n * cfg.data.eval_fraction))) if n > 1 else 0
+    return held_out_rows(pairs, cfg.data.train, n_eval, cfg.train.seed, cfg.data.split_by)
+
+
 def _check_mixture(cfg: Config, prepared: Prepared, loaded: Counter[int], held: Counter[int]) -> None:
     """A weighted mixture draws each epoch's share of every dataset: one with no training rows would give steps
     with nothing in them (loss 0) while the schedule advances, so it is refused, by name, with where its rows went."""
@@ -188,11 +196,8 @@ def prepare_data(cfg: Config, renderer: Renderer) -> Prepared:
         for spec in eval_specs:
             eval_pairs.extend(_load([spec], files, errors)[: cfg.data.eval_max_rows])
     else:
-        # Deterministic held-out split of train (see held_out_rows).
         eval_specs = cfg.data.train
-        n = len(train_pairs)
-        n_eval = min(cfg.data.eval_max_rows, max(1, round(n * cfg.data.eval_fraction))) if n > 1 else 0
-        held = held_out_rows(train_pairs, eval_specs, n_eval, cfg.train.seed, cfg.data.split_by)
+        held = held_out_of_train(cfg, train_pairs)
         held_per_dataset = Counter(index[id(spec)] for i, (_, spec) in enumerate(train_pairs) if i in held)
         eval_pairs = [p for i, p in enumerate(train_pairs) if i in held]
         train_pairs = [p for i, p in enumerate(train_pairs) if i not in held]
