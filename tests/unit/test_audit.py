@@ -20,7 +20,7 @@ from tunesmith.config import Config, DatasetSpec, Kind
 from tunesmith.data.audit import AuditReport, input_text, run_audit
 from tunesmith.data.audit_checks import label_balance, preference_pairs
 from tunesmith.data.audit_cli import AuditRefused, audit_command, preflight_audit
-from tunesmith.data.audit_dups import TextRow, leakage, normalize, shared_ngrams
+from tunesmith.data.audit_dups import TextRow, leakage, normalize
 from tunesmith.data.formats import Example
 from tunesmith.data.loading import load_dataset
 from tunesmith.data.templates import Encoded, Renderer, TemplateError
@@ -169,6 +169,8 @@ def test_ngram_overlap_catches_a_one_word_edit_that_near_duplicates_miss(tmp_pat
 
 
 def test_ngram_overlap_ignores_a_template_every_row_repeats() -> None:
+    from tunesmith.data.audit_dups import shared_ngrams
+
     template = "read the following customer review carefully and then decide whether the writer liked the product"
     train = [f"{template} review number {i} says it broke" for i in range(12)]
     copy = "my favourite thing is the blue garden chair that we bought last spring from the shop near the station"
