@@ -82,12 +82,11 @@ def test_few_shot_prompt_holds_k_training_rows_and_no_held_out_row(tiny_tokenize
     held_texts = {f"is {n} even or odd?" for n in (100, 101, 102)}
     assert [m["content"] for m in messages[1:-1] if m["role"] == "user" and m["content"] in held_texts] == []
 
-    # A prompt that would pass data.max_length with every shot keeps as many as fit (the last ones), else none.
-    room = len(renderer.prompt_ids(with_shots(prompt, shots[2:]))) + 3
-    tight = Renderer(tiny_tokenizer, max_length=room)
-    fitted, used = fit_shots(prompt, shots, tight, room=3)
+    # A prompt that would pass the limit with every shot keeps as many as fit (the last ones), else none.
+    limit = len(renderer.prompt_ids(with_shots(prompt, shots[2:]))) + 3
+    fitted, used = fit_shots(prompt, shots, renderer, room=3, limit=limit)
     assert used == 2 and fitted == with_shots(prompt, shots[2:])
-    assert fit_shots(prompt, shots, Renderer(tiny_tokenizer, max_length=5), room=3) == (prompt, 0)
+    assert fit_shots(prompt, shots, renderer, room=3, limit=5) == (prompt, 0)
 
 
 def test_trivial_baselines_majority_lead_sentence_and_copy(tiny_tokenizer):

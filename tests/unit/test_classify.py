@@ -256,7 +256,11 @@ def test_head_trains_and_beats_its_baselines(trained):
     assert tuned["metrics"]["accuracy"] >= 0.9 > base["metrics"]["accuracy"]
     assert "zero-shot generation" in base["task_method"] and base["task"]["references"] == tuned["task"]["references"]
     assert tuned["comparison"]["accuracy"]["tuned"] == pytest.approx(tuned["metrics"]["accuracy"])
-    assert tuned["comparison"]["accuracy"]["base"] == pytest.approx(base["task"]["metrics"]["accuracy"])
+    # The comparison is against the strongest of the base causal LM's baselines, with the majority class beside it.
+    strongest = base["baselines"][base["strongest"]]["metrics"]["accuracy"]
+    assert strongest == max(b["metrics"]["accuracy"] for b in base["baselines"].values())
+    assert tuned["comparison"]["accuracy"]["base"] == pytest.approx(strongest)
+    assert tuned["comparison_base"] == base["strongest"] and base["trivial"]["name"] == "majority"
     assert set(tuned["comparison"]) == {"accuracy", "macro_f1"}
     assert "## Task: classification" in (trained.run_dir / "MODEL_CARD.md").read_text()
 

@@ -15,7 +15,8 @@ Taking the best of four on the held-out rows flatters the base a little (the cho
 scored on); that errs against the tuned model, which is the safe side for a claimed gain. The trivial baseline
 (eval/trivial.py: majority class, lead sentence, copied source, most common answer) is reported beside it, and
 `versus_trivial` says when the tuned model does not beat it. Cost: every few-shot prompt is up to k rows longer,
-so k is capped (task.few_shot <= 8) and shots that would push a prompt past data.max_length are left out.
+so k is capped (task.few_shot <= 8), and shots that would push a prompt past (k + 1) x data.max_length tokens or the
+model's context are left out.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def _method(name: str, k: int, used: list[int]) -> str:
     if not name.endswith("few_shot"):
         return f"base model, zero-shot; {how}"
     mean = sum(used) / max(1, len(used))
-    return f"base model, {k} training rows as earlier chat turns ({mean:.1f} per row fit data.max_length); {how}"
+    return f"base model, {k} training rows as earlier chat turns ({mean:.1f} per row fit the length limit); {how}"
 
 
 def _likelihood(
@@ -102,6 +103,14 @@ def _generation(
     return TaskResult(task.type, score(task, predictions, references), generations, predictions, references)
 
 
+def few_shot_limit(model: nn.Module, renderer: Renderer, task: TaskConfig) -> int:
+    """Tokens a few-shot prompt may take: room for k training rows and the row itself at data.max_length each
+    (data.max_length bounds one row, not a prompt of k + 1 rows), within the model's context window."""
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    limit = (task.few_shot + 1) * renderer.max_length
+    return min(limit, context) if isinstance(context, int) else limit
+
+
 def score_baselines(
     model: nn.Module,
     renderer: Renderer,
@@ -128,15 +137,15 @@ def score_baselines(
     room = 2 + max(
         (len(renderer.tokenizer(label, add_special_tokens=False)["input_ids"]) for label in task.labels), default=0
     )
+    limit = few_shot_limit(model, renderer, task)
     results: dict[str, dict] = {}
     for name in wanted:
         used = [0] * len(prompts)
         if name.endswith("few_shot"):
             if not shots:
                 continue
-            fitted = [
-                fit_shots(p, shots, renderer, room if name.startswith("like") else task.max_new_tokens) for p in prompts
-            ]
+            spare = room if name.startswith("like") else task.max_new_tokens
+            fitted = [fit_shots(p, shots, renderer, spare, limit) for p in prompts]
             rows, used = [m for m, _ in fitted], [n for _, n in fitted]
         else:
             rows = prompts

@@ -71,11 +71,13 @@ def with_shots(prompt: Messages, shots: Sequence[Messages]) -> Messages:
     return [*system, *(m for shot in shots for m in shot), *prompt[len(system) :]]
 
 
-def fit_shots(prompt: Messages, shots: Sequence[Messages], renderer: Renderer, room: int) -> tuple[Messages, int]:
-    """The prompt with as many shots as fit in data.max_length with `room` tokens to spare (the answer), dropping
-    the first shots first; a prompt that is too long on its own gets none. Returns (messages, shots used)."""
+def fit_shots(
+    prompt: Messages, shots: Sequence[Messages], renderer: Renderer, room: int, limit: int
+) -> tuple[Messages, int]:
+    """The prompt with as many shots as fit in `limit` tokens with `room` to spare (the answer), dropping the first
+    shots first; a prompt that is too long on its own gets none. Returns (messages, shots used)."""
     for used in range(len(shots), 0, -1):
         messages = with_shots(prompt, shots[len(shots) - used :])
-        if len(renderer.prompt_ids(messages)) + room <= renderer.max_length:
+        if len(renderer.prompt_ids(messages)) + room <= limit:
             return messages, used
     return list(prompt), 0

@@ -35,7 +35,7 @@ Messages = list[dict[str, str]]
 
 def label_rows(renderer: Renderer, prompt: Messages, labels: list[str]) -> list[Encoded]:
     """One encoded conversation per label, whose trained positions are the label's own tokens only."""
-    # Never truncated here: generation is not either, and the few-shot callers keep prompts within data.max_length.
+    # Never truncated here: generation is not either, and the few-shot callers bound their prompts' length.
     whole = copy.copy(renderer)
     whole.max_length = sys.maxsize
     rows = []

@@ -64,7 +64,8 @@ def model_card(cfg: Config, manifest: dict, base_eval: dict, tuned_eval: dict, p
         notes += [f"- tuned: {line}" for line in task_lines(tuned_eval["task"])]
         task += "\n".join(notes) + ("\n" if notes else "")
     if tuned_eval.get("objective") == "head":
-        task += f"\nTuned = {tuned_eval.get('task_method')}; base = {base_eval.get('task_method')}.\n"
+        strongest = (base_eval.get("baselines") or {}).get(base_eval.get("strongest") or "", {}).get("method")
+        task += f"\nTuned = {tuned_eval.get('task_method')}; base = {strongest or base_eval.get('task_method')}.\n"
     samples = ""
     for s_base, s_tuned in zip(base_eval.get("samples", []), tuned_eval.get("samples", []), strict=False):
         samples += f"\n**Prompt:** {s_base['prompt']}\n\n- base: {s_base['answer']}\n- tuned: {s_tuned['answer']}\n"
