@@ -19,9 +19,9 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(VENV)/bin/tunesmith quickstart
 
-test: setup
+test: setup   # two test processes: each test is mostly single-threaded Python and process start-up
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -q -m "not slow"
+	$(VENV)/bin/pytest -q -n 2 -m "not slow"
 
 test-slow: setup   # the long fault tests: kill -9 / Ctrl-C at every named point of a run, a diverging serve job
 	$(VENV)/bin/pytest -q -m slow

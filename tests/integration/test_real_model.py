@@ -36,6 +36,7 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.Comple
     return done
 
 
+@pytest.mark.slow  # trains the 135M default model
 def test_gsm8k_lora_beats_the_base_and_final_loads_without_tunesmith(shared_data, tmp_path):
     gsm8k = {"fields": {"question": "prompt", "answer": "completion"}, "kind": "completion"}
     cfg = {
@@ -103,6 +104,7 @@ def test_example_configs_load_the_real_data(shared_data, tmp_path):
         os.chdir(cwd)
 
 
+@pytest.mark.slow  # trains the 135M default model
 def test_quickstart_shows_base_and_tuned_side_by_side(tmp_path):
     done = run_cli(["quickstart", "--out", str(tmp_path / "qs")], cwd=tmp_path)
     assert "base model" in done.stdout and "tuned model" in done.stdout and "eval loss" in done.stdout

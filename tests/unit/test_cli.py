@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
@@ -85,6 +86,7 @@ def _run(args: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run([*TUNESMITH, *args], capture_output=True, text=True, env=env, timeout=600, **kw)
 
 
+@pytest.mark.slow  # three CLI processes; test_interrupts.py covers kill -9 at every point
 def test_kill_9_mid_run_then_resume_matches_uninterrupted(tiny_model_dir, tmp_path):
     """A real SIGKILL while training (and likely while saving): --resume finishes with the same weights."""
     data = write_chat_data(tmp_path / "train.jsonl", n=64)

@@ -74,6 +74,7 @@ def no_leftovers(run: Path) -> None:
 # --- in-process: Ctrl-C, a full disk, the identity, a cut-short metrics line ------------------------------------
 
 
+@pytest.mark.slow  # test_every_interruption_resumes_exactly covers it
 def test_ctrl_c_inside_a_checkpoint_save_exits_130_and_resumes(tiny_model_dir, setup, tmp_path, monkeypatch, capsys):
     data, whole = setup
     cfg = config_file(tiny_model_dir, data, tmp_path)
@@ -106,6 +107,7 @@ def test_a_full_disk_is_one_line_leaves_no_staging_and_resumes(tiny_model_dir, s
     assert_same(adapter(whole), adapter(tmp_path / "run"))
 
 
+@pytest.mark.slow  # test_every_interruption_resumes_exactly covers it
 @pytest.mark.parametrize("then", ["fresh", "resume"])
 def test_a_stop_between_config_and_manifest_restarts_either_way(tiny_model_dir, setup, tmp_path, monkeypatch, then):
     data, whole = setup
@@ -262,6 +264,7 @@ def _kill_and_resume(tiny_model_dir, setup, tmp_path: Path, fault: str) -> None:
     no_leftovers(tmp_path / "run")
 
 
+@pytest.mark.slow  # test_every_interruption_resumes_exactly covers it
 def test_kill_9_inside_a_checkpoint_save_resumes_exactly(tiny_model_dir, setup, tmp_path):
     _kill_and_resume(tiny_model_dir, setup, tmp_path, "checkpoint:optimizer#2=SIGKILL")
 

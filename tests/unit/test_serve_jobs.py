@@ -148,6 +148,7 @@ def test_a_diverging_job_fails_with_the_trainers_reason_and_no_server_path(serve
     assert f"ft:tiny-llama:diverge-{job.id[6:14]}" not in {m.id for m in client.models.list().data}
 
 
+@pytest.mark.slow  # a server, a trainer process and a restart
 def test_cancel_stops_a_running_job(server, training_file):
     client = server.client
     job = client.fine_tuning.jobs.create(
@@ -165,6 +166,7 @@ def test_cancel_stops_a_running_job(server, training_file):
         client.fine_tuning.jobs.cancel(job.id)
 
 
+@pytest.mark.slow  # a server, a trainer process and a restart
 def test_killed_server_resumes_the_job_from_its_checkpoint(server, training_file):
     client = server.client
     job = client.fine_tuning.jobs.create(
