@@ -325,7 +325,7 @@ def test_preflight_writes_audit_json_and_stops_unless_allowed(tmp_path: Path, ti
     assert preflight_audit(cfg, tiny_tokenizer, tmp_path / "run") is None
 
 
-def test_preflight_checks_leakage_across_the_held_out_split(tmp_path: Path, tiny_tokenizer) -> None:
+def test_preflight_checks_leakage_across_the_held_out_split(tmp_path: Path, tiny_tokenizer, tiny_model_dir) -> None:
     from tunesmith.training.prepare import held_out_of_train
 
     # A question and its one-word edit among other rows: exact copies are never split (test_mixing), but a copy
@@ -340,6 +340,12 @@ def test_preflight_checks_leakage_across_the_held_out_split(tmp_path: Path, tiny
         preflight_audit(cfg, tiny_tokenizer, tmp_path / "run")
     leak = json.loads((tmp_path / "run" / "audit.json").read_text())["leakage"]
     assert leak["checked"] and leak["ngram"] == 1 and leak["split"].endswith("5 eval rows, 15 train rows")
+    # `tunesmith data audit --config` without eval data checks the same split.
+    config = tmp_path / "cfg.yaml"
+    config.write_text(cfg.to_yaml(), encoding="utf-8")
+    args = dict(slice_field=None, kind="auto", fields=[], fmt="auto", columns=None, model=str(tiny_model_dir))
+    assert audit_command([], [], config=str(config), out=str(tmp_path / "audit"), strict=True, **args) == 1
+    assert json.loads((tmp_path / "audit" / "audit.json").read_text())["leakage"]["split"] == leak["split"]
 
 
 # --- real data ------------------------------------------------------------------------------------------------
