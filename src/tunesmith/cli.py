@@ -71,7 +71,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     result = eval_command(args.target, args.config, args.data, args.kind, args.fields, args.out)
     if "tuned" in result:
-        tuned = {**result["tuned"], "comparison": result.get("comparison")}
+        tuned = {**result["tuned"], **{k: result.get(k) for k in ("comparison", "comparison_base", "versus_trivial")}}
         print_result(RunResult(Path(args.target), result["base"], tuned, 0))
     else:
         Console().print_json(data=result["model"]["metrics"])

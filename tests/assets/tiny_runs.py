@@ -40,6 +40,7 @@ def tiny_config(model_dir: Path, data: Path, out: Path, **train) -> dict:
         "data": {"train": [{"path": str(data)}], "max_length": 128},
         "adapter": {"method": train.pop("method", "lora"), "r": 4, "alpha": 8, "dropout": train.pop("dropout", 0.0)},
         "train": {"max_steps": 6, "batch_size": 8, "micro_batch_size": 4, "lr": 5e-3, "seed": 3, **train},
-        "eval": {"samples": 1, "max_new_tokens": 4},
+        # The forgetting probes generate 40 answers per model: tests that check them ask for them (general=True).
+        "eval": {"samples": 1, "max_new_tokens": 4, "general": train.pop("general", False)},
         "output": {"dir": str(out)},
     }

@@ -26,12 +26,12 @@ def test_classification_task_needs_labels():
         TaskConfig(type="classification", labels=["only"])
 
 
-def parity_run(model_dir, tmp_path, rows: int, steps: int, resamples: int):
+def parity_run(model_dir, tmp_path, rows: int, steps: int, resamples: int, general: bool = False):
     """A classification-as-generation run on "is N even or odd?", a quarter of the rows held out."""
     data = tmp_path / "parity.jsonl"
     examples = [{"prompt": f"is {n} even or odd?", "completion": "even" if n % 2 == 0 else "odd"} for n in range(rows)]
     data.write_text("".join(json.dumps(r) + "\n" for r in examples), encoding="utf-8")
-    cfg = tiny_config(model_dir, data, tmp_path / "run", max_steps=steps)
+    cfg = tiny_config(model_dir, data, tmp_path / "run", max_steps=steps, general=general)
     labels = ["even", "odd"]
     cfg["task"] = {"type": "classification", "labels": labels, "max_new_tokens": 3, "bootstrap_resamples": resamples}
     cfg["data"]["eval_fraction"] = 0.25
@@ -72,7 +72,7 @@ def test_general_ability_answer_matching():
 
 
 def test_every_run_reports_forgetting(tiny_model_dir, tmp_path):
-    run = parity_run(tiny_model_dir, tmp_path, rows=16, steps=2, resamples=100)
+    run = parity_run(tiny_model_dir, tmp_path, rows=16, steps=2, resamples=100, general=True)
     for side in (run.base, run.tuned):
         general = side["general"]
         assert general["text_tokens"] > 1000 and general["qa_rows"] == 40
@@ -98,6 +98,9 @@ def test_eval_command_scores_a_run_against_its_base(tiny_model_dir, tmp_path, ca
     scores = json.loads((run.run_dir / "eval" / "eval.json").read_text())
     assert scores["rows"] == 6 and {"base", "tuned", "comparison"} <= set(scores)
     assert scores["base"]["task"]["references"] == scores["tuned"]["task"]["references"]
+    # As in `train`: the base is also ranked by label likelihood, and tuned is compared with the strongest base.
+    assert {"generation_zero_shot", "likelihood_zero_shot"} <= set(scores["base"]["baselines"])
+    assert scores["comparison_base"] == scores["base"]["strongest"]
     assert scores["tuned"]["metrics"]["rows"] == 6 and "general" in scores["tuned"]
     assert "accuracy" in capsys.readouterr().out
 

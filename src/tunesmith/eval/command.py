@@ -6,7 +6,8 @@
     tunesmith eval smollm2-135m-instruct --config examples/sst2-sentiment.yaml        # one model, no comparison
 
 For a run, the base it was tuned from answers the same rows with the same prompts, and every metric is reported
-base vs tuned (task metrics with a paired-bootstrap 95% interval), plus forgetting on the bundled general probes.
+base vs tuned (task metrics with a paired-bootstrap 95% interval against the strongest baseline: eval/baselines.py),
+plus forgetting on the bundled general probes.
 The rows are chosen as `train` chooses them (data.eval_max_rows per eval dataset, or the run's held-out split), and
 both models are prompted as the run was trained and scored in one dtype.
 """
@@ -23,17 +24,18 @@ from tunesmith.data.formats import Example
 from tunesmith.data.loading import load_dataset
 from tunesmith.data.templates import Encoded, Renderer
 from tunesmith.errors import TunesmithError
+from tunesmith.eval.baselines import score_baselines, tuned_comparison
 from tunesmith.eval.chat import load_final
 from tunesmith.eval.general import general_ability
 from tunesmith.eval.runner import evaluate_loss
 from tunesmith.eval.scoring import score_task
-from tunesmith.eval.tasks import compare, task_result
+from tunesmith.eval.tasks import task_result
 from tunesmith.models.loading import load_base, pick_device
 from tunesmith.models.registry import is_run_dir
 from tunesmith.models.trained import TrainedSettings
 from tunesmith.rundir import write_json
 from tunesmith.training.objectives import CausalLMObjective
-from tunesmith.training.prepare import prepare_data
+from tunesmith.training.prepare import Prepared, prepare_data
 
 
 def _score(model, renderer: Renderer, pairs, cfg: Config, device: torch.device) -> dict:
@@ -49,13 +51,17 @@ def _score(model, renderer: Renderer, pairs, cfg: Config, device: torch.device) 
     return result
 
 
-def held_out(cfg: Config, renderer: Renderer) -> list[tuple[Example, DatasetSpec]]:
+Pairs = list[tuple[Example, DatasetSpec]]
+
+
+def held_out(cfg: Config, renderer: Renderer, prepared: Prepared | None = None) -> Pairs:
     """The rows a run is scored on, chosen as `train` chooses them: the first data.eval_max_rows of each eval
-    dataset, or, with no eval data, the run's own held-out split of its training data."""
+    dataset, or, with no eval data, the run's own held-out split of its training data (`prepared`, when the
+    caller has already prepared cfg's data)."""
     if not cfg.data.eval:
         if not cfg.data.train:
             raise TunesmithError("no held-out data: give --data FILE or a --config whose data.eval lists datasets")
-        return prepare_data(cfg, renderer).eval_examples
+        return (prepared or prepare_data(cfg, renderer)).eval_examples
     pairs = []
     for spec in cfg.data.eval:
         loaded = load_dataset(spec)
@@ -83,15 +89,19 @@ def evaluate_target(target: str, cfg: Config) -> dict:
         dtype = settings.weight_dtype(device)
         model, tokenizer = load_final(run, device, dtype)
         renderer = settings.renderer(tokenizer)
-        pairs = held_out(cfg, renderer)
+        # The training rows give the few-shot baselines their examples and the trivial baseline its answers.
+        prepared = prepare_data(cfg, renderer) if cfg.data.train else None
+        pairs = held_out(cfg, renderer, prepared)
         out["rows"] = len(pairs)
         out["tuned"] = _score(model, renderer, pairs, cfg, device)
         del model
         base = load_base(load_config(run / "config.yaml").model, device, dtype)
         out["base"] = _score(base.model, renderer, pairs, cfg, device)
-        if cfg.task.type != "none":
-            base_task, tuned_task = task_result(out["base"]["task"]), task_result(out["tuned"]["task"])
-            out["comparison"] = compare(base_task, tuned_task, cfg.task, cfg.train.seed)
+        if cfg.task.type != "none":  # as `train` does: the baselines, and tuned vs the strongest of them
+            train = prepared.train_examples if prepared else []
+            args = (cfg.task, task_result(out["base"]["task"]), cfg.eval.batch_size, device, cfg.train.seed)
+            out["base"] |= score_baselines(base.model, renderer, pairs, train, *args, cfg.data.slice_field)
+            out |= tuned_comparison(out["base"], out["tuned"]["task"], cfg.task, cfg.train.seed)
     else:
         cfg.model.base = target
         settings = TrainedSettings.of_config(cfg)
