@@ -82,15 +82,25 @@ def _cell(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
+def _strongest(base: dict) -> tuple[str, dict]:
+    """(name, metrics) of the base the tuned model is compared with: the strongest baseline (eval/baselines.py), or
+    zero-shot generation for a run written before baselines existed."""
+    name = base.get("strongest")
+    if name:
+        return name, base["baselines"][name]["metrics"]
+    return "generation_zero_shot", base["task"]["metrics"]
+
+
 def table(out: Path, jobs: list[Job]) -> str:
     lines = [
-        "| task | metric | base | tuned | tuned − base [95% CI] | train time | forgetting: QA acc / text ppl | setup |",
-        "|---|---|---:|---:|---|---:|---|---|",
+        "| task | metric | strongest base | trivial | tuned | tuned − strongest base [95% CI] | train time | "
+        "forgetting: QA acc / text ppl | setup |",
+        "|---|---|---:|---:|---:|---|---:|---|---|",
     ]
     for job in jobs:
         base, tuned = _read(out / job.name, "base"), _read(out / job.name, "tuned")
         if not tuned:
-            lines.append(f"| {job.name} | (no finished run) | | | | | | {job.note} |")
+            lines.append(f"| {job.name} | (no finished run) | | | | | | | {job.note} |")
             continue
         forgetting = tuned.get("forgetting")
         lost = (
@@ -98,11 +108,16 @@ def table(out: Path, jobs: list[Job]) -> str:
             if forgetting
             else "n/a (a head does not generate)"
         )
+        name, strongest = _strongest(base)
+        trivial = base.get("trivial") or {}
         for metric in job.metrics:
             diff = tuned.get("comparison", {}).get(metric, {})
             ci = f"{diff['diff']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]" if diff else "—"
+            floor = (trivial.get("metrics") or {}).get(metric)
+            floor_cell = f"{_cell(floor)} ({trivial['name']})" if floor is not None else "—"
             lines.append(
-                f"| {job.name} | {metric} | {_cell(base['task']['metrics'].get(metric))} | "
+                f"| {job.name} | {metric} | {_cell(strongest.get(metric))} ({name}) | "
+                f"{floor_cell} | "
                 f"{_cell(tuned['task']['metrics'].get(metric))} | {ci} | {tuned.get('train_seconds', 0):.0f} s | "
                 f"{lost} | {job.note} |"
             )
