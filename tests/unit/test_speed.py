@@ -145,7 +145,10 @@ def test_length_grouping_keeps_each_row_once_and_pads_less(setup):
     assert grouped != build_order([len(lengths)], [None], seed=5, lengths=lengths, batch_size=8)(1)
 
 
-@pytest.mark.parametrize("option", ["activation_checkpointing", "compile"])
+@pytest.mark.parametrize(
+    "option",
+    ["activation_checkpointing", pytest.param("compile", marks=pytest.mark.slow)],  # compiling takes minutes on a CPU
+)
 def test_model_speed_options_leave_loss_and_gradients_unchanged(setup, option):
     cfg, rows, pad = setup
     batch = collate(rows[:8], pad)
