@@ -35,12 +35,13 @@ def write_chat_data(path: Path, n: int = 48, seed: int = 0) -> Path:
 def tiny_config(model_dir: Path, data: Path, out: Path, **train) -> dict:
     """Pinned to fp32: the mechanics tests compare runs to 1e-6, and `auto` would be bf16 autocast on CPUs that
     multiply bf16 natively (test_speed.py's precision tests cover that)."""
+    general = train.pop("general", False)
     return {
         "model": {"base": str(model_dir), "dtype": train.pop("dtype", "float32")},
         "data": {"train": [{"path": str(data)}], "max_length": 128},
         "adapter": {"method": train.pop("method", "lora"), "r": 4, "alpha": 8, "dropout": train.pop("dropout", 0.0)},
         "train": {"max_steps": 6, "batch_size": 8, "micro_batch_size": 4, "lr": 5e-3, "seed": 3, **train},
         # The forgetting probes generate 40 answers per model: tests that check them ask for them (general=True).
-        "eval": {"samples": 1, "max_new_tokens": 4, "general": train.pop("general", False)},
+        "eval": {"samples": 1, "max_new_tokens": 4, "general": general},
         "output": {"dir": str(out)},
     }

@@ -92,6 +92,7 @@ def messages(server: Server, job_id: str) -> list[str]:
     return [e.message for e in server.client.fine_tuning.jobs.list_events(job_id, limit=1000).data][::-1]
 
 
+@pytest.mark.slow  # a server and a trainer process: minutes on 2 cores
 def test_a_job_trains_to_success_and_its_model_chats_at_once(server, training_file):
     client = server.client
     job = client.fine_tuning.jobs.create(
