@@ -33,7 +33,7 @@ from tunesmith.eval.fewshot import Messages, choose_shots, fit_shots
 from tunesmith.eval.likelihood import label_scores
 from tunesmith.eval.metrics import compute
 from tunesmith.eval.parse import number_text, number_value
-from tunesmith.eval.runner import generate_answers
+from tunesmith.eval.runner import generate_sorted
 from tunesmith.eval.tasks import HEADLINE, INPUT_CHARS, TaskResult, compare, numeric, read_prediction, task_result
 from tunesmith.eval.trivial import trivial_baseline
 
@@ -90,15 +90,9 @@ def _generation(
 ) -> TaskResult:
     """Greedy answers as eval/tasks.run_task generates them (length-sorted batches), read and scored the same way."""
     ids = [renderer.prompt_ids(p) for p in prompts]
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    generations = [""] * len(ids)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        answers = generate_answers(
-            model, renderer.tokenizer, [ids[i] for i in chunk], task.max_new_tokens, device, renderer.stop_ids()
-        )
-        for i, answer in zip(chunk, answers, strict=True):
-            generations[i] = answer
+    generations = generate_sorted(
+        model, renderer.tokenizer, ids, task.max_new_tokens, batch_size, device, renderer.stop_ids()
+    )
     predictions = [read_prediction(g, task) for g in generations]
     return TaskResult(task.type, score(task, predictions, references), generations, predictions, references)
 

@@ -92,3 +92,24 @@ def generate_answer(
     stop_ids: list[int] | None = None,
 ) -> str:
     return generate_answers(model, tokenizer, [prompt_ids], max_new_tokens, device, stop_ids)[0]
+
+
+def generate_sorted(
+    model: nn.Module,
+    tokenizer,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    batch_size: int,
+    device: torch.device,
+    stop_ids: list[int] | None = None,
+) -> list[str]:
+    """`generate_answers` over many prompts in batches of similar length (left padding in a batch costs compute on
+    every generated token); the answers come back in the prompts' order."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    answers = [""] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        batch = generate_answers(model, tokenizer, [prompts[i] for i in chunk], max_new_tokens, device, stop_ids)
+        for i, answer in zip(chunk, batch, strict=True):
+            answers[i] = answer
+    return answers

@@ -23,7 +23,7 @@ from tunesmith.data.templates import Renderer
 from tunesmith.eval.bootstrap import bootstrap_metric
 from tunesmith.eval.metrics import compute
 from tunesmith.eval.parse import extract_number, first_line, match_label, number_text, number_value, strip_prefix
-from tunesmith.eval.runner import generate_answers
+from tunesmith.eval.runner import generate_sorted
 from tunesmith.eval.slices import task_slices
 
 INPUT_CHARS = 300  # enough of each input to recognise it in the report, without copying long documents around
@@ -125,17 +125,9 @@ def run_task(
         prompts.append(renderer.prompt_ids(prompt))
         inputs.append(prompt[-1]["content"][:INPUT_CHARS])
         references.append(_reference([answer, *(example.references or [])], task))
-    # Similar lengths together: left padding in a batch costs compute on every generated token.
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    generations = [""] * len(prompts)
-    stops = renderer.stop_ids()
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        answers = generate_answers(
-            model, renderer.tokenizer, [prompts[i] for i in chunk], task.max_new_tokens, device, stops
-        )
-        for i, answer in zip(chunk, answers, strict=True):
-            generations[i] = answer
+    generations = generate_sorted(
+        model, renderer.tokenizer, prompts, task.max_new_tokens, batch_size, device, renderer.stop_ids()
+    )
     predictions = [read_prediction(g, task) for g in generations]
     labels = task.labels or None
     metrics = compute(task.type, predictions, references, labels, numeric(task))
