@@ -4,6 +4,14 @@ Everything a run did is written under `output.dir`, so the run can be audited an
 becomes a run when tunesmith writes its marker file `.tunesmith-run` into it, and a run has *started* once its
 identity (config.yaml, then manifest.json, each written atomically) is complete. Only a marked folder is ever
 cleared, and only of the entries a run writes (RUN_ENTRIES); a run that never started is simply started again.
+
+`RunDir` owns a run folder's layout: every consumer of a finished run (generate, eval, predict, serve, a run that
+continues from it) finds its files, its typed config and "the model as the run trained it" there.
+
+    run = RunDir(Path("runs/sst2"))
+    run.final, run.eval_dir, run.checkpoints       # paths
+    run.config(), run.method, run.manifest()       # the resolved config (older saved keys upgraded), "sft", ...
+    trained = run.load_model(device)              # final/ as a causal LM or a classifier, tokenizer, settings
 """
 
 from __future__ import annotations
@@ -19,12 +27,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
-from tunesmith.config import Config
+from tunesmith.config import Config, load_saved_config
 from tunesmith.errors import TunesmithError
 from tunesmith.models.registry import ResolvedBase, file_sha256
+
+if TYPE_CHECKING:
+    import torch
+
+    from tunesmith.models.trained import TrainedModel
 
 PACKAGES = ("tunesmith", "torch", "transformers", "peft", "safetensors", "tokenizers", "gguf", "pydantic")
 
@@ -38,6 +53,7 @@ class RunWriteError(TunesmithError):
 
 
 MARKER = ".tunesmith-run"
+FINAL = "final"  # the finished model: an adapter over its base, or a full model, each with its tokenizer
 # Everything a run writes at its top level: what overwrite (or restarting a run that never started) removes.
 # Anything else a user put into a run folder stays.
 RUN_ENTRIES = (
@@ -46,7 +62,7 @@ RUN_ENTRIES = (
     "audit.json",
     "metrics.jsonl",
     "checkpoints",
-    "final",
+    FINAL,
     ".final-staging",
     ".final-aside",
     "eval",
@@ -128,6 +144,127 @@ def write_json(path: Path, obj: object) -> None:
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+# --- the run folder's layout -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A run folder: where each thing a run writes lives, and readers for what it holds. Making one reads no file."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @classmethod
+    def at(cls, path: str | Path) -> RunDir:
+        """The run a path names: the run folder, or the final/ folder inside one."""
+        path = Path(path)
+        return cls(path.parent) if path.name == FINAL and not (path / FINAL).is_dir() else cls(path)
+
+    @property
+    def marker(self) -> Path:
+        return self.path / MARKER
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def manifest_file(self) -> Path:
+        return self.path / "manifest.json"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def audit_file(self) -> Path:
+        return self.path / "audit.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def final(self) -> Path:
+        return self.path / FINAL
+
+    @property
+    def final_staging(self) -> Path:
+        return self.path / ".final-staging"
+
+    @property
+    def final_aside(self) -> Path:
+        return self.path / ".final-aside"
+
+    @property
+    def base(self) -> Path:
+        """The weights a new adapter or head is saved against when the run continued from another run."""
+        return self.path / "base"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.path / "eval"
+
+    def eval_file(self, name: str) -> Path:
+        """eval/<name>.json: `base` and `tuned` (written by train), `eval` (by `tunesmith eval`)."""
+        return self.eval_dir / f"{name}.json"
+
+    @property
+    def model_card(self) -> Path:
+        return self.path / "MODEL_CARD.md"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.html"
+
+    @property
+    def is_run(self) -> bool:
+        """A finished run: final/ beside the config.yaml it was trained with."""
+        return self.final.is_dir() and self.config_file.is_file()
+
+    @property
+    def model_dir(self) -> Path:
+        """The folder holding the finished model: final/, or this folder itself when it is a model on its own (a
+        final/ folder copied out of its run)."""
+        return self.final if self.final.is_dir() else self.path
+
+    def config(self) -> Config:
+        """The run's resolved config, as config.yaml saved it (keys older versions wrote are upgraded)."""
+        return load_saved_config(self.config_file)
+
+    @property
+    def method(self) -> str:
+        """The type of the training method that made the run (`method.type`: sft, classifier, ...)."""
+        return self.config().method.type
+
+    def manifest(self) -> dict:
+        return read_json(self.manifest_file)
+
+    def metrics(self) -> list[dict]:
+        """metrics.jsonl's records in order: train steps, evaluations, and the final evaluation."""
+        lines = self.metrics_file.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def eval_record(self, name: str) -> dict:
+        return read_json(self.eval_file(name))
+
+    def load_model(
+        self,
+        device: torch.device,
+        dtype: torch.dtype | Literal["auto"] | None = None,
+        *,
+        merged: bool = False,
+        trust_remote_code: bool = False,
+    ) -> TrainedModel:
+        """The model as the run trained it (models/trained.py: load_trained), with its tokenizer and settings."""
+        from tunesmith.models.trained import TrainedSettings, load_trained  # models/trained imports this module
+
+        settings = TrainedSettings.of_run(self)
+        return load_trained(self.model_dir, settings, device, dtype, merged=merged, trust_remote_code=trust_remote_code)
 
 
 # Settings that may change between a run and its resume: they steer bookkeeping, never the numbers. train.threads is

@@ -33,10 +33,12 @@ class AuditRefused(TunesmithError):
 def load_audit_tokenizer(base: str):
     """The tokenizer of a model base (registry name, HF folder, GGUF file or finished run)."""
     from tunesmith.models.loading import load_tokenizer
-    from tunesmith.models.registry import is_run_dir, resolve_base
+    from tunesmith.models.registry import resolve_base
+    from tunesmith.rundir import RunDir
 
     resolved = resolve_base(base)
-    return load_tokenizer(resolved.path / "final" if is_run_dir(resolved.path) else resolved.path)
+    run = RunDir(resolved.path)
+    return load_tokenizer(run.final if run.is_run else resolved.path)
 
 
 def _specs(paths: list[str], kind: str, fields: list[str], fmt: str, columns: str | None) -> list[DatasetSpec]:

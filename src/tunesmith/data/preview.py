@@ -14,7 +14,8 @@ from tunesmith.config import Config
 from tunesmith.data.loading import load_dataset
 from tunesmith.data.templates import IGNORE, Encoded, Renderer
 from tunesmith.models.loading import load_tokenizer
-from tunesmith.models.registry import is_run_dir, resolve_base
+from tunesmith.models.registry import resolve_base
+from tunesmith.rundir import RunDir
 from tunesmith.training.prepare import encoder_for
 
 
@@ -39,7 +40,8 @@ def highlight(encoded: Encoded, tokenizer, color: bool) -> Text:
 def preview(cfg: Config, n: int = 3, console: Console | None = None) -> None:
     console = console or Console()
     resolved = resolve_base(cfg.model.base)
-    folder = resolved.path / "final" if is_run_dir(resolved.path) else resolved.path
+    run = RunDir(resolved.path)
+    folder = run.final if run.is_run else resolved.path
     tokenizer = load_tokenizer(folder)
     renderer = Renderer(tokenizer, cfg.data.prompt_format, cfg.data.max_length)
     encoder = encoder_for(cfg, renderer)

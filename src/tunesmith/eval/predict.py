@@ -1,4 +1,5 @@
-"""Classify texts with a finished classification-head run (task.objective: head), and score a head on held-out rows.
+"""Classify texts with a finished classification-head run (method.type: classifier), and score a head on held-out
+rows.
 
     tunesmith predict runs/sst2-head --text "a gripping, funny film" --text "two hours I want back"
     tunesmith predict runs/sst2-head --file new_reviews.csv --out preds.jsonl
@@ -8,7 +9,7 @@ training dataset's template and system message from its config.yaml, and classif
 transformers + peft alone. `--text` (and `--field COLUMN`) give the text itself; a training template with a single
 placeholder is filled with it. A `--file` row without `--field` is read as the training rows were: the template
 filled from its columns, or the column the training data mapped to text / prompt (else `text`). Generative runs
-(objective: generate) answer through `tunesmith generate` instead.
+(method.type: sft) answer through `tunesmith generate` instead.
 """
 
 from __future__ import annotations
@@ -25,15 +26,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tunesmith.config import DatasetSpec, load_config
+from tunesmith.config import DatasetSpec
 from tunesmith.data.classify import fit_input, head_input_ids
 from tunesmith.data.formats import RowError, template_columns
 from tunesmith.data.loading import detect_format, read_rows
 from tunesmith.data.templates import Encoded, Renderer
 from tunesmith.errors import TunesmithError
 from tunesmith.eval.metrics import compute
-from tunesmith.models.loading import load_tokenizer, loading, pick_device
-from tunesmith.models.trained import TrainedSettings
+from tunesmith.models.loading import pick_device
+from tunesmith.models.trained import NoFinishedModel, model_kind
+from tunesmith.rundir import RunDir
 from tunesmith.training.objectives import ClassificationObjective
 
 SHOWN_ERRORS = 20
@@ -151,49 +153,30 @@ class HeadModel:
         return out
 
 
-def _final_dir(run: str | Path) -> Path:
-    path = Path(run)
-    return path / "final" if (path / "final").is_dir() else path
-
-
 def load_head(run: str | Path, device: torch.device | None = None) -> HeadModel:
-    """`final/` of a head run (adapter on its base, or a full model) and the settings its inputs were encoded with."""
-    from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # one load, no per-file bars
+    """`final/` of a classifier run (adapter on its base, or a full model), in the dtype its files were saved in,
+    and the settings its inputs were encoded with."""
     device = device or pick_device()
-    final = _final_dir(run)
-    adapter, config = final / "adapter_config.json", final / "config.json"
-    generative = f"{run}: not a classification-head run (task.objective: head); answer with `tunesmith generate`"
-    if adapter.is_file():
-        with loading(final, "adapter"):
-            task_type = json.loads(adapter.read_text(encoding="utf-8")).get("task_type")
-        if task_type != "SEQ_CLS":
-            raise NotAHead(generative)
-        from peft import AutoPeftModelForSequenceClassification
-
-        with loading(final):
-            model = AutoPeftModelForSequenceClassification.from_pretrained(final)
-    elif config.is_file():
-        with loading(final):
-            architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
-        if not any(a.endswith("ForSequenceClassification") for a in architectures):
-            raise NotAHead(generative)
-        with loading(final):
-            model = AutoModelForSequenceClassification.from_pretrained(final)
-    else:
-        raise NotAHead(f"{run}: no finished model here (expected final/ with adapter_config.json or config.json)")
+    run_dir = RunDir.at(run)
+    try:
+        kind = model_kind(run_dir.model_dir)
+    except NoFinishedModel:
+        raise NotAHead(
+            f"{run}: no finished model here (expected final/ with adapter_config.json or config.json)"
+        ) from None
+    if kind != "classifier":
+        raise NotAHead(
+            f"{run}: not a classification-head run (method.type: classifier); answer with `tunesmith generate`"
+        )
+    trained = run_dir.load_model(device, "auto")
+    model = trained.model
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    tokenizer = load_tokenizer(final)
-    settings = final.parent / "config.yaml"
-    if settings.is_file():
-        cfg = load_config(settings)
+    # A final/ folder on its own has no training datasets: the defaults a run would have used.
+    spec = None
+    if run_dir.config_file.is_file():
+        cfg = run_dir.config()
         spec = cfg.data.train[0] if cfg.data.train else None
-    else:  # a final/ folder on its own: the defaults a run would have used
-        spec = None
-    renderer = TrainedSettings.of_run(final).renderer(tokenizer)
-    return HeadModel(model.to(device).eval(), tokenizer, labels, renderer, spec, device)
+    return HeadModel(model, trained.tokenizer, labels, trained.settings.renderer(trained.tokenizer), spec, device)
 
 
 # --- turning inputs into texts -----------------------------------------------------------------------------------

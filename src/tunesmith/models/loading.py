@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import warnings
@@ -16,7 +15,8 @@ from torch import nn
 
 from tunesmith.config import AdapterConfig, ModelConfig
 from tunesmith.errors import TunesmithError
-from tunesmith.models.registry import WEIGHT_FILES, ModelFilesError, ResolvedBase, is_run_dir, resolve_base
+from tunesmith.models.registry import WEIGHT_FILES, ModelFilesError, ResolvedBase, resolve_base
+from tunesmith.rundir import RunDir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a missing local file fails at once instead of timing out on a hub
 # peft asks transformers a deprecated question on every wrap; the answer is right, the warning is noise.
@@ -166,21 +166,10 @@ def load_base(
     the adapter settings, a base they do not fit (a shorter context, target_modules it has no layer for) is refused
     here, before a run writes anything."""
     resolved = resolve_base(spec.base)
-    if is_run_dir(resolved.path):
-        final = resolved.path / "final"
-        adapter_cfg = final / "adapter_config.json"
-        if adapter_cfg.is_file():
-            from peft import PeftModel
-
-            with loading(final, "adapter"):
-                base_dir = Path(json.loads(adapter_cfg.read_text(encoding="utf-8"))["base_model_name_or_path"])
-            model = _load_causal_lm(base_dir, dtype, spec.trust_remote_code)
-            with loading(final, "adapter"):
-                model = PeftModel.from_pretrained(model, final).merge_and_unload()
-        else:
-            model = _load_causal_lm(final, dtype, spec.trust_remote_code)
-        weights_dir = final
-        tokenizer = load_tokenizer(final)
+    run = RunDir(resolved.path)
+    if run.is_run:
+        trained = run.load_model(device, dtype, merged=True, trust_remote_code=spec.trust_remote_code)
+        model, tokenizer, weights_dir = trained.model, trained.tokenizer, run.final
     else:
         model = _load_causal_lm(resolved.path, dtype, spec.trust_remote_code)
         weights_dir = resolved.path

@@ -161,7 +161,10 @@ def convert_gguf(gguf: Path) -> Path:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / "final").is_dir() and (path / "config.yaml").is_file()
+    """A finished run's folder (RunDir.is_run)."""
+    from tunesmith.rundir import RunDir  # rundir imports this module
+
+    return RunDir(path).is_run
 
 
 def check_hf_folder(path: Path) -> dict:

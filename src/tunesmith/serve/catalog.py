@@ -11,16 +11,15 @@ a job cancelled after its training ended leaves a complete folder, but no model.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from tunesmith.errors import TunesmithError
-from tunesmith.models.registry import ModelNotFound, is_run_dir, registered_models, registry_gguf
+from tunesmith.methods import method_class
+from tunesmith.models.registry import ModelNotFound, registered_models, registry_gguf
 from tunesmith.models.trained import TrainedSettings
+from tunesmith.rundir import RunDir
 from tunesmith.serve.paths import UnsafePath, is_run_name, run_path
 
 STATE_PREFIX = "."
@@ -37,7 +36,8 @@ class ModelEntry:
     source: str  # registry name or directory for a base; the run directory for a run
     created: int
     run_dir: Path | None = None  # runs only
-    objective: str = "generate"  # generate (chat and completions) or head (classifications)
+    method: str | None = None  # runs only: the method type that trained it (method.type)
+    generative: bool = True  # answers chat and completions; else it classifies (the method's capability)
     settings: TrainedSettings = field(default_factory=TrainedSettings)  # prompt format, system message
 
     @property
@@ -50,7 +50,7 @@ class ModelEntry:
             "object": "model",
             "created": self.created,
             "owned_by": "user" if self.is_run else "tunesmith",
-            "task": "classification" if self.objective == "head" else "generation",
+            "task": "generation" if self.generative else "classification",
         }
 
 
@@ -88,18 +88,16 @@ class Catalog:
         if source.lower() in names:
             return source.lower()
         path = Path(source).expanduser()
-        if depth < 8 and is_run_dir(path):
-            return self.base_id(self._run_config(path).get("model", {}).get("base", path.name), depth + 1)
+        run = RunDir(path)
+        if depth < 8 and run.is_run:
+            try:
+                base = run.config().model.base
+            except TunesmithError:
+                base = path.name  # a config.yaml tunesmith cannot read: the run's own name stands in
+            return self.base_id(base, depth + 1)
         return path.name
 
     # --- runs ------------------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _run_config(run_dir: Path) -> dict:
-        try:
-            return yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError):
-            return {}
 
     def _run_entry(self, name: str, unserved: set[str]) -> ModelEntry | None:
         if not is_run_name(name) or name.startswith(STATE_PREFIX) or name in unserved:
@@ -108,23 +106,23 @@ class Catalog:
             run_dir = run_path(self.runs_dir, name)
         except UnsafePath:
             return None
-        if not is_run_dir(run_dir) or not (run_dir / "eval" / "tuned.json").is_file():
+        run = RunDir(run_dir)
+        if not run.is_run or not run.eval_file("tuned").is_file():
             return None
-        cfg = self._run_config(run_dir)
         try:
-            settings = TrainedSettings.of_run(run_dir)
+            cfg = run.config()
         except TunesmithError:
             return None  # a config.yaml tunesmith cannot read: the prompts it was trained with are unknown
-        base_id = self.base_id(str(cfg.get("model", {}).get("base", "")))
-        task = cfg.get("task") or {}
+        base_id = self.base_id(cfg.model.base)
         return ModelEntry(
             f"ft:{base_id}:{name}",
             base_id,
             str(run_dir),
-            _mtime(run_dir / "eval" / "tuned.json"),
+            _mtime(run.eval_file("tuned")),
             run_dir,
-            task.get("objective", "generate"),
-            settings,
+            cfg.method.type,
+            method_class(cfg.method.type).generative,
+            TrainedSettings.of_config(cfg),
         )
 
     def runs(self) -> list[ModelEntry]:
@@ -149,11 +147,3 @@ class Catalog:
                 if entry.id == model_id:
                     return entry
         raise UnknownModel(f"The model '{model_id}' does not exist (GET /v1/models lists the served models)")
-
-
-def adapter_base(final: Path) -> Path | None:
-    """The base weights directory a LoRA adapter in final/ was saved against; None for a full model."""
-    config = final / "adapter_config.json"
-    if not config.is_file():
-        return None
-    return Path(json.loads(config.read_text(encoding="utf-8"))["base_model_name_or_path"]).resolve()

@@ -5,7 +5,8 @@
       └─ adapter "run1"  <- runs/legal-9f3e/final       set_adapter("run1")
     requests to the base itself run inside disable_adapter()
 
-Full fine-tuned runs load as their own model; classification-head runs load through eval/predict.py's load_head.
+Full fine-tuned runs load as their own model; classifier runs load through eval/predict.py's load_head (one
+RunDir.load_model, as `predict` loads them).
 Weights are read from safetensors files only (no pickle), and model code shipped with a checkpoint runs only when
 the operator passed --trust-remote-code. Tokenizers and prompt settings are loaded without the weights, so
 requests can be tokenized and checked before the model is even in memory.
@@ -13,7 +14,6 @@ requests can be tokenized and checked before the model is even in memory.
 
 from __future__ import annotations
 
-import json
 import threading
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -27,7 +27,9 @@ from tunesmith.data.templates import Renderer
 from tunesmith.errors import TunesmithError
 from tunesmith.models.loading import load_tokenizer, pick_device, pick_dtype
 from tunesmith.models.registry import resolve_base
-from tunesmith.serve.catalog import ModelEntry, adapter_base
+from tunesmith.models.trained import adapter_base, model_kind
+from tunesmith.rundir import RunDir
+from tunesmith.serve.catalog import ModelEntry
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
@@ -64,7 +66,7 @@ class Loaded:
 
 def _final(entry: ModelEntry) -> Path:
     assert entry.run_dir is not None
-    return entry.run_dir / "final"
+    return RunDir(entry.run_dir).final
 
 
 def _context(folder: Path, trust_remote_code: bool) -> int:
@@ -94,7 +96,7 @@ class Engines:
     # --- profiles (no weights) -------------------------------------------------------------------------------
 
     def profile(self, entry: ModelEntry) -> Profile:
-        stamp = (entry.run_dir / "final").stat().st_mtime if entry.run_dir else 0.0
+        stamp = _final(entry).stat().st_mtime if entry.run_dir else 0.0
         key = (entry.id, stamp)
         with self._lock:
             if key not in self._profiles:
@@ -113,7 +115,7 @@ class Engines:
             tokenizer_dir = final
         tokenizer = load_tokenizer(tokenizer_dir)
         renderer = entry.settings.renderer(tokenizer)  # prompts as the run was trained
-        stop_ids = set(renderer.stop_ids()) if entry.objective == "generate" else set()
+        stop_ids = set(renderer.stop_ids()) if entry.generative else set()
         return Profile(
             entry, tokenizer, renderer, stop_ids, _context(weights, self.trust_remote_code), weights, adapter
         )
@@ -170,17 +172,16 @@ class Engines:
     # --- classification heads --------------------------------------------------------------------------------
 
     def head(self, entry: ModelEntry):
-        """A classification-head run as eval/predict.py's HeadModel (loaded once per final/ version)."""
+        """A classifier run as eval/predict.py's HeadModel (loaded once per final/ version)."""
         from tunesmith.eval.predict import load_head
 
         final = _final(entry)
         require_safetensors(final)
-        if (final / "adapter_config.json").is_file():
-            base = adapter_base(final)
-            if base is not None and base.is_dir():
-                require_safetensors(base)
-            if json.loads((final / "adapter_config.json").read_text(encoding="utf-8")).get("task_type") != "SEQ_CLS":
-                raise TunesmithError(f"{entry.id} is not a classification run")
+        base = adapter_base(final)
+        if base is not None and base.is_dir():
+            require_safetensors(base)
+        if model_kind(final) != "classifier":
+            raise TunesmithError(f"{entry.id} is not a classification run")
         key = (final, final.stat().st_mtime)
         if key not in self._heads:
             self._heads[key] = load_head(entry.run_dir, self.device)

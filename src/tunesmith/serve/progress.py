@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tunesmith.rundir import RunDir
 from tunesmith.serve.paths import new_id, upload_path
 from tunesmith.serve.store import FileRecord, Store
 from tunesmith.training.checkpoint import list_checkpoints
@@ -22,7 +23,7 @@ RESULTS_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
+    path = RunDir(run_dir).metrics_file
     if not path.is_file():
         return []
     out = []
@@ -81,7 +82,7 @@ class Progress:
                 logged = step
         if (logged, logged_eval) != (job.logged_step, job.logged_eval_step):
             self.store.update_job(self.job_id, logged_step=logged, logged_eval_step=logged_eval)
-        for folder in list_checkpoints(self.run_dir / "checkpoints"):
+        for folder in list_checkpoints(RunDir(self.run_dir).checkpoints):
             step = int(folder.name.split("-")[1])
             if self.store.put_checkpoint(self.job_id, step, metrics_at(self.records, step)):
                 self.store.add_event(self.job_id, f"Checkpoint created at step {step}")

@@ -86,7 +86,7 @@ def _usage(prompts: list[list[int]], sequences: list[Sequence]) -> dict[str, int
 
 
 def _generative(entry: ModelEntry) -> None:
-    if entry.objective != "generate":
+    if not entry.generative:
         raise ApiError(400, f"{entry.id} is a classification run: ask it at POST /v1/classifications", "model")
 
 
@@ -245,8 +245,8 @@ async def completions(req: CompletionRequest, request: Request):
 async def classifications(req: ClassificationRequest, request: Request) -> dict[str, Any]:
     state = _state(request)
     entry = _entry(state, req.model)
-    if entry.objective != "head":
-        raise ApiError(400, f"{entry.id} is not a classification-head run (task.objective: head)", "model")
+    if entry.generative:
+        raise ApiError(400, f"{entry.id} is not a classification run: it answers at /v1/chat/completions", "model")
     work = Classification(entry, list(req.input))
     try:
         predictions, tokens = await asyncio.wrap_future(state.batcher.submit(work))

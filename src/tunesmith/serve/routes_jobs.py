@@ -164,7 +164,7 @@ async def create_job(body: JobCreate, request: Request) -> dict[str, Any]:
         raise ApiError(400, str(err), "model", "model_not_found") from None
     except JobError as err:
         raise ApiError(400, str(err), err.param) from None
-    if entry.objective != "generate":
+    if not entry.generative:
         raise ApiError(400, f"{entry.id} is a classification run; jobs train chat and completion models", "model")
     _training_file(state, body.training_file, "training_file")
     _training_file(state, body.validation_file, "validation_file")

@@ -138,7 +138,7 @@ class CompletionRequest(Sampled):
 
 
 class ClassificationRequest(RequestBody):
-    """POST /v1/classifications: label texts with a classification-head run (trained with task.objective: head).
+    """POST /v1/classifications: label texts with a classifier run (trained with method.type: classifier).
 
     The response lists, per input in order, the label, its probability and every label's probability:
     `{"object": "list", "model": ..., "data": [{"index": 0, "label": "positive", "probability": 0.93,

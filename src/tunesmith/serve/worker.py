@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from tunesmith.rundir import RunDir
 from tunesmith.serve.errors import public
 from tunesmith.serve.jobs import JobError, job_config
 from tunesmith.serve.paths import run_path, upload_path
@@ -127,9 +128,9 @@ class Worker:
     def run(self, job: JobRecord, lock_fd: int) -> None:
         settings = self.settings
         run_dir = run_path(settings.runs_dir, job.run_name)
-        resume = (run_dir / "config.yaml").is_file()
+        resume = RunDir(run_dir).config_file.is_file()
         if job.status == "running":
-            found = list_checkpoints(run_dir / "checkpoints") if resume else []
+            found = list_checkpoints(RunDir(run_dir).checkpoints) if resume else []
             step = int(found[-1].name.split("-")[1]) if found else 0
             note = f"from checkpoint step {step}" if found else "from the start (no checkpoint was saved yet)"
             self.store.add_event(job.id, f"Resuming training {note} after the server or worker stopped")
@@ -177,7 +178,7 @@ class Worker:
 
     def _finish(self, job: JobRecord, rc: int, run_dir: Path, log_path: Path, progress: Progress) -> None:
         now = int(time.time())
-        if rc == 0 and (run_dir / "final").is_dir():
+        if rc == 0 and RunDir(run_dir).final.is_dir():
             model = f"ft:{job.base_id}:{job.run_name}"
             result = write_results(self.store, self.settings.files_dir, job.id, run_dir)
             done = self.store.update_job(
