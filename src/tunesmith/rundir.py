@@ -6,12 +6,12 @@ identity (config.yaml, then manifest.json, each written atomically) is complete.
 cleared, and only of the entries a run writes (RUN_ENTRIES); a run that never started is simply started again.
 
 `RunDir` owns a run folder's layout: every consumer of a finished run (generate, eval, predict, serve, a run that
-continues from it) finds its files, its typed config and "the model as the run trained it" there.
+continues from it) finds its files and its typed config there, and loads "the model as the run trained it" with
+models/trained.py's load_run(RunDir). This module sits below models/ and data/: it imports only config and errors.
 
     run = RunDir(Path("runs/sst2"))
     run.final, run.eval_dir, run.checkpoints       # paths
     run.config(), run.method, run.manifest()       # the resolved config (older saved keys upgraded), "sft", ...
-    trained = run.load_model(device)              # final/ as a causal LM or a classifier, tokenizer, settings
 """
 
 from __future__ import annotations
@@ -30,16 +30,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Protocol
 
 from tunesmith.config import Config, load_saved_config
 from tunesmith.errors import TunesmithError
-from tunesmith.models.registry import ResolvedBase, file_sha256
-
-if TYPE_CHECKING:
-    import torch
-
-    from tunesmith.models.trained import TrainedModel
 
 PACKAGES = ("tunesmith", "torch", "transformers", "peft", "safetensors", "tokenizers", "gguf", "pydantic")
 
@@ -92,6 +86,14 @@ def git_sha(cwd: Path | None = None) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -105,7 +107,15 @@ def tokenizer_sha256(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def build_manifest(cfg: Config, base: ResolvedBase, data_files: list[Path], tokenizer, argv: list[str]) -> dict:
+class BaseSource(Protocol):
+    """Where a run's base model came from: models/registry.ResolvedBase."""
+
+    name: str
+    path: Path
+    origin: Path
+
+
+def build_manifest(cfg: Config, base: BaseSource, data_files: list[Path], tokenizer, argv: list[str]) -> dict:
     origin = base.origin
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -251,20 +261,6 @@ class RunDir:
 
     def eval_record(self, name: str) -> dict:
         return read_json(self.eval_file(name))
-
-    def load_model(
-        self,
-        device: torch.device,
-        dtype: torch.dtype | Literal["auto"] | None = None,
-        *,
-        merged: bool = False,
-        trust_remote_code: bool = False,
-    ) -> TrainedModel:
-        """The model as the run trained it (models/trained.py: load_trained), with its tokenizer and settings."""
-        from tunesmith.models.trained import TrainedSettings, load_trained  # models/trained imports this module
-
-        settings = TrainedSettings.of_run(self)
-        return load_trained(self.model_dir, settings, device, dtype, merged=merged, trust_remote_code=trust_remote_code)
 
 
 # Settings that may change between a run and its resume: they steer bookkeeping, never the numbers. train.threads is

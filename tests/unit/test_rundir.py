@@ -152,10 +152,10 @@ def test_a_lora_run_loads_as_peft_loads_it_kept_apart_or_merged(trained_runs, ti
     from tunesmith.config import ModelConfig
     from tunesmith.eval.chat import load_final
     from tunesmith.models.loading import load_base
-    from tunesmith.models.trained import TrainedSettings
+    from tunesmith.models.trained import TrainedSettings, load_run
 
     cpu, run = torch.device("cpu"), RunDir(trained_runs["lora"])
-    trained = run.load_model(cpu)
+    trained = load_run(run, cpu)
     assert trained.kind == "causal_lm" and trained.settings == TrainedSettings.of_config(run.config())
     assert isinstance(trained.model, PeftModel)  # the adapter stays apart, as generate and eval load it
     ours = _logits(trained.model, trained.tokenizer)
@@ -164,7 +164,7 @@ def test_a_lora_run_loads_as_peft_loads_it_kept_apart_or_merged(trained_runs, ti
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     assert not torch.allclose(ours, _logits(base, trained.tokenizer), atol=1e-4)  # the adapter is on
 
-    merged = run.load_model(cpu, torch.float32, merged=True)  # what a run continuing from this one starts from
+    merged = load_run(run, cpu, torch.float32, merged=True)  # what a run continuing from this one starts from
     assert not isinstance(merged.model, PeftModel)
     expected = PeftModel.from_pretrained(base, run.final).merge_and_unload()
     torch.testing.assert_close(_logits(merged.model, trained.tokenizer), _logits(expected, trained.tokenizer))
@@ -183,15 +183,16 @@ def test_a_full_run_loads_as_transformers_loads_it(trained_runs, tiny_model_dir)
     from transformers import AutoModelForCausalLM
 
     from tunesmith.eval.predict import NotAHead, load_head
+    from tunesmith.models.trained import load_run
 
     cpu, run = torch.device("cpu"), RunDir(trained_runs["full"])
-    trained = run.load_model(cpu)
+    trained = load_run(run, cpu)
     assert trained.kind == "causal_lm" and run.method == "sft"
     ours = _logits(trained.model, trained.tokenizer)
     alone = AutoModelForCausalLM.from_pretrained(run.final, dtype=torch.float32).eval()
     torch.testing.assert_close(ours, _logits(alone, trained.tokenizer), rtol=0, atol=0)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     assert not torch.allclose(ours, _logits(base, trained.tokenizer), atol=1e-4)  # one step changed the weights
-    torch.testing.assert_close(_logits(run.load_model(cpu, merged=True).model, trained.tokenizer), ours)
+    torch.testing.assert_close(_logits(load_run(run.final, cpu, merged=True).model, trained.tokenizer), ours)
     with pytest.raises(NotAHead, match="not a classification-head run"):
         load_head(run.path / "final", cpu)

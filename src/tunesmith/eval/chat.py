@@ -9,7 +9,7 @@ import torch
 from tunesmith.errors import TunesmithError
 from tunesmith.eval.runner import generate_answer
 from tunesmith.models.loading import pick_device
-from tunesmith.models.trained import TrainedSettings, model_kind
+from tunesmith.models.trained import TrainedSettings, load_run, model_kind
 from tunesmith.rundir import RunDir
 
 
@@ -19,7 +19,7 @@ def load_final(run: str | Path, device: torch.device, dtype: torch.dtype | None 
     run_dir = RunDir.at(run)
     if model_kind(run_dir.model_dir) == "classifier":
         raise TunesmithError(f"{run}: a classification run answers with labels; classify with `tunesmith predict`")
-    trained = run_dir.load_model(device, dtype)
+    trained = load_run(run_dir, device, dtype)
     return trained.model, trained.tokenizer
 
 

@@ -34,7 +34,7 @@ from tunesmith.data.templates import Encoded, Renderer
 from tunesmith.errors import TunesmithError
 from tunesmith.eval.metrics import compute
 from tunesmith.models.loading import pick_device
-from tunesmith.models.trained import NoFinishedModel, model_kind
+from tunesmith.models.trained import NoFinishedModel, load_run, model_kind
 from tunesmith.rundir import RunDir
 from tunesmith.training.objectives import ClassificationObjective
 
@@ -168,7 +168,7 @@ def load_head(run: str | Path, device: torch.device | None = None) -> HeadModel:
         raise NotAHead(
             f"{run}: not a classification-head run (method.type: classifier); answer with `tunesmith generate`"
         )
-    trained = run_dir.load_model(device, "auto")
+    trained = load_run(run_dir, device, "auto")
     model = trained.model
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     # A final/ folder on its own has no training datasets: the defaults a run would have used.

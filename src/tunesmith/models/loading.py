@@ -168,7 +168,9 @@ def load_base(
     resolved = resolve_base(spec.base)
     run = RunDir(resolved.path)
     if run.is_run:
-        trained = run.load_model(device, dtype, merged=True, trust_remote_code=spec.trust_remote_code)
+        from tunesmith.models.trained import load_run  # trained.py builds on this module
+
+        trained = load_run(run, device, dtype, merged=True, trust_remote_code=spec.trust_remote_code)
         model, tokenizer, weights_dir = trained.model, trained.tokenizer, run.final
     else:
         model = _load_causal_lm(resolved.path, dtype, spec.trust_remote_code)

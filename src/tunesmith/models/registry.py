@@ -9,7 +9,6 @@ Nothing is fetched from a model hub: a name resolves to a file that an installed
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunesmith.errors import TunesmithError
+from tunesmith.rundir import RunDir, file_sha256
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -104,14 +104,6 @@ def registry_gguf(entry: RegistryEntry) -> Path:
     return folder / entry.gguf_file
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _convert_checked(gguf: Path) -> Path:
     """convert_gguf, with a GGUF file that parses but is not a model the converter can read reported as such."""
     try:
@@ -162,8 +154,6 @@ def convert_gguf(gguf: Path) -> Path:
 
 def is_run_dir(path: Path) -> bool:
     """A finished run's folder (RunDir.is_run)."""
-    from tunesmith.rundir import RunDir  # rundir imports this module
-
     return RunDir(path).is_run
 
 

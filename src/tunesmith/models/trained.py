@@ -5,12 +5,12 @@ of a finished run (eval, generate, predict and serve).
     renderer = settings.renderer(tokenizer)                # prompts exactly as training rendered them
     dtype = settings.weight_dtype(device)                  # base and tuned are scored in the same dtype
 
-    trained = load_trained(run.model_dir, settings, device)  # final/ as the run trained it (RunDir.load_model)
+    trained = load_run(RunDir(Path("runs/sst2")), device)  # final/ as the run trained it, tokenizer, settings
 
 A run's prompts use its `data.prompt_format` and `data.max_length`, and open with the system message its training
 rows opened with (when its training datasets share one). Every consumer builds its renderer here, so a prompt that
 `tunesmith generate` or the server sends is, token for token, the prompt the model was trained to answer. And every
-consumer loads final/ through load_trained: a causal LM or a sequence classifier by what final/ holds.
+consumer loads final/ through load_run: a causal LM or a sequence classifier by what final/ holds.
 """
 
 from __future__ import annotations
@@ -103,6 +103,21 @@ def adapter_base(folder: Path) -> Path | None:
         return None
     with loading(folder, "adapter"):
         return Path(json.loads(config.read_text(encoding="utf-8"))["base_model_name_or_path"]).resolve()
+
+
+def load_run(
+    run: RunDir | str | Path,
+    device: torch.device,
+    dtype: torch.dtype | Literal["auto"] | None = None,
+    *,
+    merged: bool = False,
+    trust_remote_code: bool = False,
+) -> TrainedModel:
+    """The model as the run trained it: its final/ (load_trained), prompted and scored with its config's settings.
+    `run` is a run folder or its final/ folder (a final/ folder on its own gets the defaults a run would have used)."""
+    run = run if isinstance(run, RunDir) else RunDir.at(run)
+    settings = TrainedSettings.of_run(run)
+    return load_trained(run.model_dir, settings, device, dtype, merged=merged, trust_remote_code=trust_remote_code)
 
 
 def load_trained(

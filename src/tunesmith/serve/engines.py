@@ -6,7 +6,7 @@
     requests to the base itself run inside disable_adapter()
 
 Full fine-tuned runs load as their own model; classifier runs load through eval/predict.py's load_head (one
-RunDir.load_model, as `predict` loads them).
+load_run, as `predict` loads them).
 Weights are read from safetensors files only (no pickle), and model code shipped with a checkpoint runs only when
 the operator passed --trust-remote-code. Tokenizers and prompt settings are loaded without the weights, so
 requests can be tokenized and checked before the model is even in memory.
