@@ -39,7 +39,8 @@ def head_config(fx: Fixtures, data: Path, out: Path, **train: object) -> dict:
         {"path": str(data), "fields": {"tweet": "text", "class": "label"}, "labels": {0: "account", 1: "friendly"}}
     ]
     cfg["data"]["eval_fraction"] = 0.25
-    cfg["task"] = {"type": "classification", "objective": "head", "labels": LABELS, "bootstrap_resamples": 100}
+    cfg["task"] = {"type": "classification", "labels": LABELS, "bootstrap_resamples": 100}
+    cfg["method"] = {"type": "classifier"}
     cfg["audit"] = {"allow": ["leakage"]}  # short toy rows from a small vocabulary overlap by design
     return cfg
 

@@ -57,7 +57,7 @@ def main() -> int:
     )
     base = load_base(cfg.model, torch.device("cpu"), torch.float32)
     prepared = prepare_data(cfg, Renderer(base.tokenizer, "auto", 1024))
-    model = make_trainable(base.model, cfg.adapter, cfg.train)
+    model = make_trainable(base.model, cfg.adapter, cfg.train, "CAUSAL_LM", packs=cfg.train.packing)
     inner = unwrap(model)
     if args.sdpa:
         inner.set_attn_implementation("sdpa")

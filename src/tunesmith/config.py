@@ -11,14 +11,24 @@ from __future__ import annotations
 import copy
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from tunesmith.errors import TunesmithError
 
-# The speed options `tunesmith verify` checks against the plain computation (training/verify.py).
+# The speed options `tunesmith verify` checks against the plain computation (recipes/verify.py).
 SPEED_OPTIONS = ("packing", "chunked_ce", "activation_checkpointing", "compile")
 
 
@@ -281,23 +291,6 @@ class TaskConfig(Strict):
     max_rows: int = Field(200, ge=1, description="Held-out rows scored (the first N of the eval data).")
     max_new_tokens: int = Field(64, ge=1, description="Generation length for task predictions.")
     bootstrap_resamples: int = Field(1000, ge=100, description="Resamples for the base-vs-tuned confidence interval.")
-    objective: Literal["generate", "head"] = Field(
-        "generate",
-        description="classification: generate the label word with the language model (generate), or train a "
-        "classification head on the decoder's last token (head; the base is scored as a causal LM: task.baselines).",
-    )
-    loss: Literal["ce", "focal"] = Field(
-        "ce", description="objective head: cross-entropy, or focal loss (down-weights rows already classified well)."
-    )
-    class_weights: Literal["none", "balanced"] = Field(
-        "none",
-        description="objective head: per-class loss weights; balanced is n / (K * count_k) over the training labels "
-        "(logged and written to eval/base.json).",
-    )
-    focal_gamma: float = Field(2.0, ge=0, description="objective head, loss focal: the focusing exponent (0 is CE).")
-    label_smoothing: float = Field(
-        0.0, ge=0, lt=1, description="objective head: share of each target spread uniformly over all classes."
-    )
     prompt_variants: list[str] = Field(
         default_factory=list,
         description="Paraphrased prompts the task is also scored under (base and tuned), reported as mean and spread. "
@@ -321,30 +314,68 @@ class TaskConfig(Strict):
     )
 
     @model_validator(mode="after")
-    def _labels_for_classification(self) -> TaskConfig:
-        if self.type == "classification" and len(self.labels) < 2:
-            raise ValueError("task.labels: classification needs at least two label words")
-        return self
-
-    @model_validator(mode="after")
-    def _head_settings(self) -> TaskConfig:
-        if self.loss != "focal" and self.focal_gamma != 2.0:
-            raise ValueError("task.focal_gamma applies to task.loss: focal only")
+    def _variants_need_a_task(self) -> TaskConfig:
         if self.prompt_variants and self.type == "none":
             raise ValueError("task.prompt_variants: set task.type; variants are scored by the task's metrics")
-        if self.objective == "head":
-            if self.prompt_variants:
-                raise ValueError("task.prompt_variants: a classification head reads no prompt; use objective generate")
-            if self.type != "classification":
-                raise ValueError("task.objective: head needs task.type: classification (and task.labels)")
-            if len(set(self.labels)) != len(self.labels):
-                raise ValueError(f"task.labels: a head needs distinct labels, got {self.labels}")
-            return self
-        # Settings that would do nothing are refused, not silently ignored.
-        for key, default in (("loss", "ce"), ("class_weights", "none"), ("label_smoothing", 0.0)):
-            if getattr(self, key) != default:
-                raise ValueError(f"task.{key} applies to task.objective: head only")
         return self
+
+
+class SFTMethod(Strict):
+    """Supervised fine-tuning of the causal LM: next-token cross-entropy on the answer's tokens (methods/sft.py)."""
+
+    type: Literal["sft"] = Field("sft", description="sft: the model learns to generate the answers.")
+
+
+class ClassifierMethod(Strict):
+    """A classification head on the decoder's last token, trained on (text, label) rows (methods/classifier.py)."""
+
+    type: Literal["classifier"] = Field(
+        "classifier", description="classifier: a K-way head; the base is scored as a causal LM."
+    )
+    labels: list[str] = Field(
+        default_factory=list, description="The classes, in this order (the head's outputs); default task.labels."
+    )
+    loss: Literal["ce", "focal"] = Field(
+        "ce", description="Cross-entropy, or focal loss (down-weights rows already classified well)."
+    )
+    class_weights: Literal["none", "balanced"] = Field(
+        "none",
+        description="Per-class loss weights; balanced is n / (K * count_k) over the training labels (logged and "
+        "written to eval/base.json).",
+    )
+    focal_gamma: float = Field(2.0, ge=0, description="loss focal: the focusing exponent (0 is cross-entropy).")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Share of each target spread over all classes.")
+
+    @model_validator(mode="after")
+    def _gamma_for_focal(self) -> ClassifierMethod:
+        if self.loss != "focal" and self.focal_gamma != 2.0:
+            raise ValueError("method.focal_gamma applies to method.loss: focal only")
+        return self
+
+
+def _method_type(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return value.get("type", "sft")
+    return getattr(value, "type", None)
+
+
+# The training method: one section, chosen by `type`; each method's module is methods/<type>.py.
+METHOD_SECTIONS = {"sft": SFTMethod, "classifier": ClassifierMethod}
+MethodConfig = Annotated[
+    Annotated[SFTMethod, Tag("sft")] | Annotated[ClassifierMethod, Tag("classifier")],
+    Discriminator(_method_type, custom_error_type="method_type", custom_error_message="unknown method type"),
+]
+
+METHOD_TYPES = tuple(METHOD_SECTIONS)
+
+# Keys older versions read, and where each one went; a config that still uses one is told the new name.
+RENAMED = {
+    "task.objective": "method.type (objective generate is now method.type: sft, head is method.type: classifier)",
+    "task.loss": "method.loss, with method.type: classifier",
+    "task.class_weights": "method.class_weights, with method.type: classifier",
+    "task.focal_gamma": "method.focal_gamma, with method.type: classifier",
+    "task.label_smoothing": "method.label_smoothing, with method.type: classifier",
+}
 
 
 class AuditConfig(Strict):
@@ -377,8 +408,30 @@ class Config(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)
+    method: MethodConfig = Field(default_factory=SFTMethod, description="The training method and its own settings.")
     audit: AuditConfig = Field(default_factory=AuditConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="after")
+    def _labels_and_method_agree(self) -> Config:
+        """The classes are given once (task.labels or method.labels) and both sections then hold them; settings that
+        would do nothing are refused, not silently ignored."""
+        task, method = self.task, self.method
+        if isinstance(method, ClassifierMethod):
+            if task.type != "classification":
+                raise ValueError("method.type: classifier needs task.type: classification (and its labels)")
+            if task.prompt_variants:
+                raise ValueError("task.prompt_variants: a classification head reads no prompt; use method.type: sft")
+            if method.labels and task.labels and method.labels != task.labels:
+                raise ValueError(f"method.labels {method.labels} differ from task.labels {task.labels}; give them once")
+            labels = method.labels or task.labels
+            if len(set(labels)) != len(labels):
+                raise ValueError(f"method.labels: a head needs distinct labels, got {labels}")
+            # Set on the models' dicts: assignment would validate each section again, mid-way.
+            task.__dict__["labels"] = method.__dict__["labels"] = list(labels)
+        if task.type == "classification" and len(task.labels) < 2:
+            raise ValueError("task.labels: classification needs at least two label words")
+        return self
 
     def to_yaml(self) -> str:
         """The resolved config with every default explicit."""
@@ -459,13 +512,21 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 def _describe(err: ValidationError) -> str:
     lines = []
     for item in err.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        loc = [str(p) for p in item["loc"]]
+        if loc[:1] == ["method"] and len(loc) > 1 and loc[1] in METHOD_TYPES:  # pydantic names the union's member
+            del loc[1]
+        key = ".".join(loc)
         msg = "unknown key" if item["type"] == "extra_forbidden" else item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden" and key in RENAMED:
+            msg = f"renamed: use {RENAMED[key]}"
         given = item.get("input")
+        if item["type"] == "method_type":
+            given = given.get("type") if isinstance(given, dict) else given
+            key, msg = "method.type", f"one of {', '.join(METHOD_TYPES)} (method is a section: {{type: sft}})"
         shown = isinstance(given, int | float | str) and len(repr(given)) < 60  # short enough to read in one line
         if shown and item["type"] not in ("extra_forbidden", "value_error"):
             msg += f" (got {given!r})"  # `Input should be a finite number (got inf)`
-        lines.append(f"config key {key}: {msg}")
+        lines.append(f"config key {key}: {msg}" if loc else f"config: {msg}")
     return "\n".join(lines)
 
 
@@ -517,3 +578,31 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(loaded).__name__}")
         raw = loaded or {}
     return build_config(raw, overrides, source)
+
+
+def upgrade_saved(raw: dict[str, Any]) -> dict[str, Any]:
+    """A run's saved config.yaml as the current schema reads it: the keys older versions wrote under `task` for the
+    training method (objective, loss, class_weights, focal_gamma, label_smoothing) move to `method:`. Only saved
+    runs are upgraded; a user's config with an old key gets an error naming the new one (RENAMED)."""
+    task = raw.get("task")
+    if not isinstance(task, dict) or "method" in raw:
+        return raw
+    raw = copy.deepcopy(raw)
+    task = raw["task"]
+    objective = task.pop("objective", "generate")
+    moved = {key: task.pop(key) for key in ("loss", "class_weights", "focal_gamma", "label_smoothing") if key in task}
+    if objective == "head":
+        raw["method"] = {"type": "classifier", **moved}
+    return raw
+
+
+def load_saved_config(path: str | Path) -> Config:
+    """A finished (or started) run's config.yaml, written by this or an older version of tunesmith."""
+    path = Path(path)
+    try:
+        loaded = parse_yaml(read_config_text(path))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}:{_yaml_problem(err)}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(loaded).__name__}")
+    return build_config(upgrade_saved(loaded), source=str(path))

@@ -11,8 +11,8 @@ from importlib import resources
 from pathlib import Path
 
 from tunesmith.config import build_config
-from tunesmith.training.recipe import run_training
-from tunesmith.training.summary import print_result
+from tunesmith.recipes.summary import print_result
+from tunesmith.recipes.train import run_training
 
 
 def asset(name: str) -> Path:

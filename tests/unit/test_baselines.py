@@ -190,9 +190,9 @@ def fake_run(tmp: Path, tuned_accuracy: float) -> tuple[Path, dict, dict]:
 
 
 def test_reports_show_every_baseline_and_say_when_tuned_is_below_the_trivial_one(tmp_path):
+    from tunesmith.recipes.summary import print_result
+    from tunesmith.recipes.train import RunResult
     from tunesmith.report.run_html import render_run_report
-    from tunesmith.training.recipe import RunResult
-    from tunesmith.training.summary import print_result
 
     run, base, tuned = fake_run(tmp_path, tuned_accuracy=0.54)
     page = render_run_report(run)
@@ -222,7 +222,7 @@ def test_a_classification_run_compares_tuned_with_its_strongest_baseline(tiny_mo
 
     from tunesmith.config import build_config
     from tunesmith.eval.baselines import ORDER
-    from tunesmith.training.recipe import run_training
+    from tunesmith.recipes.train import run_training
 
     data = tmp_path / "parity.jsonl"
     rows = [{"prompt": f"is {n} even or odd?", "completion": "even" if n % 3 else "odd"} for n in range(32)]

@@ -1,4 +1,4 @@
-"""Classification heads (task.objective: head) on the tiny on-disk Llama: encoding, losses, pooling, the loop's
+"""Classification heads (method.type: classifier) on the tiny on-disk Llama: encoding, losses, pooling, the loop's
 row normalisation, resume, final/ without tunesmith, and `tunesmith predict`."""
 
 from __future__ import annotations
@@ -18,17 +18,17 @@ from test_training import assert_same_weights, final_trainable
 from tiny_runs import tiny_config
 
 from tunesmith.cli import main
-from tunesmith.config import Kind, TaskConfig, build_config
+from tunesmith.config import Config, ConfigError, Kind, build_config
 from tunesmith.data.classify import HeadEncoder, encode_for_head, fit_input
 from tunesmith.data.formats import Example
 from tunesmith.data.templates import Encoded, Renderer
 from tunesmith.eval.predict import load_head
+from tunesmith.methods.classifier import balanced_weights
 from tunesmith.models.loading import load_classifier, load_tokenizer
+from tunesmith.recipes.train import run_training
 from tunesmith.training.checkpoint import list_checkpoints
-from tunesmith.training.head import balanced_weights
-from tunesmith.training.objectives import ClassificationObjective, collate
+from tunesmith.training.objectives import ClassificationObjective, collate, collate_classes
 from tunesmith.training.prepare import DataRefused
-from tunesmith.training.recipe import run_training
 
 LABELS = ["account", "friendly"]
 ACCOUNT = ["password", "reset", "settings", "account", "page", "click", "open"]
@@ -56,9 +56,9 @@ def head_config(model_dir: Path, data: Path, out: Path, **train) -> dict:
         {"path": str(data), "fields": {"tweet": "text", "class": "label"}, "labels": {0: "account", 1: "friendly"}}
     ]
     cfg["data"]["eval_fraction"] = 0.25
+    cfg["method"] = {"type": "classifier"}
     cfg["task"] = {
         "type": "classification",
-        "objective": "head",
         "labels": LABELS,
         "max_new_tokens": 4,
         "bootstrap_resamples": 200,
@@ -82,15 +82,24 @@ def trained(tiny_model_dir, toy, tmp_path_factory):
 # --- config and encoding -------------------------------------------------------------------------------------------
 
 
-def test_config_head_needs_classification_and_refuses_head_settings_elsewhere():
-    with pytest.raises(ValueError, match=r"task\.type: classification"):
-        TaskConfig(objective="head")
-    with pytest.raises(ValueError, match=r"task\.loss applies"):
-        TaskConfig(type="classification", labels=LABELS, loss="focal")
-    with pytest.raises(ValueError, match=r"task\.focal_gamma"):
-        TaskConfig(type="classification", labels=LABELS, objective="head", focal_gamma=1.0)
-    ok = TaskConfig(type="classification", labels=LABELS, objective="head", loss="focal", class_weights="balanced")
-    assert ok.focal_gamma == 2.0 and ok.label_smoothing == 0.0
+def test_config_classifier_needs_classification_and_its_settings_live_in_method():
+    def config(task: dict, method: dict) -> Config:
+        return build_config({"task": task, "method": method})
+
+    with pytest.raises(ConfigError, match=r"classifier needs task\.type: classification"):
+        config({}, {"type": "classifier"})
+    with pytest.raises(ConfigError, match=r"task\.loss: renamed: use method\.loss"):
+        config({"type": "classification", "labels": LABELS, "loss": "focal"}, {"type": "classifier"})
+    with pytest.raises(ConfigError, match=r"method\.loss: unknown key"):  # an sft run has no head loss
+        config({"type": "classification", "labels": LABELS}, {"type": "sft", "loss": "focal"})
+    with pytest.raises(ConfigError, match=r"method\.focal_gamma applies"):
+        config({"type": "classification", "labels": LABELS}, {"type": "classifier", "focal_gamma": 1.0})
+    with pytest.raises(ConfigError, match=r"differ from task\.labels"):
+        config({"type": "classification", "labels": LABELS}, {"type": "classifier", "labels": LABELS[::-1]})
+    ok = config({"type": "classification", "labels": LABELS}, {"type": "classifier", "loss": "focal"})
+    assert ok.method.focal_gamma == 2.0 and ok.method.label_smoothing == 0.0 and ok.method.labels == LABELS
+    given_once = config({"type": "classification"}, {"type": "classifier", "labels": LABELS})  # labels given once
+    assert given_once.task.labels == given_once.method.labels == LABELS
 
 
 def test_encode_for_head_renders_a_user_turn_and_targets_the_label_index(tiny_tokenizer):
@@ -156,11 +165,13 @@ def test_collate_gives_one_label_per_row_and_counts_rows():
         Encoded([5, 6], [], "x", 2, target=0),
         Encoded([5], [], "x", 3, target=2),
     ]
-    batch = collate(rows, 0)
+    batch = collate_classes(rows, 0)
     assert batch.labels.tolist() == [1, 0, 2] and batch.input_ids.shape == (3, 3)
     assert batch.trained_tokens == 3
-    with pytest.raises(ValueError, match="mixes"):
-        collate([rows[0], Encoded([5, 6, 7], [-100, 6, 7], "x", 4)], 0)
+    with pytest.raises(ValueError, match="carry a class index"):
+        collate_classes([rows[0], Encoded([5, 6, 7], [-100, 6, 7], "x", 4)], 0)
+    with pytest.raises(ValueError, match="per-token labels"):
+        collate(rows, 0)
 
 
 LOGITS = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0], [0.0, 0.0, 3.0]])
@@ -221,7 +232,7 @@ def test_pooling_on_a_padded_batch_equals_transformers_on_each_row(tiny_model_di
     encoder = HeadEncoder(Renderer(tokenizer, "auto", 128), ["a", "b", "c"])
     texts = ["hi", "reset your password from the settings page please", "the quick brown fox"]
     rows = [encoder.encode(Example(Kind.classification, "x", i, text=t, label="a")) for i, t in enumerate(texts)]
-    batch = collate(rows, tokenizer.pad_token_id)
+    batch = collate_classes(rows, tokenizer.pad_token_id)
     with torch.no_grad():
         batched = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         alone = torch.cat([model(input_ids=torch.tensor([r.input_ids])).logits for r in rows])
@@ -242,7 +253,7 @@ def test_accumulation_equals_one_big_batch_for_the_head(tiny_model_dir, toy, tmp
     results = []
     for micro in (8, 4):
         cfg = head_config(tiny_model_dir, toy, tmp_path / f"m{micro}", micro_batch_size=micro, max_steps=3)
-        cfg["task"] |= {"loss": "focal", "class_weights": "balanced", "label_smoothing": 0.1}
+        cfg["method"] |= {"loss": "focal", "class_weights": "balanced", "label_smoothing": 0.1}
         run_training(build_config(cfg), **quiet)
         results.append(final_trainable(tmp_path / f"m{micro}"))
     assert any("score" in name for name in results[0])
@@ -369,7 +380,7 @@ def test_plan_and_preview_understand_a_head_config(tiny_model_dir, toy, tmp_path
     from rich.console import Console
 
     from tunesmith.data.preview import preview
-    from tunesmith.training.plan import make_plan
+    from tunesmith.recipes.plan import make_plan
 
     cfg = build_config(head_config(tiny_model_dir, toy, tmp_path / "run"))
     plan = make_plan(cfg, calibration_steps=1, log=lambda *_: None)

@@ -180,7 +180,7 @@ def test_fp16_gradients_that_overflow_even_unscaled_are_divergence(tmp_path):
 
 def test_full_fine_tuning_in_float16_trains_instead_of_turning_nan(tiny_model_dir, tmp_path):
     """Before, model.dtype=float16 kept fp16 weights under AdamW and one step made every weight nan."""
-    from tunesmith.training.recipe import run_training
+    from tunesmith.recipes.train import run_training
 
     data = write_chat_data(tmp_path / "train.jsonl", n=24)
     raw = tiny_config(tiny_model_dir, data, tmp_path / "run", dtype="float16", method="full", max_steps=4, lr=1e-3)

@@ -23,8 +23,8 @@ from tunesmith import faults
 from tunesmith.cli import main
 from tunesmith.config import build_config
 from tunesmith.faults import ENV
+from tunesmith.recipes.train import run_training
 from tunesmith.training.checkpoint import clean_staging, list_checkpoints
-from tunesmith.training.recipe import run_training
 
 TUNESMITH = [sys.executable, "-m", "tunesmith.cli"]
 # Saves at 2 and 4 (keeping 2, so step-2 is pruned at 6), a held-out eval at 3, dropout so the RNG state matters.

@@ -6,9 +6,9 @@ from __future__ import annotations
 from tiny_runs import tiny_config, write_chat_data
 
 from tunesmith.config import build_config
-from tunesmith.training import plan as plan_module
+from tunesmith.recipes import plan as plan_module
+from tunesmith.recipes.plan import make_plan
 from tunesmith.training.loop import steps_per_epoch
-from tunesmith.training.plan import make_plan
 
 
 def test_plan_counts_match_the_data_and_measure_a_step(tiny_model_dir, tmp_path):

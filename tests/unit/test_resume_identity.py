@@ -24,7 +24,7 @@ def _config(tmp_path: Path, **train: object) -> Config:
 
 
 def test_changed_threads_refuse_a_resume(tmp_path: Path) -> None:
-    from tunesmith.training.recipe import run_training
+    from tunesmith.recipes.train import run_training
 
     run = tmp_path / "run"
     saved = _config(tmp_path)

@@ -16,6 +16,7 @@ from tiny_runs import tiny_config, write_chat_data
 from tunesmith.cli import main
 from tunesmith.config import build_config
 from tunesmith.errors import TunesmithError
+from tunesmith.recipes.train import run_training
 from tunesmith.rundir import (
     MARKER,
     RunDirError,
@@ -25,7 +26,6 @@ from tunesmith.rundir import (
     run_state,
     write_errors,
 )
-from tunesmith.training.recipe import run_training
 
 
 def quiet(*_: object) -> None:

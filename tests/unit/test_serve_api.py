@@ -16,10 +16,10 @@ from test_classify import head_config, write_toy
 from tiny_runs import tiny_config, write_chat_data
 
 from tunesmith.config import build_config
+from tunesmith.recipes.train import run_training
 from tunesmith.serve.app import create_app
 from tunesmith.serve.paths import UnsafePath, inside, run_path, upload_path
 from tunesmith.serve.settings import ServeSettings
-from tunesmith.training.recipe import run_training
 
 quiet = {"log": lambda *_: None}
 CHAT = [{"role": "user", "content": "what is 2 plus 3?"}]

@@ -154,7 +154,7 @@ def test_model_speed_options_leave_loss_and_gradients_unchanged(setup, option):
     batch = collate(rows[:8], pad)
     reference = loss_and_grads(lora_model(cfg), batch)
     model = lora_model(cfg)
-    apply_speed_options(model, cfg.train.model_copy(update={option: True}))
+    apply_speed_options(model, cfg.train.model_copy(update={option: True}), packs=option == "packing")
     model.train()
     faster = loss_and_grads(model, batch)
     assert faster[0] == pytest.approx(reference[0], rel=1e-5)
@@ -181,7 +181,7 @@ def test_verify_command_passes_on_the_tiny_model(tiny_model_dir, tmp_path, capsy
 def test_verify_counts_any_nan_as_a_failure():
     """max() passes over a nan and a nan compares false with everything: a nan in any loss or gradient, of a
     variant or of the reference, must fail verify instead of reading as agreement."""
-    from tunesmith.training.verify import Variant, VerifyReport, compare, verdict_line
+    from tunesmith.recipes.verify import Variant, VerifyReport, compare, verdict_line
 
     nan, inf = float("nan"), float("inf")
 
@@ -274,8 +274,8 @@ def test_mixed_precision_on_a_bf16_cpu_trains_like_fp32(tiny_model_dir, tmp_path
 
     from safetensors.torch import load_file
 
+    from tunesmith.recipes.train import run_training
     from tunesmith.training.checkpoint import list_checkpoints
-    from tunesmith.training.recipe import run_training
 
     data = write_chat_data(tmp_path / "train.jsonl", n=24)
     losses, weights = {}, {}
@@ -295,7 +295,7 @@ def test_mixed_precision_on_a_bf16_cpu_trains_like_fp32(tiny_model_dir, tmp_path
 def test_verify_checks_mixed_precision_against_fp32_when_auto_would_use_it(tiny_model_dir, tmp_path):
     """Under `auto` on a bf16 CPU the reference is fp32, so packing is held to the fp32 tolerance, and
     mixed_precision is its own variant held to the bf16 one; a config pinned to fp32 is not offered it."""
-    from tunesmith.training.verify import verify
+    from tunesmith.recipes.verify import verify
 
     data = write_chat_data(tmp_path / "train.jsonl", n=24)
     cfg = build_config(tiny_config(tiny_model_dir, data, tmp_path / "run", dtype="auto"))

@@ -9,7 +9,7 @@ from tiny_runs import tiny_config
 
 from tunesmith.config import TaskConfig, build_config
 from tunesmith.eval.tasks import read_prediction
-from tunesmith.training.recipe import run_training
+from tunesmith.recipes.train import run_training
 
 
 def test_read_prediction_per_parse_mode():

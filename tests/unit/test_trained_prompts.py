@@ -15,10 +15,10 @@ from tunesmith.data.classify import head_input_ids
 from tunesmith.data.formats import Example
 from tunesmith.data.templates import IGNORE, Renderer
 from tunesmith.eval.chat import chat_prompt_ids, load_final
-from tunesmith.eval.command import held_out
 from tunesmith.eval.tasks import run_task
 from tunesmith.models.loading import load_tokenizer
 from tunesmith.models.trained import TrainedSettings
+from tunesmith.recipes.evaluate import held_out
 from tunesmith.serve.catalog import Catalog
 from tunesmith.serve.engines import Engines
 from tunesmith.training.prepare import prepare_data

@@ -14,12 +14,12 @@ from tiny_runs import tiny_config, write_chat_data
 from tunesmith.config import build_config
 from tunesmith.data.templates import IGNORE, Encoded
 from tunesmith.models.loading import load_tokenizer
+from tunesmith.recipes.train import run_training
 from tunesmith.rundir import RunDirError
 from tunesmith.training.checkpoint import CHECKPOINT_FILES, clean_staging, list_checkpoints
 from tunesmith.training.loop import lr_lambda
 from tunesmith.training.objectives import CausalLMObjective, collate
 from tunesmith.training.order import epoch_order
-from tunesmith.training.recipe import run_training
 
 
 def final_trainable(run: Path) -> dict[str, torch.Tensor]:

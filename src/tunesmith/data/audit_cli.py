@@ -22,6 +22,7 @@ from tunesmith.data.audit import AuditReport, run_audit
 from tunesmith.data.audit_checks import Pair
 from tunesmith.data.check import parse_fields
 from tunesmith.errors import TunesmithError
+from tunesmith.methods import build_method
 from tunesmith.models.registry import DEFAULT_MODEL
 from tunesmith.rundir import write_json
 
@@ -130,7 +131,7 @@ def preflight_audit(cfg: Config, tokenizer, run_dir: Path | None, log=print) -> 
         write_json(run_dir / "audit.json", report.to_json())
     # Rows that would train nothing are already skipped and reported (skip_invalid), or cannot exist for a head: it
     # trains every row that encodes, and rows that do not encode stop the run before the audit.
-    trains_every_row = cfg.data.skip_invalid or cfg.task.objective == "head"
+    trains_every_row = cfg.data.skip_invalid or build_method(cfg).trains_every_row
     allow = [*cfg.audit.allow, *(["zero_trained"] if trains_every_row else [])]
     problems = report.blocking(allow)
     if problems:

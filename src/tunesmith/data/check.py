@@ -56,8 +56,8 @@ def check_file(
 ) -> int:
     """Print every bad row and a summary; return the exit status (1 when any row is bad)."""
     from tunesmith.data.audit_cli import load_audit_tokenizer
+    from tunesmith.methods import build_method
     from tunesmith.models.registry import DEFAULT_MODEL
-    from tunesmith.training.prepare import encoder_for
 
     try:
         kind_value = Kind(kind)
@@ -74,7 +74,7 @@ def check_file(
     result = load_dataset(spec)
     base = model or (cfg.model.base if config else DEFAULT_MODEL)
     renderer = Renderer(load_audit_tokenizer(base), cfg.data.prompt_format, cfg.data.max_length)
-    rendered, note = encode_errors(result, encoder_for(cfg, renderer))
+    rendered, note = encode_errors(result, build_method(cfg).encoder(renderer))
     errors = sorted(result.errors + rendered, key=lambda e: e.line)
     for error in errors:
         print(error)

@@ -13,10 +13,10 @@ from rich.text import Text
 from tunesmith.config import Config
 from tunesmith.data.loading import load_dataset
 from tunesmith.data.templates import IGNORE, Encoded, Renderer
+from tunesmith.methods import build_method
 from tunesmith.models.loading import load_tokenizer
 from tunesmith.models.registry import resolve_base
 from tunesmith.rundir import RunDir
-from tunesmith.training.prepare import encoder_for
 
 
 def highlight(encoded: Encoded, tokenizer, color: bool) -> Text:
@@ -44,7 +44,7 @@ def preview(cfg: Config, n: int = 3, console: Console | None = None) -> None:
     folder = run.final if run.is_run else resolved.path
     tokenizer = load_tokenizer(folder)
     renderer = Renderer(tokenizer, cfg.data.prompt_format, cfg.data.max_length)
-    encoder = encoder_for(cfg, renderer)
+    encoder = build_method(cfg).encoder(renderer)
     shown = 0
     for spec in cfg.data.train:
         result = load_dataset(spec.model_copy(update={"limit": n - shown}))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Protocol
 
 from jinja2 import TemplateError as JinjaError
 
@@ -45,6 +46,13 @@ class Encoded:
     @property
     def trained_tokens(self) -> int:
         return 1 if self.target is not None else sum(1 for x in self.labels if x != IGNORE)
+
+
+class RowEncoder(Protocol):
+    """One source row as model input, or the reason it cannot be one (FILE:LINE: field: reason): the Renderer for
+    token-level methods, data/classify.HeadEncoder for a classification head."""
+
+    def encode(self, example: Example, system: str | None = None) -> Encoded | RowError: ...
 
 
 class TemplateError(TunesmithError, ValueError):

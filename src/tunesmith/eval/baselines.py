@@ -210,3 +210,14 @@ def tuned_comparison(base_eval: dict, tuned_task: dict, task: TaskConfig, seed: 
         "comparison_base": base_eval.get("strongest") or "generation_zero_shot",
         "versus_trivial": versus_trivial(tuned_task, base_eval.get("trivial")),
     }
+
+
+def baseline_line(base_eval: dict, task_type: str) -> str:
+    """One log line: every baseline's first headline metric, the strongest named, and the trivial baseline."""
+    metric = HEADLINE[task_type][0]
+    scores = ", ".join(
+        f"{NAMES[name]} {result['metrics'][metric]:.4f}" for name, result in base_eval["baselines"].items()
+    )
+    line = f"base model {metric}: {scores}; strongest: {NAMES[base_eval['strongest']]}"
+    trivial = base_eval.get("trivial")
+    return line + (f"; trivial ({trivial['method']}) {trivial['metrics'][metric]:.4f}" if trivial else "")

@@ -112,6 +112,19 @@ class MetricsLog:
             fh.write(json.dumps(record) + "\n")
 
 
+BatchFn = Callable[[list[Encoded], int, int | None], Batch]  # rows, pad id, pack length -> one micro-batch
+
+
+def micro_batches(
+    rows: list[Encoded], indices: list[int], micro_batch_size: int, make: BatchFn, pad_id: int, pack_to: int | None
+) -> list[Batch]:
+    """One optimizer step's rows (`indices`, in order) as its micro-batches: how fit, plan and verify all batch."""
+    return [
+        make([rows[i] for i in indices[j : j + micro_batch_size]], pad_id, pack_to)
+        for j in range(0, len(indices), micro_batch_size)
+    ]
+
+
 @dataclass
 class Loop:
     """Everything fit() needs, built by the recipe from the config."""
@@ -131,6 +144,7 @@ class Loop:
     crash_after_step: int | None = None  # tests only: raise after this step, as a killed process would stop
     order: Order | None = None  # epoch -> row indices (training/order.py); None: a permutation of all rows
     pack_to: int | None = None  # pack each micro-batch into sequences of at most this many tokens (packing.py)
+    make_batch: BatchFn = make_batch  # the method's batching (methods/*.py); the causal LM's by default
     autocast: torch.dtype | None = None  # mixed precision: fp32 weights, this dtype inside forward (GPU auto: bf16)
 
 
@@ -221,12 +235,8 @@ def fit(loop: Loop, position: Position) -> Position:
     try:  # the bar is closed on every way out, so an error line never lands on the bar's own line
         while position.step < loop.total_steps:
             indices = _step_indices(loop, position)
-            micro = [
-                make_batch(
-                    [loop.train[i] for i in indices[j : j + cfg.micro_batch_size]], loop.pad_id, loop.pack_to
-                ).to(loop.device)
-                for j in range(0, len(indices), cfg.micro_batch_size)
-            ]
+            micro = micro_batches(loop.train, indices, cfg.micro_batch_size, loop.make_batch, loop.pad_id, loop.pack_to)
+            micro = [batch.to(loop.device) for batch in micro]
             loss_sum, correct, real, window = accumulate(model, loop.objective, micro, loop.autocast, scaler)
             check(loss_sum, "the training loss", position.step + 1)
             if scaler is not None:

@@ -59,36 +59,40 @@ class Batch:
         )
 
 
-def carries_class(row: Encoded) -> bool:
-    """A classification row (data/classify.py) holds a class index, not per-token labels."""
-    return row.target is not None
-
-
-def collate(rows: list[Encoded], pad_id: int) -> Batch:
-    """Pad to the longest row of this batch only (dynamic padding). Rows that carry a class give (B,) labels."""
-    classes = {carries_class(r) for r in rows}
-    if len(classes) > 1:
-        raise ValueError("a batch mixes rows with one class label and rows with per-token labels")
+def _padded(rows: list[Encoded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and the mask of real tokens, as wide as the longest row of this batch (dynamic padding)."""
     width = max(len(r.input_ids) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
-    if classes == {True}:
-        labels = torch.tensor([r.target for r in rows], dtype=torch.long)
-    else:
-        labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
     for i, r in enumerate(rows):
-        n = len(r.input_ids)
-        ids[i, :n] = torch.tensor(r.input_ids)
-        mask[i, :n] = 1
-        if labels.ndim == 2:
-            labels[i, :n] = torch.tensor(r.labels)
+        ids[i, : len(r.input_ids)] = torch.tensor(r.input_ids)
+        mask[i, : len(r.input_ids)] = 1
+    return ids, mask
+
+
+def collate(rows: list[Encoded], pad_id: int) -> Batch:
+    """Rows with per-token labels, padded to the longest row of this batch; padding is never trained."""
+    if any(r.target is not None for r in rows):
+        raise ValueError("collate takes rows with per-token labels; rows that carry a class go to collate_classes")
+    ids, mask = _padded(rows, pad_id)
+    labels = torch.full(ids.shape, IGNORE, dtype=torch.long)
+    for i, r in enumerate(rows):
+        labels[i, : len(r.labels)] = torch.tensor(r.labels)
     return Batch(ids, mask, labels)
 
 
+def collate_classes(rows: list[Encoded], pad_id: int) -> Batch:
+    """Rows that carry one class index each (data/classify.py): (B,) labels, so the batch counts rows, not tokens."""
+    if any(r.target is None for r in rows):
+        raise ValueError("collate_classes takes rows that carry a class index; token-labelled rows go to collate")
+    ids, mask = _padded(rows, pad_id)
+    return Batch(ids, mask, torch.tensor([r.target for r in rows], dtype=torch.long))
+
+
 def make_batch(rows: list[Encoded], pad_id: int, pack_to: int | None = None) -> Batch:
-    """The loop's micro-batch: packed into sequences of at most `pack_to` tokens (training/packing.py), or padded
-    to its longest row. Rows that carry a class are never packed."""
-    if pack_to is not None and not any(carries_class(r) for r in rows):
+    """A causal-LM micro-batch: packed into sequences of at most `pack_to` tokens (training/packing.py), or padded
+    to its longest row."""
+    if pack_to is not None:
         from tunesmith.training.packing import pack
 
         return pack(rows, pad_id, pack_to)

@@ -18,7 +18,7 @@ from tunesmith.data.audit import input_text
 from tunesmith.data.audit_dups import UnionFind, normalize
 from tunesmith.data.formats import Example, RowError
 from tunesmith.data.loading import load_dataset
-from tunesmith.data.templates import Encoded, Renderer
+from tunesmith.data.templates import Encoded, RowEncoder
 from tunesmith.errors import TunesmithError
 from tunesmith.training.order import Order, build_order
 
@@ -64,7 +64,7 @@ def _load(specs: list[DatasetSpec], files: list[Path], errors: list[RowError]) -
 
 
 def _encode(
-    pairs: list[Pair], specs: list[DatasetSpec], renderer: Renderer, errors: list[RowError]
+    pairs: list[Pair], specs: list[DatasetSpec], renderer: RowEncoder, errors: list[RowError]
 ) -> tuple[list[Encoded], list[Pair]]:
     index = {id(spec): i for i, spec in enumerate(specs)}
     encoded, kept = [], []
@@ -157,30 +157,17 @@ def describe_errors(errors: list[RowError], limit: int = SHOWN_ERRORS) -> str:
     return "\n".join(lines)
 
 
-def train_order(cfg: Config, prepared: Prepared) -> Order:
-    """The run's epoch -> row order: the dataset mixture (data.train weights), grouped by length when packing is
-    off and train.group_by_length is on."""
-    grouped = cfg.train.group_by_length and not packs(cfg)
+def train_order(cfg: Config, prepared: Prepared, packs: bool) -> Order:
+    """The run's epoch -> row order: the dataset mixture (data.train weights), grouped by length when the run does
+    not pack its batches (`packs`: the method's decision) and train.group_by_length is on."""
+    grouped = cfg.train.group_by_length and not packs
     lengths = [len(r.input_ids) for r in prepared.train] if grouped else None
     weights = [spec.weight for spec in cfg.data.train]
     return build_order(prepared.train_sizes(), weights, cfg.train.seed, lengths, cfg.train.batch_size)
 
 
-def packs(cfg: Config) -> bool:
-    """Whether the run packs rows (a classification head reads one row per sequence, so it never does)."""
-    return cfg.train.packing and cfg.task.objective != "head"
-
-
-def encoder_for(cfg: Config, renderer: Renderer):
-    """The row encoder the config's objective trains with: the chat-template renderer, or the head encoder."""
-    if cfg.task.objective == "head":
-        from tunesmith.data.classify import HeadEncoder
-
-        return HeadEncoder(renderer, cfg.task.labels)
-    return renderer
-
-
-def prepare_data(cfg: Config, renderer: Renderer) -> Prepared:
+def prepare_data(cfg: Config, renderer: RowEncoder) -> Prepared:
+    """cfg's datasets loaded, split and encoded by `renderer` (the method's row encoder: methods/*.py)."""
     if not cfg.data.train:
         raise DataRefused("data.train is empty: give at least one dataset entry with a path")
     files: list[Path] = []

@@ -27,8 +27,9 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
     return list(layers) if layers is not None else []
 
 
-def apply_speed_options(model: nn.Module, cfg: TrainConfig) -> None:
-    if cfg.packing:
+def apply_speed_options(model: nn.Module, cfg: TrainConfig, packs: bool) -> None:
+    """`packs`: whether the run's batches are packed (the method decides: methods/*.py `packs`)."""
+    if packs:
         use_segment_attention(model)  # packed rows attend row by row (training/attention.py)
     if cfg.activation_checkpointing:
         inner = unwrap(model)
@@ -43,11 +44,11 @@ def apply_speed_options(model: nn.Module, cfg: TrainConfig) -> None:
             layer.compile(dynamic=True)
 
 
-def make_trainable(model: nn.Module, adapter: AdapterConfig, train: TrainConfig, task_type: str = "CAUSAL_LM"):
+def make_trainable(model: nn.Module, adapter: AdapterConfig, train: TrainConfig, task_type: str, packs: bool):
     """The model as a run trains it: LoRA adapters (peft) or every weight trainable, then the speed options."""
     if adapter.method == "lora":
         model = add_lora(model, adapter, task_type=task_type)
     else:
         model.requires_grad_(True)
-    apply_speed_options(model, train)
+    apply_speed_options(model, train, packs)
     return model

@@ -6,8 +6,8 @@ from rich.console import Console
 from rich.table import Table
 
 from tunesmith.eval.headline import headline_metrics, headline_rows, strongest_name, trivial_warning
+from tunesmith.recipes.train import RunResult
 from tunesmith.report.html import eval_rows, task_lines
-from tunesmith.training.recipe import RunResult
 
 
 def print_result(result: RunResult, console: Console | None = None) -> None:

@@ -17,16 +17,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from tunesmith.config import Config
-from tunesmith.data.templates import Renderer
-from tunesmith.models.loading import (
-    count_parameters,
-    default_threads,
-    load_base,
-    load_classifier,
-    pick_device,
-    training_precision,
-)
-from tunesmith.training.head import build_objective
+from tunesmith.methods import build_method
+from tunesmith.models.loading import count_parameters
+from tunesmith.recipes.setup import load, pack_length, trainable_model
 from tunesmith.training.loop import accumulate, build_optimizer, steps_per_epoch, total_steps
 from tunesmith.training.memory import (
     GIB,
@@ -38,11 +31,10 @@ from tunesmith.training.memory import (
     reset_peak_rss,
     static_bytes,
 )
-from tunesmith.training.objectives import CausalLMObjective, make_batch
+from tunesmith.training.objectives import Batch
 from tunesmith.training.order import Order
 from tunesmith.training.packing import best_fit_decreasing
-from tunesmith.training.prepare import encoder_for, packs, prepare_data, train_order
-from tunesmith.training.speed import make_trainable
+from tunesmith.training.prepare import train_order
 
 
 @dataclass
@@ -107,29 +99,23 @@ def _suggestions(cfg: Config, plan_bytes: int, available: int) -> list[str]:
 
 
 def make_plan(cfg: Config, calibration_steps: int = 3, log=print) -> Plan:
-    torch.set_num_threads(cfg.train.threads or default_threads())
-    device = pick_device()
-    dtype, autocast = training_precision(cfg.model.dtype, device)
-    base = load_base(cfg.model, device, dtype, cfg.data.max_length, cfg.adapter)
-    renderer = Renderer(base.tokenizer, cfg.data.prompt_format, cfg.data.max_length)
-    head = cfg.task.objective == "head"
-    prepared = prepare_data(cfg, encoder_for(cfg, renderer))
-    torch.manual_seed(cfg.train.seed)
-    rows, pad_id = prepared.train, base.tokenizer.pad_token_id
-    model, objective = base.model, CausalLMObjective()
-    if head:  # the run's model and loss: the base as a K-way classifier (training/head.py)
-        labels, remote = cfg.task.labels, cfg.model.trust_remote_code
-        model = load_classifier(base.weights_dir, labels, pad_id, device, dtype, remote)
-        objective, _ = build_objective(cfg.task, rows, log=lambda *_: None)
-    model = make_trainable(model, cfg.adapter, cfg.train, "SEQ_CLS" if head else "CAUSAL_LM")
+    method = build_method(cfg)
+    loaded = load(cfg, method)  # the run's own setup (recipes/setup.py): same rows, same model, same seed
+    device, dtype, autocast, prepared = loaded.device, loaded.dtype, loaded.autocast, loaded.prepared
+    rows, pad_id = prepared.train, loaded.pad_id
+    model = trainable_model(cfg, method, loaded, None)
+    objective = method.objective(rows, lambda *_: None)
     total, trainable = count_parameters(model)
     steps = total_steps(cfg.train, len(rows))
-    run = _run_batches(cfg, len(rows), steps, train_order(cfg, prepared))
+    run = _run_batches(cfg, len(rows), steps, train_order(cfg, prepared, method.packs(cfg.train)))
     per_epoch = steps_per_epoch(len(rows), cfg.train.batch_size)
     epoch = run[:per_epoch]
     lengths = [len(r.input_ids) for r in rows]
 
-    pack_to = cfg.data.max_length if packs(cfg) else None
+    pack_to = pack_length(cfg, method)
+
+    def make_batch(indices: list[int]) -> Batch:
+        return method.make_batch([rows[i] for i in indices], pad_id, pack_to)
 
     def padded_size(micro: list[int]) -> int:
         """Tokens the model computes on for this micro-batch: padded rows, or packed sequences."""
@@ -143,8 +129,7 @@ def make_plan(cfg: Config, calibration_steps: int = 3, log=print) -> Plan:
     # produce: the micro_batch_size longest rows together.
     largest = max((m for step in run for m in step), key=padded_size)
     longest = sorted(range(len(rows)), key=lambda i: lengths[i], reverse=True)[: cfg.train.micro_batch_size]
-    biggest = make_batch([rows[i] for i in largest], pad_id, pack_to)
-    worst = make_batch([rows[i] for i in longest], pad_id, pack_to)
+    biggest, worst = make_batch(largest), make_batch(longest)
     dtype_bytes = torch.finfo(dtype).bits // 8
     grads, optim = static_bytes(total, trainable, dtype_bytes)
     process = current_rss() if device.type == "cpu" else torch.cuda.memory_allocated(device)
@@ -189,7 +174,7 @@ def make_plan(cfg: Config, calibration_steps: int = 3, log=print) -> Plan:
     n_cal = min(calibration_steps + 1, len(epoch))
     for s in range(n_cal):
         started = time.perf_counter()
-        batches = [make_batch([rows[i] for i in m], pad_id, pack_to).to(device) for m in epoch[s]]
+        batches = [make_batch(m).to(device) for m in epoch[s]]
         accumulate(model, objective, batches, autocast)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

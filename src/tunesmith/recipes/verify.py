@@ -16,6 +16,7 @@ share a batch (by design), not the arithmetic; tests check that it keeps every r
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -25,13 +26,12 @@ from rich.console import Console
 from rich.table import Table
 
 from tunesmith.config import SPEED_OPTIONS, Config
-from tunesmith.data.templates import Renderer
-from tunesmith.models.loading import default_threads, load_base, pick_device, training_precision
-from tunesmith.training.loop import accumulate, build_optimizer
-from tunesmith.training.objectives import CausalLMObjective, make_batch
+from tunesmith.methods import build_method
+from tunesmith.methods.base import Method
+from tunesmith.models.loading import load_base
+from tunesmith.recipes.setup import Loaded, load, pack_length, trainable_model
+from tunesmith.training.loop import accumulate, build_optimizer, micro_batches
 from tunesmith.training.order import epoch_order
-from tunesmith.training.prepare import prepare_data
-from tunesmith.training.speed import make_trainable
 
 TOLERANCE = {torch.float32: 2e-4, torch.bfloat16: 3e-2, torch.float16: 1e-2}  # relative, loss and gradients
 MIXED = "mixed_precision"
@@ -89,7 +89,7 @@ def compare(variant: Variant, reference: Variant) -> None:
     variant.ok = variant.loss_diff <= variant.tolerance and variant.grad_diff <= variant.tolerance * 10
 
 
-def _run(cfg: Config, options: set[str], steps: int, device, dtype, rows, pad_id, autocast=None) -> Variant:
+def _run(cfg: Config, method: Method, loaded: Loaded, options: set[str], steps: int, autocast=None) -> Variant:
     train = cfg.train.model_copy(
         update={
             "packing": "packing" in options,
@@ -97,13 +97,13 @@ def _run(cfg: Config, options: set[str], steps: int, device, dtype, rows, pad_id
             "compile": "compile" in options,
         }
     )
-    base = load_base(cfg.model, device, dtype, cfg.data.max_length, cfg.adapter)
-    torch.manual_seed(cfg.train.seed)
-    model = make_trainable(base.model, cfg.adapter, train)
+    rows, pad_id, device = loaded.prepared.train, loaded.pad_id, loaded.device
+    base = load_base(cfg.model, device, loaded.dtype, cfg.data.max_length, cfg.adapter)  # fresh weights per variant
+    model = trainable_model(cfg, method, dataclasses.replace(loaded, base=base), None, train)
     model.train()
     optimizer, scheduler = build_optimizer(model, cfg.train, max(steps, 1))
-    objective = CausalLMObjective(chunk=256 if "chunked_ce" in options else None)
-    pack_to = cfg.data.max_length if "packing" in options else None
+    objective = method.objective(rows, lambda *_: None, chunk=256 if "chunked_ce" in options else None)
+    pack_to = pack_length(cfg, method, train)
     order = [
         i
         for epoch in range(steps * cfg.train.batch_size // max(1, len(rows)) + 1)
@@ -113,10 +113,8 @@ def _run(cfg: Config, options: set[str], steps: int, device, dtype, rows, pad_id
     started = time.perf_counter()
     for step in range(steps):
         idx = order[step * cfg.train.batch_size : (step + 1) * cfg.train.batch_size]
-        micro = [
-            make_batch([rows[i] for i in idx[j : j + cfg.train.micro_batch_size]], pad_id, pack_to).to(device)
-            for j in range(0, len(idx), cfg.train.micro_batch_size)
-        ]
+        micro = micro_batches(rows, idx, cfg.train.micro_batch_size, method.make_batch, pad_id, pack_to)
+        micro = [batch.to(device) for batch in micro]
         loss_sum, _, _, window = accumulate(model, objective, micro, autocast)
         losses.append(loss_sum / max(1, window))
         if step == 0:
@@ -132,27 +130,24 @@ def _run(cfg: Config, options: set[str], steps: int, device, dtype, rows, pad_id
 
 def verify(cfg: Config, steps: int = 3, options: tuple[str, ...] | None = None, log=print) -> VerifyReport:
     """options=None checks every speed option the config could use (mixed precision only where `auto` picks it)."""
-    if cfg.task.objective == "head":
-        raise ValueError("tunesmith verify checks causal-LM speed options; a classification head uses none of them")
-    torch.set_num_threads(cfg.train.threads or default_threads())
-    device = pick_device()
-    dtype, autocast = training_precision(cfg.model.dtype, device)
-    base = load_base(cfg.model, device, dtype, cfg.data.max_length, cfg.adapter)
-    prepared = prepare_data(cfg, Renderer(base.tokenizer, cfg.data.prompt_format, cfg.data.max_length))
-    rows, pad_id = prepared.train, base.tokenizer.pad_token_id
-    del base
+    method = build_method(cfg)
+    if not method.speed_options:
+        raise ValueError(f"tunesmith verify checks speed options; method {cfg.method.type} uses none of them")
+    loaded = load(cfg, method)
+    device, dtype, autocast = loaded.device, loaded.dtype, loaded.autocast
+    loaded.base.model = None  # each variant loads its own weights
     if options is None:
         options = OPTIONS if autocast else SPEED_OPTIONS
     report = VerifyReport(steps, f"{device}, {dtype}")
     log(f"reference: {steps} steps of {cfg.train.batch_size} rows, every speed option off ({report.precision})")
-    reference = _run(cfg, set(), steps, device, dtype, rows, pad_id)
+    reference = _run(cfg, method, loaded, set(), steps)
     reference.tolerance = TOLERANCE.get(dtype, 1e-2)
     reference.ok = reference.finite
     report.variants.append(reference)
     for option in options:
         mixed = (autocast or torch.bfloat16) if option == MIXED else None
         log(f"{option}: the same steps with it on" + (f" ({mixed} autocast)" if mixed else ""))
-        variant = _run(cfg, {option}, steps, device, dtype, rows, pad_id, mixed)
+        variant = _run(cfg, method, loaded, {option}, steps, mixed)
         variant.tolerance = max(reference.tolerance, TOLERANCE[mixed]) if mixed else reference.tolerance
         compare(variant, reference)
         report.variants.append(variant)

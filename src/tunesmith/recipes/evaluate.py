@@ -7,7 +7,8 @@
 
 For a run, the base it was tuned from answers the same rows with the same prompts, and every metric is reported
 base vs tuned (task metrics with a paired-bootstrap 95% interval against the strongest baseline: eval/baselines.py),
-plus forgetting on the bundled general probes.
+plus forgetting on the bundled general probes. Both are evaluated by the run's training method exactly as `train`
+evaluates them (methods/*.py: base_eval, tuned_eval), so eval.json holds what eval/base.json and eval/tuned.json do.
 The rows are chosen as `train` chooses them (data.eval_max_rows per eval dataset, or the run's held-out split), and
 both models are prompted as the run was trained and scored in one dtype.
 """
@@ -18,57 +19,40 @@ from pathlib import Path
 
 import torch
 
-from tunesmith.config import Config, DatasetSpec, Kind, load_config
+from tunesmith.config import Config, DatasetSpec, Kind, load_config, load_saved_config
 from tunesmith.data.check import parse_fields
 from tunesmith.data.formats import Example
 from tunesmith.data.loading import load_dataset
-from tunesmith.data.templates import Encoded, Renderer
+from tunesmith.data.templates import Encoded, Renderer, RowEncoder
 from tunesmith.errors import TunesmithError
-from tunesmith.eval.baselines import score_baselines, tuned_comparison
 from tunesmith.eval.chat import load_final
-from tunesmith.eval.general import general_ability
-from tunesmith.eval.runner import evaluate_loss
-from tunesmith.eval.scoring import score_task
-from tunesmith.eval.tasks import task_result
+from tunesmith.methods import build_method
+from tunesmith.methods.base import EvalContext, Method
 from tunesmith.models.loading import load_base, pick_device
 from tunesmith.models.registry import is_run_dir
 from tunesmith.models.trained import TrainedSettings
 from tunesmith.rundir import write_json
-from tunesmith.training.objectives import CausalLMObjective
 from tunesmith.training.prepare import Prepared, prepare_data
 
-
-def _score(model, renderer: Renderer, pairs, cfg: Config, device: torch.device) -> dict:
-    encoded = [e for e in (renderer.encode(ex, spec.system) for ex, spec in pairs) if isinstance(e, Encoded)]
-    pad = renderer.tokenizer.pad_token_id
-    result: dict = {
-        "metrics": evaluate_loss(model, encoded, CausalLMObjective(), cfg.eval.batch_size, pad, device).as_dict()
-    }
-    if cfg.task.type != "none":
-        result["task"] = score_task(model, renderer, pairs, cfg, device)
-    if cfg.eval.general:
-        result["general"] = general_ability(model, renderer, cfg.eval.batch_size, device).as_dict()
-    return result
-
-
 Pairs = list[tuple[Example, DatasetSpec]]
+COMPARISON = ("comparison", "comparison_base", "versus_trivial")  # also at the top of eval.json, as before
 
 
-def held_out(cfg: Config, renderer: Renderer, prepared: Prepared | None = None) -> Pairs:
+def held_out(cfg: Config, encoder: RowEncoder, prepared: Prepared | None = None) -> Pairs:
     """The rows a run is scored on, chosen as `train` chooses them: the first data.eval_max_rows of each eval
     dataset, or, with no eval data, the run's own held-out split of its training data (`prepared`, when the
-    caller has already prepared cfg's data)."""
+    caller has already prepared cfg's data). Rows the encoder refuses are skipped and printed."""
     if not cfg.data.eval:
         if not cfg.data.train:
             raise TunesmithError("no held-out data: give --data FILE or a --config whose data.eval lists datasets")
-        return (prepared or prepare_data(cfg, renderer)).eval_examples
+        return (prepared or prepare_data(cfg, encoder)).eval_examples
     pairs = []
     for spec in cfg.data.eval:
         loaded = load_dataset(spec)
         for error in loaded.errors:
             print(f"skipped: {error}")
         for example in loaded.examples[: cfg.data.eval_max_rows]:
-            encoded = renderer.encode(example, spec.system)
+            encoded = encoder.encode(example, spec.system)
             if isinstance(encoded, Encoded):
                 pairs.append((example, spec))
             else:
@@ -76,40 +60,63 @@ def held_out(cfg: Config, renderer: Renderer, prepared: Prepared | None = None) 
     return pairs
 
 
+def _context(cfg: Config, method: Method, renderer: Renderer, device: torch.device) -> EvalContext:
+    """The held-out rows as the method evaluates them, and the training rows (the few-shot baselines' examples, the
+    trivial baseline's answers, a head's class weights) when the config has training data."""
+    encoder = method.encoder(renderer)
+    prepared = prepare_data(cfg, encoder) if cfg.data.train else None
+    pairs = held_out(cfg, encoder, prepared)
+    specs = list(dict.fromkeys(id(spec) for _, spec in pairs))
+    rows = []
+    for example, spec in pairs:
+        row = encoder.encode(example, spec.system)
+        row.dataset = specs.index(id(spec))
+        rows.append(row)
+    names = list(dict.fromkeys(spec.display_name for _, spec in pairs))
+    view = Prepared(
+        train=prepared.train if prepared else [],
+        eval=rows,
+        eval_examples=pairs,
+        files=[],
+        rows=len(pairs),
+        eval_names=names,
+        train_examples=prepared.train_examples if prepared else [],
+    )
+    return EvalContext(cfg, renderer, view, device, log=lambda *_: None)
+
+
 def evaluate_target(target: str, cfg: Config) -> dict:
     """Scores of `target` (and of its base, when it is a run) on cfg's held-out rows, as eval/*.json hold them.
     A run and its base are prompted as the run was trained and scored in one dtype (models/trained.py)."""
-    if cfg.task.objective == "head":
-        raise TunesmithError("classification-head runs are scored by `tunesmith predict --file`; eval is generative")
     device = pick_device()
     run = Path(target)
     out: dict = {"target": target}
     if is_run_dir(run):
+        saved = load_saved_config(run / "config.yaml")
+        cfg.method = saved.method  # the run's own method evaluates it, whatever config gives the rows and the task
+        method = build_method(cfg)
         settings = TrainedSettings.of_run(run)
         dtype = settings.weight_dtype(device)
+        base = load_base(saved.model, device, dtype)
+        ctx = _context(cfg, method, settings.renderer(base.tokenizer), device)
+        out["rows"] = len(ctx.prepared.eval_examples)
+        method.objective(ctx.prepared.train, ctx.log)
+        torch.manual_seed(cfg.train.seed)  # a method that trains a new head starts it from the run's seed
+        out["base"] = method.base_eval(method.build_model(base, None, device, dtype), base.model, ctx)
+        del base
         model, tokenizer = load_final(run, device, dtype)
-        renderer = settings.renderer(tokenizer)
-        # The training rows give the few-shot baselines their examples and the trivial baseline its answers.
-        prepared = prepare_data(cfg, renderer) if cfg.data.train else None
-        pairs = held_out(cfg, renderer, prepared)
-        out["rows"] = len(pairs)
-        out["tuned"] = _score(model, renderer, pairs, cfg, device)
-        del model
-        base = load_base(load_config(run / "config.yaml").model, device, dtype)
-        out["base"] = _score(base.model, renderer, pairs, cfg, device)
-        if cfg.task.type != "none":  # as `train` does: the baselines, and tuned vs the strongest of them
-            train = prepared.train_examples if prepared else []
-            args = (cfg.task, task_result(out["base"]["task"]), cfg.eval.batch_size, device, cfg.train.seed)
-            out["base"] |= score_baselines(base.model, renderer, pairs, train, *args, cfg.data.slice_field)
-            out |= tuned_comparison(out["base"], out["tuned"]["task"], cfg.task, cfg.train.seed)
+        ctx.renderer = settings.renderer(tokenizer)
+        out["tuned"] = method.tuned_eval(model, out["base"], run / "final", ctx)
+        out |= {key: out["tuned"][key] for key in COMPARISON if key in out["tuned"]}
     else:
         cfg.model.base = target
+        method = build_method(cfg)
         settings = TrainedSettings.of_config(cfg)
         base = load_base(cfg.model, device, settings.weight_dtype(device))
-        renderer = settings.renderer(base.tokenizer)
-        pairs = held_out(cfg, renderer)
-        out["rows"] = len(pairs)
-        out["model"] = _score(base.model, renderer, pairs, cfg, device)
+        ctx = _context(cfg, method, settings.renderer(base.tokenizer), device)
+        out["rows"] = len(ctx.prepared.eval_examples)
+        method.objective(ctx.prepared.train, ctx.log)
+        out["model"] = method.base_eval(base.model, base.model, ctx)
     return out
 
 
@@ -120,7 +127,7 @@ def eval_command(
     if config:
         cfg = load_config(config)
     elif is_run_dir(Path(target)) and run_config.is_file():
-        cfg = load_config(run_config)  # by default a run is scored on the rows and task it was trained for
+        cfg = load_saved_config(run_config)  # by default a run is scored on the rows and task it was trained for
     else:
         cfg = Config()
     if data:

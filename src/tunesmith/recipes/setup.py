@@ -1,0 +1,64 @@
+"""The setup every recipe that trains or measures training shares (train, plan, verify): threads, device and
+precision, the base, the rows as the method encodes them, and the model as the method trains it.
+
+    loaded = load(cfg, method)                           # bad data fails here, before anything is written
+    model = trainable_model(cfg, method, loaded, out)    # seeded: the same head and adapter weights every time
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tunesmith.config import Config, TrainConfig
+from tunesmith.data.templates import Renderer
+from tunesmith.methods.base import Method
+from tunesmith.models.loading import LoadedBase, default_threads, load_base, pick_device, training_precision
+from tunesmith.training.prepare import Prepared, prepare_data
+from tunesmith.training.speed import make_trainable
+
+
+@dataclass
+class Loaded:
+    device: torch.device
+    dtype: torch.dtype  # the weights'
+    autocast: torch.dtype | None  # mixed precision inside forward, or None
+    base: LoadedBase
+    renderer: Renderer
+    prepared: Prepared
+
+    @property
+    def pad_id(self) -> int:
+        return self.base.tokenizer.pad_token_id
+
+
+def load(cfg: Config, method: Method) -> Loaded:
+    """Base model, tokenizer and data, validated: a base that does not fit the config, or bad rows, stop here."""
+    torch.set_num_threads(cfg.train.threads or default_threads())
+    device = pick_device()
+    dtype, autocast = training_precision(cfg.model.dtype, device)
+    base = load_base(cfg.model, device, dtype, cfg.data.max_length, cfg.adapter)
+    renderer = Renderer(base.tokenizer, cfg.data.prompt_format, cfg.data.max_length)
+    prepared = prepare_data(cfg, method.encoder(renderer))
+    return Loaded(device, dtype, autocast, base, renderer, prepared)
+
+
+def trainable_model(
+    cfg: Config, method: Method, loaded: Loaded, out: Path | None, train: TrainConfig | None = None
+) -> nn.Module:
+    """The method's model with the adapter (or every weight trainable) and the speed options of `train` (default
+    cfg.train), from the run's seed. `out`: the run folder, where a method may write the base its final/ needs."""
+    random.seed(cfg.train.seed)
+    torch.manual_seed(cfg.train.seed)
+    model = method.build_model(loaded.base, out, loaded.device, loaded.dtype)
+    train = train or cfg.train
+    return make_trainable(model, cfg.adapter, train, method.peft_task_type, method.packs(train))
+
+
+def pack_length(cfg: Config, method: Method, train: TrainConfig | None = None) -> int | None:
+    """The length micro-batches are packed to under `train` (default cfg.train), or None when they are not packed."""
+    return cfg.data.max_length if method.packs(train or cfg.train) else None

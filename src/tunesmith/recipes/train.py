@@ -1,0 +1,281 @@
+"""A fine-tuning run from one config: setup -> baseline -> fit -> finish, one function each.
+
+    tunesmith train examples/gsm8k-lora.yaml [key.sub=value ...] [--resume]
+
+`--resume` continues the same run from its last complete checkpoint and ends where an uninterrupted run would.
+Training further on *new* data is a different operation: point `model.base` at the finished run.
+What differs between training methods (how rows are encoded and batched, which model, the loss, how base and tuned
+are evaluated, what final/ holds) is the method's (methods/*.py, chosen by the config's `method:`); this recipe
+never asks which method it runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import yaml
+from torch import nn
+
+from tunesmith.config import Config, upgrade_saved
+from tunesmith.data.audit_cli import preflight_audit
+from tunesmith.eval.variants import check_variants
+from tunesmith.faults import fault
+from tunesmith.methods import build_method
+from tunesmith.methods.base import EvalContext, Method
+from tunesmith.models.loading import count_parameters
+from tunesmith.recipes.setup import Loaded, load, pack_length, trainable_model
+from tunesmith.report.model_card import model_card
+from tunesmith.report.run_html import write_run_report
+from tunesmith.rundir import (
+    RunDirError,
+    build_manifest,
+    check_output,
+    claim,
+    clear_run,
+    config_changes,
+    read_json,
+    write_errors,
+    write_json,
+    write_text,
+)
+from tunesmith.training.checkpoint import Position, clean_staging, list_checkpoints, load_checkpoint, save_checkpoint
+from tunesmith.training.loop import Loop, MetricsLog, build_optimizer, data_fingerprint, fit, total_steps
+from tunesmith.training.prepare import describe_errors, train_order
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    base: dict  # eval/base.json
+    tuned: dict  # eval/tuned.json
+    steps: int
+
+
+def _protected(cfg: Config, config_path: Path | None) -> list[Path]:
+    """Files the run reads, which replacing the output folder must never delete: config, data, id lists, model."""
+    paths = [Path(spec.path) for spec in (*cfg.data.train, *cfg.data.eval)]
+    paths += [Path(spec.ids.file) for spec in (*cfg.data.train, *cfg.data.eval) if spec.ids is not None]
+    if Path(cfg.model.base).expanduser().exists():
+        paths.append(Path(cfg.model.base).expanduser())
+    return paths + ([config_path] if config_path is not None else [])
+
+
+def _check_resume(cfg: Config, out: Path, state: str, log) -> bool:
+    """Whether there is a started run to continue; a run whose identity was never completed starts afresh."""
+    if state != "started":
+        log(f"--resume: {out} holds no started run yet (no manifest.json); starting it from the beginning")
+        return False
+    saved = upgrade_saved(yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")))
+    changed = config_changes(saved, cfg)
+    if changed:
+        raise RunDirError(
+            f"--resume: the config differs from the run's saved config in {', '.join(changed)}; "
+            "a resume must continue the same run (to train on from its result, set model.base to the run)"
+        )
+    claim(out)  # a run written before the marker existed gets it now
+    return True
+
+
+def _start_run_dir(cfg: Config, out: Path, state: str, tokenizer, manifest: dict, log) -> None:
+    """Called once config, model and data are validated: audit, then (only then) replace what a previous attempt
+    wrote, and write the run's identity. config.yaml goes first and manifest.json last, so a stop in between
+    leaves a run that has not started, which a fresh start or --resume simply starts again."""
+    if state == "started":  # output.overwrite: a refused audit must leave the old run as it was
+        report = preflight_audit(cfg, tokenizer, None, log)
+        clear_run(out)
+        claim(out)
+        if report is not None:
+            write_json(out / "audit.json", report.to_json())
+    else:
+        if state == "unstarted":
+            log(f"{out}: replacing a run that never started (no manifest.json)")
+            clear_run(out)
+        claim(out)
+        preflight_audit(cfg, tokenizer, out, log)  # writes audit.json; stops on what the config does not allow
+    fault("audit")
+    write_text(out / "config.yaml", cfg.to_yaml())
+    fault("config")
+    write_json(out / "manifest.json", manifest)
+    fault("manifest")
+
+
+def _save_final(method: Method, model: nn.Module, tokenizer, out: Path, stop_ids: list[int]) -> None:
+    """`final/` loads with transformers (+ peft for adapters) alone; written aside and renamed into place."""
+    staging, aside = out / ".final-staging", out / ".final-aside"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        method.write_final(model, tokenizer, staging, stop_ids)
+        fault("final:staged", staging)
+        shutil.rmtree(aside, ignore_errors=True)
+        if (out / "final").exists():  # the end of a resumed run is redone: the old final/ goes only once replaced
+            (out / "final").rename(aside)
+        staging.rename(out / "final")
+        fault("final:renamed", out / "final")
+        shutil.rmtree(aside, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@dataclass
+class Run:
+    """What setup builds and baseline, fit and finish share."""
+
+    cfg: Config
+    out: Path
+    method: Method
+    loaded: Loaded
+    model: nn.Module  # the model the method trains (adapter and speed options applied)
+    ctx: EvalContext
+    loop: Loop
+    position: Position  # where fit starts: step 0, or the last checkpoint of a resumed run
+    resumed: bool
+    params: dict = field(default_factory=dict)
+
+
+def run_training(
+    cfg: Config,
+    resume: bool = False,
+    log=print,
+    crash_after_step: int | None = None,
+    config_path: Path | None = None,
+) -> RunResult:
+    """Run (or resume) the training job `cfg` describes. `crash_after_step` lets tests stop a run as a kill would;
+    `config_path` is the file `cfg` came from, which replacing the output folder must never delete."""
+    out = Path(cfg.output.dir)
+    state = check_output(out, resume, cfg.output.overwrite, _protected(cfg, config_path))
+    with write_errors(out):
+        run = setup(cfg, out, state, resume, log, crash_after_step)
+        base_eval = baseline(run)
+        position, seconds = fit_run(run)
+        return finish(run, base_eval, position, seconds)
+
+
+def setup(cfg: Config, out: Path, state: str, resume: bool, log, crash_after_step: int | None) -> Run:
+    """Base, data (bad data fails here, before the run folder is touched), the run's identity, the model, the
+    optimizer and the loop; a resumed run also its last checkpoint."""
+    if resume:
+        resume = _check_resume(cfg, out, state, log)
+    method = build_method(cfg)
+    loaded = load(cfg, method)
+    prepared, tokenizer = loaded.prepared, loaded.base.tokenizer
+    if prepared.errors:
+        log(f"data.skip_invalid=true: skipped {len(prepared.errors)} bad row(s):\n{describe_errors(prepared.errors)}")
+    check_variants(prepared.eval_examples[: cfg.task.max_rows], cfg.task.prompt_variants)
+    if prepared.truncated:
+        log(f"note: {prepared.truncated} row(s) were truncated to data.max_length={cfg.data.max_length} tokens")
+    fault("setup")
+    if not resume:
+        manifest = build_manifest(cfg, loaded.base.resolved, prepared.files, tokenizer, sys.argv)
+        # `auto` depends on the hardware, so the lineage says what it was here.
+        autocast = loaded.autocast and str(loaded.autocast)
+        manifest["precision"] = {"device": loaded.device.type, "weights": str(loaded.dtype), "autocast": autocast}
+        _start_run_dir(cfg, out, state, tokenizer, manifest, log)
+
+    model = trainable_model(cfg, method, loaded, out)
+    total_params, trainable = count_parameters(model)
+    steps = total_steps(cfg.train, len(prepared.train))
+    log(
+        f"model {cfg.model.base}: {total_params:,} parameters, {trainable:,} trainable ({cfg.adapter.method}); "
+        f"{len(prepared.train)} train rows, {len(prepared.eval)} eval rows; {steps} steps of "
+        f"{cfg.train.batch_size} = {cfg.train.micro_batch_size} x {cfg.train.grad_accum} accumulation; "
+        f"{loaded.device}, {loaded.dtype}" + (f" with {loaded.autocast} autocast" if loaded.autocast else "")
+    )
+    optimizer, scheduler = build_optimizer(model, cfg.train, steps)
+    objective = method.objective(prepared.train, log)
+    metrics = MetricsLog(out / "metrics.jsonl")
+    checkpoints = out / "checkpoints"
+    fingerprint = data_fingerprint(prepared.train)
+    position = Position(0, 0, 0, 0, 0, fingerprint)
+    if resume:
+        position = _resume_position(checkpoints, model, optimizer, scheduler, fingerprint, steps, metrics, log)
+    ctx = EvalContext(cfg, loaded.renderer, prepared, loaded.device, log)
+    loop = Loop(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        objective=objective,
+        train=prepared.train,
+        cfg=cfg.train,
+        total_steps=steps,
+        pad_id=loaded.pad_id,
+        device=loaded.device,
+        checkpoints=checkpoints,
+        metrics=metrics,
+        evaluate=partial(method.evaluate, model, ctx),
+        crash_after_step=crash_after_step,
+        order=train_order(cfg, prepared, method.packs(cfg.train)),
+        pack_to=pack_length(cfg, method),
+        make_batch=method.make_batch,
+        autocast=loaded.autocast,
+    )
+    params = {"total": total_params, "trainable": trainable, "steps": steps}
+    params |= {"train_rows": len(prepared.train), "eval_rows": len(prepared.eval)}
+    return Run(cfg, out, method, loaded, model, ctx, loop, position, resume and position.step > 0, params)
+
+
+def _resume_position(checkpoints: Path, model, optimizer, scheduler, fingerprint: str, steps: int, metrics, log):
+    """The last complete checkpoint, loaded into model and optimizer (step 0 if there is none yet), and the
+    metrics log cut back to it."""
+    position = Position(0, 0, 0, 0, 0, fingerprint)
+    clean_staging(checkpoints)
+    found = list_checkpoints(checkpoints)
+    if found:
+        position = load_checkpoint(found[-1], model, optimizer, scheduler)
+        if position.data_fingerprint != fingerprint:
+            raise RunDirError(f"--resume: the training data changed since {found[-1]} was saved")
+        log(f"resuming from {found[-1]} (step {position.step} of {steps})")
+    else:
+        log("resume: no complete checkpoint yet, starting from step 0")
+    unreadable = metrics.truncate_after(position.step)
+    if unreadable:
+        log(f"note: dropped {unreadable} unreadable line(s) of {metrics.path} (cut short when the run stopped)")
+    return position
+
+
+def baseline(run: Run) -> dict:
+    """The base model's numbers on the same held-out rows the tuned model will face (eval/base.json), computed
+    once per run: a resumed run past step 0 reads them back. Then the base causal LM's memory is freed."""
+    base_file = run.out / "eval" / "base.json"
+    if not base_file.is_file() or run.position.step == 0:
+        base_eval = run.method.base_eval(run.model, run.loaded.base.model, run.ctx)
+        write_json(base_file, base_eval)
+        run.loop.metrics.truncate_after(0)
+        run.loop.metrics.write({"step": 0, "split": "eval", **base_eval["metrics"]})
+    run.loaded.base.model = None  # a method that trains another model (a head) needs the causal LM no longer
+    return read_json(base_file)
+
+
+def fit_run(run: Run) -> tuple[Position, float]:
+    """The training loop from the run's position to its last step, and the last step's checkpoint."""
+    started = time.perf_counter()
+    loop = run.loop
+    position = fit(loop, run.position)
+    seconds = time.perf_counter() - started
+    if not (run.resumed and position.step == run.position.step):  # resumed from the last step: already on disk
+        save_checkpoint(
+            loop.checkpoints, loop.model, loop.optimizer, loop.scheduler, position, run.cfg.train.keep_checkpoints
+        )
+    return position, seconds
+
+
+def finish(run: Run, base_eval: dict, position: Position, train_seconds: float) -> RunResult:
+    """final/, the tuned model's numbers (eval/tuned.json, compared with the strongest baseline), the model card
+    and the HTML report. Redone whole after any stop: a resume always ends here."""
+    out, cfg = run.out, run.cfg
+    _save_final(run.method, run.model, run.loaded.base.tokenizer, out, run.loaded.renderer.stop_ids())
+    tuned_eval = run.method.tuned_eval(run.model, base_eval, out / "final", run.ctx)
+    tuned_eval["train_seconds"] = round(train_seconds, 1)  # this process's fit() only (a resumed run: since resume)
+    write_json(out / "eval" / "tuned.json", tuned_eval)
+    fault("tuned")
+    # `final` marks the record a resume drops: the end of a run is redone after every stop.
+    run.loop.metrics.write({"step": position.step, "split": "eval", "final": True, **tuned_eval["metrics"]})
+    params = run.params | {"train_seconds": train_seconds}
+    write_text(out / "MODEL_CARD.md", model_card(cfg, read_json(out / "manifest.json"), base_eval, tuned_eval, params))
+    fault("card")
+    write_run_report(out)
+    return RunResult(out, base_eval, tuned_eval, position.step)
