@@ -19,6 +19,7 @@ from torch import nn
 
 from tunesmith.config import Config, TrainConfig
 from tunesmith.data.templates import Encoded, Renderer, RowEncoder
+from tunesmith.rundir import RunDir
 from tunesmith.training.chunked_ce import CE_CHUNK
 from tunesmith.training.objectives import Batch, Objective
 
@@ -66,7 +67,7 @@ class Method(Protocol):
         """One micro-batch of encoded rows, as the loop and evaluation feed it to the model."""
         ...
 
-    def build_model(self, base: LoadedBase, out: Path | None, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    def build_model(self, base: LoadedBase, out: RunDir | None, device: torch.device, dtype: torch.dtype) -> nn.Module:
         """The model this method trains, before any adapter, from the loaded base. `out` is the run folder, for a
         method whose final/ needs its base written beside it; None when nothing may be written (plan, verify)."""
         ...

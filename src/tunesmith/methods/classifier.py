@@ -34,6 +34,7 @@ from tunesmith.faults import fault
 from tunesmith.methods.base import EvalContext
 from tunesmith.models.loading import LoadedBase, load_classifier, save_classifier_base
 from tunesmith.models.registry import is_run_dir
+from tunesmith.rundir import RunDir
 from tunesmith.training.objectives import Batch, ClassificationObjective, collate_classes
 
 ZERO_SHOT = (
@@ -81,21 +82,21 @@ class Classifier:
     def make_batch(self, rows: list[Encoded], pad_id: int, pack_to: int | None = None) -> Batch:
         return collate_classes(rows, pad_id)
 
-    def build_model(self, base: LoadedBase, out: Path | None, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    def build_model(self, base: LoadedBase, out: RunDir | None, device: torch.device, dtype: torch.dtype) -> nn.Module:
         """The base weights as a K-way classifier (a fresh head, drawn from torch's seed). Continuing from a finished
         run, its merged weights are written to out/base first (the classifier is loaded from a folder); for LoRA
         out/base is also the folder the adapter is saved against."""
         from_run = is_run_dir(base.resolved.path)
         if out is not None and from_run:
-            base.model.save_pretrained(out / "base")
-            base.tokenizer.save_pretrained(out / "base")
-            base.model.name_or_path = str((out / "base").resolve())
+            base.model.save_pretrained(out.base)
+            base.tokenizer.save_pretrained(out.base)
+            base.model.name_or_path = str(out.base.resolve())
             base.model.config._name_or_path = base.model.name_or_path
-        source = out / "base" if out is not None and from_run else base.weights_dir
+        source = out.base if out is not None and from_run else base.weights_dir
         pad_id = base.tokenizer.pad_token_id
         model = load_classifier(source, self.labels, pad_id, device, dtype, self.cfg.model.trust_remote_code)
         if out is not None and self.cfg.adapter.method == "lora":
-            save_classifier_base(model, source, out / "base", base.tokenizer)
+            save_classifier_base(model, source, out.base, base.tokenizer)
         return model
 
     def objective(

@@ -25,6 +25,7 @@ from tunesmith.faults import fault
 from tunesmith.methods.base import EvalContext
 from tunesmith.models.loading import LoadedBase
 from tunesmith.models.registry import is_run_dir
+from tunesmith.rundir import RunDir
 from tunesmith.training.chunked_ce import CE_CHUNK
 from tunesmith.training.objectives import Batch, CausalLMObjective, make_batch
 
@@ -47,14 +48,14 @@ class SFT:
     def make_batch(self, rows: list[Encoded], pad_id: int, pack_to: int | None = None) -> Batch:
         return make_batch(rows, pad_id, pack_to)
 
-    def build_model(self, base: LoadedBase, out: Path | None, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    def build_model(self, base: LoadedBase, out: RunDir | None, device: torch.device, dtype: torch.dtype) -> nn.Module:
         """The base causal LM itself. Continuing from a finished run with LoRA: its adapter was merged into the
         weights in memory, and the new adapter must point at weights on disk, so they are written to out/base."""
         model = base.model
         if out is not None and is_run_dir(base.resolved.path) and self.cfg.adapter.method == "lora":
-            model.save_pretrained(out / "base")
-            base.tokenizer.save_pretrained(out / "base")
-            model.name_or_path = str((out / "base").resolve())
+            model.save_pretrained(out.base)
+            base.tokenizer.save_pretrained(out.base)
+            model.name_or_path = str(out.base.resolve())
             model.config._name_or_path = model.name_or_path
         return model
 

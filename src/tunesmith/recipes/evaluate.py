@@ -25,13 +25,12 @@ from tunesmith.data.formats import Example
 from tunesmith.data.loading import load_dataset
 from tunesmith.data.templates import Encoded, Renderer, RowEncoder
 from tunesmith.errors import TunesmithError
-from tunesmith.eval.chat import load_final
 from tunesmith.methods import build_method
 from tunesmith.methods.base import EvalContext, Method
 from tunesmith.models.loading import load_base, pick_device
 from tunesmith.models.registry import is_run_dir
-from tunesmith.models.trained import TrainedSettings
-from tunesmith.rundir import write_json
+from tunesmith.models.trained import TrainedSettings, load_run
+from tunesmith.rundir import RunDir, write_json
 from tunesmith.training.prepare import Prepared, prepare_data
 
 Pairs = list[tuple[Example, DatasetSpec]]
@@ -92,7 +91,7 @@ def evaluate_target(target: str, cfg: Config) -> dict:
     run = Path(target)
     out: dict = {"target": target}
     if is_run_dir(run):
-        saved = load_saved_config(run / "config.yaml")
+        saved = RunDir(run).config()
         cfg.method = saved.method  # the run's own method evaluates it, whatever config gives the rows and the task
         method = build_method(cfg)
         settings = TrainedSettings.of_run(run)
@@ -104,9 +103,9 @@ def evaluate_target(target: str, cfg: Config) -> dict:
         torch.manual_seed(cfg.train.seed)  # a method that trains a new head starts it from the run's seed
         out["base"] = method.base_eval(method.build_model(base, None, device, dtype), base.model, ctx)
         del base
-        model, tokenizer = load_final(run, device, dtype)
-        ctx.renderer = settings.renderer(tokenizer)
-        out["tuned"] = method.tuned_eval(model, out["base"], run / "final", ctx)
+        tuned = load_run(RunDir.at(run), device, dtype)  # a causal LM or a classifier: what final/ holds
+        ctx.renderer = settings.renderer(tuned.tokenizer)
+        out["tuned"] = method.tuned_eval(tuned.model, out["base"], RunDir.at(run).final, ctx)
         out |= {key: out["tuned"][key] for key in COMPARISON if key in out["tuned"]}
     else:
         cfg.model.base = target
@@ -123,7 +122,7 @@ def evaluate_target(target: str, cfg: Config) -> dict:
 def eval_command(
     target: str, config: str | None, data: list[str], kind: str, fields: list[str], out: str | None
 ) -> dict:
-    run_config = Path(target) / "config.yaml"
+    run_config = RunDir.at(target).config_file
     if config:
         cfg = load_config(config)
     elif is_run_dir(Path(target)) and run_config.is_file():
@@ -134,7 +133,7 @@ def eval_command(
         cfg.data.eval = [DatasetSpec(path=p, kind=Kind(kind), fields=parse_fields(fields)) for p in data]
     result = evaluate_target(target, cfg)
     path = (
-        Path(out) if out else (Path(target) / "eval" / "eval.json" if is_run_dir(Path(target)) else Path("eval.json"))
+        Path(out) if out else (RunDir.at(target).eval_file("eval") if is_run_dir(Path(target)) else Path("eval.json"))
     )
     write_json(path, result)
     result["written_to"] = str(path)

@@ -18,6 +18,7 @@ from tunesmith.config import Config, TrainConfig
 from tunesmith.data.templates import Renderer
 from tunesmith.methods.base import Method
 from tunesmith.models.loading import LoadedBase, default_threads, load_base, pick_device, training_precision
+from tunesmith.rundir import RunDir
 from tunesmith.training.prepare import Prepared, prepare_data
 from tunesmith.training.speed import make_trainable
 
@@ -54,7 +55,7 @@ def trainable_model(
     cfg.train), from the run's seed. `out`: the run folder, where a method may write the base its final/ needs."""
     random.seed(cfg.train.seed)
     torch.manual_seed(cfg.train.seed)
-    model = method.build_model(loaded.base, out, loaded.device, loaded.dtype)
+    model = method.build_model(loaded.base, out and RunDir(out), loaded.device, loaded.dtype)
     train = train or cfg.train
     return make_trainable(model, cfg.adapter, train, method.peft_task_type, method.packs(train))
 

@@ -32,6 +32,7 @@ from tunesmith.recipes.setup import Loaded, load, pack_length, trainable_model
 from tunesmith.report.model_card import model_card
 from tunesmith.report.run_html import write_run_report
 from tunesmith.rundir import (
+    RunDir,
     RunDirError,
     build_manifest,
     check_output,
@@ -70,7 +71,7 @@ def _check_resume(cfg: Config, out: Path, state: str, log) -> bool:
     if state != "started":
         log(f"--resume: {out} holds no started run yet (no manifest.json); starting it from the beginning")
         return False
-    saved = upgrade_saved(yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")))
+    saved = upgrade_saved(yaml.safe_load(RunDir(out).config_file.read_text(encoding="utf-8")))
     changed = config_changes(saved, cfg)
     if changed:
         raise RunDirError(
@@ -98,24 +99,25 @@ def _start_run_dir(cfg: Config, out: Path, state: str, tokenizer, manifest: dict
         claim(out)
         preflight_audit(cfg, tokenizer, out, log)  # writes audit.json; stops on what the config does not allow
     fault("audit")
-    write_text(out / "config.yaml", cfg.to_yaml())
+    write_text(RunDir(out).config_file, cfg.to_yaml())
     fault("config")
-    write_json(out / "manifest.json", manifest)
+    write_json(RunDir(out).manifest_file, manifest)
     fault("manifest")
 
 
 def _save_final(method: Method, model: nn.Module, tokenizer, out: Path, stop_ids: list[int]) -> None:
     """`final/` loads with transformers (+ peft for adapters) alone; written aside and renamed into place."""
-    staging, aside = out / ".final-staging", out / ".final-aside"
+    run_dir = RunDir(out)
+    staging, aside, final = run_dir.final_staging, run_dir.final_aside, run_dir.final
     shutil.rmtree(staging, ignore_errors=True)
     try:
         method.write_final(model, tokenizer, staging, stop_ids)
         fault("final:staged", staging)
         shutil.rmtree(aside, ignore_errors=True)
-        if (out / "final").exists():  # the end of a resumed run is redone: the old final/ goes only once replaced
-            (out / "final").rename(aside)
-        staging.rename(out / "final")
-        fault("final:renamed", out / "final")
+        if final.exists():  # the end of a resumed run is redone: the old final/ goes only once replaced
+            final.rename(aside)
+        staging.rename(final)
+        fault("final:renamed", final)
         shutil.rmtree(aside, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -187,8 +189,8 @@ def setup(cfg: Config, out: Path, state: str, resume: bool, log, crash_after_ste
     )
     optimizer, scheduler = build_optimizer(model, cfg.train, steps)
     objective = method.objective(prepared.train, log)
-    metrics = MetricsLog(out / "metrics.jsonl")
-    checkpoints = out / "checkpoints"
+    metrics = MetricsLog(RunDir(out).metrics_file)
+    checkpoints = RunDir(out).checkpoints
     fingerprint = data_fingerprint(prepared.train)
     position = Position(0, 0, 0, 0, 0, fingerprint)
     if resume:
@@ -240,7 +242,7 @@ def _resume_position(checkpoints: Path, model, optimizer, scheduler, fingerprint
 def baseline(run: Run) -> dict:
     """The base model's numbers on the same held-out rows the tuned model will face (eval/base.json), computed
     once per run: a resumed run past step 0 reads them back. Then the base causal LM's memory is freed."""
-    base_file = run.out / "eval" / "base.json"
+    base_file = RunDir(run.out).eval_file("base")
     if not base_file.is_file() or run.position.step == 0:
         base_eval = run.method.base_eval(run.model, run.loaded.base.model, run.ctx)
         write_json(base_file, base_eval)
@@ -268,14 +270,15 @@ def finish(run: Run, base_eval: dict, position: Position, train_seconds: float) 
     and the HTML report. Redone whole after any stop: a resume always ends here."""
     out, cfg = run.out, run.cfg
     _save_final(run.method, run.model, run.loaded.base.tokenizer, out, run.loaded.renderer.stop_ids())
-    tuned_eval = run.method.tuned_eval(run.model, base_eval, out / "final", run.ctx)
+    tuned_eval = run.method.tuned_eval(run.model, base_eval, RunDir(out).final, run.ctx)
     tuned_eval["train_seconds"] = round(train_seconds, 1)  # this process's fit() only (a resumed run: since resume)
-    write_json(out / "eval" / "tuned.json", tuned_eval)
+    write_json(RunDir(out).eval_file("tuned"), tuned_eval)
     fault("tuned")
     # `final` marks the record a resume drops: the end of a run is redone after every stop.
     run.loop.metrics.write({"step": position.step, "split": "eval", "final": True, **tuned_eval["metrics"]})
     params = run.params | {"train_seconds": train_seconds}
-    write_text(out / "MODEL_CARD.md", model_card(cfg, read_json(out / "manifest.json"), base_eval, tuned_eval, params))
+    manifest = read_json(RunDir(out).manifest_file)
+    write_text(RunDir(out).model_card, model_card(cfg, manifest, base_eval, tuned_eval, params))
     fault("card")
     write_run_report(out)
     return RunResult(out, base_eval, tuned_eval, position.step)
