@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tunesmith import cli
 from tunesmith.cli import main
+from tunesmith.commands import runs
 from tunesmith.errors import EXIT_INTERNAL
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -230,7 +230,7 @@ def test_an_unexpected_exception_is_one_line_and_a_crash_log(monkeypatch, capsys
     def broken(_args) -> int:
         raise KeyError("internal bookkeeping")
 
-    monkeypatch.setattr(cli, "_models", broken)
+    monkeypatch.setattr(runs, "_models", broken)
     assert main(["models"]) == EXIT_INTERNAL
     err = capsys.readouterr().err.strip()
     [log] = crash_folder.glob("crash-*.log")
@@ -243,7 +243,7 @@ def test_machine_problems_are_plain_errors_not_crashes(monkeypatch, capsys, cras
     def full_disk(_args) -> int:
         raise OSError(28, "No space left on device", "/runs/x/metrics.jsonl")
 
-    monkeypatch.setattr(cli, "_models", full_disk)
+    monkeypatch.setattr(runs, "_models", full_disk)
     assert "No space left on device" in refused(["models"], capsys, crash_folder)
 
 

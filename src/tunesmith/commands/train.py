@@ -1,0 +1,111 @@
+"""tunesmith train | plan | verify | eval | quickstart: the verbs that run a job from a config or score a model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tunesmith.argtypes import POSITIVE
+from tunesmith.commands import KINDS
+from tunesmith.config import SPEED_OPTIONS
+
+
+def _train(args: argparse.Namespace) -> int:
+    from tunesmith.config import load_config
+
+    cfg = load_config(args.config, args.overrides)  # before torch is imported: a bad config fails in a second
+    from tunesmith.recipes.summary import print_result
+    from tunesmith.recipes.train import run_training
+
+    print_result(run_training(cfg, resume=args.resume, config_path=Path(args.config)))
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from tunesmith.config import load_config
+    from tunesmith.recipes.plan import make_plan, print_plan
+    from tunesmith.rundir import write_json
+
+    plan = make_plan(load_config(args.config, args.overrides), calibration_steps=args.steps)
+    print_plan(plan)
+    if args.json:
+        write_json(args.json, plan.to_json())
+    return 1 if plan.warnings else 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from tunesmith.config import load_config
+    from tunesmith.recipes.verify import print_report, verify
+
+    options = tuple(args.options) if args.options else None
+    report = verify(load_config(args.config, args.overrides), steps=args.steps, options=options)
+    print_report(report)
+    return 0 if report.ok else 1
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from tunesmith.recipes.evaluate import eval_command
+    from tunesmith.recipes.summary import print_result
+    from tunesmith.recipes.train import RunResult
+
+    result = eval_command(args.target, args.config, args.data, args.kind, args.fields, args.out)
+    if "tuned" in result:
+        tuned = {**result["tuned"], **{k: result.get(k) for k in ("comparison", "comparison_base", "versus_trivial")}}
+        print_result(RunResult(Path(args.target), result["base"], tuned, 0))
+    else:
+        Console().print_json(data=result["model"]["metrics"])
+        if "task" in result["model"]:
+            Console().print_json(data=result["model"]["task"]["metrics"])
+    print(f"wrote {result['written_to']}")
+    return 0
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    from tunesmith.quickstart import run_quickstart
+
+    run_quickstart(args.out, args.overrides)
+    return 0
+
+
+def register(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser("train", help="run a fine-tuning job from a YAML config")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("overrides", nargs="*", help="key.sub=value settings that win over the file")
+    p.add_argument("--resume", action="store_true", help="continue this run from its last complete checkpoint")
+    p.set_defaults(func=_train)
+
+    p = verbs.add_parser("plan", help="estimate steps, tokens, peak memory and epoch time before launching")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--steps", type=POSITIVE, default=3, help="real training steps to time (after one warm-up)")
+    p.add_argument("--json", type=Path, default=None, help="also write the plan as JSON to this file")
+    p.set_defaults(func=_plan)
+
+    p = verbs.add_parser("verify", help="check that each speed option leaves losses and gradients unchanged")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--steps", type=POSITIVE, default=3, help="optimizer steps per variant")
+    p.add_argument(
+        "--options",
+        nargs="+",
+        default=None,
+        choices=(*SPEED_OPTIONS, "mixed_precision"),
+        help="speed options to check (default: all the config could use; mixed_precision where auto picks it)",
+    )
+    p.set_defaults(func=_verify)
+
+    p = verbs.add_parser("eval", help="score a finished run against its base, or any model, on held-out data")
+    p.add_argument("target", help="run directory, registry name, HF model directory or .gguf file")
+    p.add_argument("--config", default=None, help="YAML config whose data.eval, task and eval sections are used")
+    p.add_argument("--data", nargs="*", default=[], help="held-out files (replace the config's data.eval)")
+    p.add_argument("--kind", default="auto", choices=KINDS, help="record kind (default: detect)")
+    p.add_argument("--fields", nargs="*", default=[], metavar="SRC=DST", help="map --data columns to fields")
+    p.add_argument("--out", default=None, help="JSON file for the scores (default: RUN/eval/eval.json)")
+    p.set_defaults(func=_eval)
+
+    p = verbs.add_parser("quickstart", help="tune the embedded default model on the bundled support dataset")
+    p.add_argument("--out", default="runs/quickstart", help="run directory (replaced if it exists)")
+    p.add_argument("overrides", nargs="*", help="key.sub=value settings, e.g. train.max_steps=10")
+    p.set_defaults(func=_quickstart)
