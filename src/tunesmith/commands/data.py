@@ -10,7 +10,7 @@ from tunesmith.commands import FORMATS, KINDS
 
 
 def _data_check(args: argparse.Namespace) -> int:
-    from tunesmith.data.check import check_file
+    from tunesmith.recipes.check import check_file
 
     return check_file(args.file, args.kind, args.format, args.fields, args.columns, args.model, args.config)
 
@@ -27,7 +27,7 @@ def _data_redact(args: argparse.Namespace) -> int:
 
 
 def _data_audit(args: argparse.Namespace) -> int:
-    from tunesmith.data.audit_cli import audit_command
+    from tunesmith.recipes.audit import audit_command
 
     return audit_command(
         args.train, args.eval, args.config, args.out, args.strict, args.slice,
@@ -37,7 +37,7 @@ def _data_audit(args: argparse.Namespace) -> int:
 
 def _data_preview(args: argparse.Namespace) -> int:
     from tunesmith.config import load_config
-    from tunesmith.data.preview import preview
+    from tunesmith.recipes.preview import preview
 
     preview(load_config(args.config, args.overrides), args.n)
     return 0
