@@ -21,6 +21,7 @@ demo: setup
 
 test: setup   # two test processes: each test is mostly single-threaded Python and process start-up
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports        # the layering contract in pyproject.toml: imports only point down
 	$(VENV)/bin/pytest -q -n 2 -m "not slow"
 
 test-slow: setup   # the long fault tests: kill -9 / Ctrl-C at every named point of a run, a diverging serve job
@@ -28,4 +29,5 @@ test-slow: setup   # the long fault tests: kill -9 / Ctrl-C at every named point
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff format --check .

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tunesmith.data.audit_cli import audit_command
+from tunesmith.recipes.audit import audit_command
 
 pytestmark = pytest.mark.integration
 

@@ -19,11 +19,11 @@ import pytest
 from tunesmith.config import Config, DatasetSpec, Kind
 from tunesmith.data.audit import AuditReport, input_text, run_audit
 from tunesmith.data.audit_checks import label_balance, preference_pairs
-from tunesmith.data.audit_cli import AuditRefused, audit_command, preflight_audit
 from tunesmith.data.audit_dups import TextRow, leakage, normalize
 from tunesmith.data.formats import Example
 from tunesmith.data.loading import load_dataset
 from tunesmith.data.templates import Encoded, Renderer, TemplateError
+from tunesmith.recipes.audit import AuditRefused, audit_command, preflight_audit
 from tunesmith.report.audit_html import render_audit_html
 
 LONG = (

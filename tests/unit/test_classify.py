@@ -379,8 +379,8 @@ def test_generative_runs_are_refused_by_predict(tiny_model_dir, tmp_path, capsys
 def test_plan_and_preview_understand_a_head_config(tiny_model_dir, toy, tmp_path):
     from rich.console import Console
 
-    from tunesmith.data.preview import preview
     from tunesmith.recipes.plan import make_plan
+    from tunesmith.recipes.preview import preview
 
     cfg = build_config(head_config(tiny_model_dir, toy, tmp_path / "run"))
     plan = make_plan(cfg, calibration_steps=1, log=lambda *_: None)

@@ -1,23 +1,18 @@
-"""`tunesmith data check FILE [--model M | --config C]`: validate one data file and list every bad row as
-FILE:LINE: field: reason.
+"""Row checks that `tunesmith data check` (recipes/check.py) and uploads to the server share: --fields parsing, and
+the rows a loaded file's encoder refuses.
 
 A row passes only if training would take it: it is read and converted (loading.py, formats.py), then rendered and
 tokenized by the model's own tokenizer and chat template exactly as `tunesmith train` encodes it (the config's
-max_length, prompt format and objective; the default model and settings without one). What the rendering refuses
-(a chat template that cannot render the conversation, special-token text inside a message, nothing left to train
-after truncation) is a row error here, not a crash later.
+max_length, prompt format and method). What the rendering refuses (a chat template that cannot render the
+conversation, special-token text inside a message, nothing left to train after truncation) is a row error, not a
+crash later.
 """
 
 from __future__ import annotations
 
-import os
-import re
-from collections import Counter
-
-from tunesmith.config import Config, DatasetSpec, Kind, load_config
 from tunesmith.data.formats import RowError
-from tunesmith.data.loading import LoadResult, load_dataset
-from tunesmith.data.templates import Renderer, TemplateError
+from tunesmith.data.loading import LoadResult
+from tunesmith.data.templates import TemplateError
 from tunesmith.errors import TunesmithError
 
 
@@ -43,59 +38,3 @@ def encode_errors(result: LoadResult, encoder) -> tuple[list[RowError], str | No
         if isinstance(encoded, RowError):
             errors.append(encoded)
     return errors, None
-
-
-def check_file(
-    path: str,
-    kind: str = "auto",
-    fmt: str = "auto",
-    fields: list[str] | None = None,
-    columns: str | None = None,
-    model: str | None = None,
-    config: str | None = None,
-) -> int:
-    """Print every bad row and a summary; return the exit status (1 when any row is bad)."""
-    from tunesmith.data.audit_cli import load_audit_tokenizer
-    from tunesmith.methods import build_method
-    from tunesmith.models.registry import DEFAULT_MODEL
-
-    try:
-        kind_value = Kind(kind)
-    except ValueError:
-        raise TunesmithError(f"--kind {kind!r}: choose one of {', '.join(k.value for k in Kind)}") from None
-    cfg = load_config(config) if config else Config()
-    spec = _config_spec(cfg, path) or DatasetSpec(
-        path=path,
-        kind=kind_value,
-        format=fmt,
-        fields=parse_fields(fields or []),
-        columns=columns.split(",") if columns else None,
-    )
-    result = load_dataset(spec)
-    base = model or (cfg.model.base if config else DEFAULT_MODEL)
-    renderer = Renderer(load_audit_tokenizer(base), cfg.data.prompt_format, cfg.data.max_length)
-    rendered, note = encode_errors(result, build_method(cfg).encoder(renderer))
-    errors = sorted(result.errors + rendered, key=lambda e: e.line)
-    for error in errors:
-        print(error)
-    # Group by field and reason with numbers blanked, so "row has 1200000 characters" counts as one kind of problem.
-    reasons = Counter(re.sub(r"\d+", "N", f"{e.field}: {e.reason}")[:100] for e in errors)
-    print(
-        f"{path}: {result.rows} rows read, {len(result.examples) - len(rendered)} valid {result.kind.value} rows, "
-        f"{len(errors)} bad (rendered with {base}'s tokenizer, max_length {cfg.data.max_length})"
-    )
-    for reason, count in reasons.most_common(10):
-        print(f"  {count:>6}  {reason}")
-    if note is not None:
-        print(f"note: rows not rendered: {note}")
-    return 1 if errors else 0
-
-
-def _config_spec(cfg: Config, path: str) -> DatasetSpec | None:
-    """The config's dataset entry for this file (its fields, template, labels), if the config names it."""
-    # abspath, not resolve(): a file that is a symlink loop must reach load_dataset, which says so.
-    target = os.path.abspath(os.path.expanduser(path))
-    for spec in [*cfg.data.train, *cfg.data.eval]:
-        if os.path.abspath(os.path.expanduser(spec.path)) == target:
-            return spec
-    return None

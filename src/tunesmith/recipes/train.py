@@ -22,12 +22,12 @@ import yaml
 from torch import nn
 
 from tunesmith.config import Config, upgrade_saved
-from tunesmith.data.audit_cli import preflight_audit
 from tunesmith.eval.variants import check_variants
 from tunesmith.faults import fault
 from tunesmith.methods import build_method
 from tunesmith.methods.base import EvalContext, Method
 from tunesmith.models.loading import count_parameters
+from tunesmith.recipes.audit import preflight_audit
 from tunesmith.recipes.setup import Loaded, load, pack_length, trainable_model
 from tunesmith.report.model_card import model_card
 from tunesmith.report.run_html import write_run_report
