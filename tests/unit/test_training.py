@@ -11,13 +11,15 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from tiny_runs import tiny_config, write_chat_data
 
-from tunesmith.config import build_config
+from tunesmith.config import Config, build_config
 from tunesmith.data.templates import IGNORE, Encoded
+from tunesmith.methods import build_method
 from tunesmith.models.loading import load_tokenizer
+from tunesmith.recipes.setup import build_loop, load, trainable_model
 from tunesmith.recipes.train import run_training
 from tunesmith.rundir import RunDirError
-from tunesmith.training.checkpoint import CHECKPOINT_FILES, clean_staging, list_checkpoints
-from tunesmith.training.loop import lr_lambda
+from tunesmith.training.checkpoint import CHECKPOINT_FILES, Position, clean_staging, list_checkpoints
+from tunesmith.training.loop import fit, lr_lambda
 from tunesmith.training.objectives import CausalLMObjective, collate
 from tunesmith.training.order import epoch_order
 
@@ -94,16 +96,23 @@ def test_epoch_order_is_a_seeded_permutation():
 # --- the loop ------------------------------------------------------------------------------------------------------
 
 
+def fitted_weights(cfg: Config, folder: Path) -> dict[str, torch.Tensor]:
+    """The trainable weights after a Loop over cfg's rows, built directly (recipes/setup.py, as train builds it):
+    no run folder, no audit, no evaluation around it."""
+    method = build_method(cfg)
+    loaded = load(cfg, method)
+    loop = build_loop(cfg, method, loaded, trainable_model(cfg, method, loaded, None), folder, log=lambda *_: None)
+    fit(loop, Position(0, 0, 0, 0, 0, ""))
+    return {n: p.detach().clone() for n, p in loop.model.named_parameters() if p.requires_grad}
+
+
 def test_accumulation_equals_one_big_batch(tiny_model_dir, data, tmp_path):
     """batch 8 as 1x8, 2x4 and 4x2 micro-batches: same weights, because the loss is normalised by the trained
     tokens of the whole step rather than averaged per micro-batch."""
     results = []
     for micro in (8, 4, 2):
-        cfg = build_config(
-            tiny_config(tiny_model_dir, data, tmp_path / f"m{micro}", micro_batch_size=micro, max_steps=3)
-        )
-        run_training(cfg, log=lambda *_: None)
-        results.append(final_trainable(tmp_path / f"m{micro}"))
+        settings = tiny_config(tiny_model_dir, data, tmp_path / f"m{micro}", micro_batch_size=micro, max_steps=3)
+        results.append(fitted_weights(build_config(settings), tmp_path / f"m{micro}"))
     assert_same_weights(results[0], results[1], atol=1e-5)
     assert_same_weights(results[0], results[2], atol=1e-5)
 

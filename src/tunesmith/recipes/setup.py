@@ -8,6 +8,7 @@ precision, the base, the rows as the method encodes them, and the model as the m
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from tunesmith.data.templates import Renderer
 from tunesmith.methods.base import Method
 from tunesmith.models.loading import LoadedBase, default_threads, load_base, pick_device, training_precision
 from tunesmith.rundir import RunDir
-from tunesmith.training.prepare import Prepared, prepare_data
+from tunesmith.training.loop import Loop, MetricsLog, build_optimizer, total_steps
+from tunesmith.training.prepare import Prepared, prepare_data, train_order
 from tunesmith.training.speed import make_trainable
 
 
@@ -58,6 +60,43 @@ def trainable_model(
     model = method.build_model(loaded.base, out and RunDir(out), loaded.device, loaded.dtype)
     train = train or cfg.train
     return make_trainable(model, cfg.adapter, train, method.peft_task_type, method.packs(train))
+
+
+def build_loop(
+    cfg: Config,
+    method: Method,
+    loaded: Loaded,
+    model: nn.Module,
+    folder: Path,
+    evaluate: Callable[[], dict] | None = None,
+    log: Callable[[str], object] = print,
+    crash_after_step: int | None = None,
+) -> Loop:
+    """The training loop over cfg's rows as the method batches them, with the optimizer and schedule, writing its
+    checkpoints and metrics under `folder`. `evaluate` gives the held-out metrics (None: the loop never evaluates:
+    tests of loop properties need no run around it)."""
+    rows = loaded.prepared.train
+    steps = total_steps(cfg.train, len(rows))
+    optimizer, scheduler = build_optimizer(model, cfg.train, steps)
+    return Loop(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        objective=method.objective(rows, log),
+        train=rows,
+        cfg=cfg.train,
+        total_steps=steps,
+        pad_id=loaded.pad_id,
+        device=loaded.device,
+        checkpoints=folder / "checkpoints",
+        metrics=MetricsLog(folder / "metrics.jsonl"),
+        evaluate=evaluate or dict,
+        crash_after_step=crash_after_step,
+        order=train_order(cfg, loaded.prepared, method.packs(cfg.train)),
+        pack_to=pack_length(cfg, method),
+        make_batch=method.make_batch,
+        autocast=loaded.autocast,
+    )
 
 
 def pack_length(cfg: Config, method: Method, train: TrainConfig | None = None) -> int | None:

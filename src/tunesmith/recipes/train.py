@@ -28,7 +28,7 @@ from tunesmith.methods import build_method
 from tunesmith.methods.base import EvalContext, Method
 from tunesmith.models.loading import count_parameters
 from tunesmith.recipes.audit import preflight_audit
-from tunesmith.recipes.setup import Loaded, load, pack_length, trainable_model
+from tunesmith.recipes.setup import Loaded, build_loop, load, trainable_model
 from tunesmith.report.model_card import model_card
 from tunesmith.report.run_html import write_run_report
 from tunesmith.rundir import (
@@ -45,8 +45,8 @@ from tunesmith.rundir import (
     write_text,
 )
 from tunesmith.training.checkpoint import Position, clean_staging, list_checkpoints, load_checkpoint, save_checkpoint
-from tunesmith.training.loop import Loop, MetricsLog, build_optimizer, data_fingerprint, fit, total_steps
-from tunesmith.training.prepare import describe_errors, train_order
+from tunesmith.training.loop import Loop, data_fingerprint, fit, total_steps
+from tunesmith.training.prepare import describe_errors
 
 
 @dataclass
@@ -187,55 +187,33 @@ def setup(cfg: Config, out: Path, state: str, resume: bool, log, crash_after_ste
         f"{cfg.train.batch_size} = {cfg.train.micro_batch_size} x {cfg.train.grad_accum} accumulation; "
         f"{loaded.device}, {loaded.dtype}" + (f" with {loaded.autocast} autocast" if loaded.autocast else "")
     )
-    optimizer, scheduler = build_optimizer(model, cfg.train, steps)
-    objective = method.objective(prepared.train, log)
-    metrics = MetricsLog(RunDir(out).metrics_file)
-    checkpoints = RunDir(out).checkpoints
-    fingerprint = data_fingerprint(prepared.train)
-    position = Position(0, 0, 0, 0, 0, fingerprint)
-    if resume:
-        position = _resume_position(checkpoints, model, optimizer, scheduler, fingerprint, steps, metrics, log)
     ctx = EvalContext(cfg, loaded.renderer, prepared, loaded.device, log)
-    loop = Loop(
-        model=model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        objective=objective,
-        train=prepared.train,
-        cfg=cfg.train,
-        total_steps=steps,
-        pad_id=loaded.pad_id,
-        device=loaded.device,
-        checkpoints=checkpoints,
-        metrics=metrics,
-        evaluate=partial(method.evaluate, model, ctx),
-        crash_after_step=crash_after_step,
-        order=train_order(cfg, prepared, method.packs(cfg.train)),
-        pack_to=pack_length(cfg, method),
-        make_batch=method.make_batch,
-        autocast=loaded.autocast,
-    )
+    evaluate = partial(method.evaluate, model, ctx)
+    loop = build_loop(cfg, method, loaded, model, out, evaluate, log, crash_after_step)
+    position = Position(0, 0, 0, 0, 0, data_fingerprint(prepared.train))
+    if resume:
+        position = _resume_position(loop, position.data_fingerprint, log)
     params = {"total": total_params, "trainable": trainable, "steps": steps}
     params |= {"train_rows": len(prepared.train), "eval_rows": len(prepared.eval)}
     return Run(cfg, out, method, loaded, model, ctx, loop, position, resume and position.step > 0, params)
 
 
-def _resume_position(checkpoints: Path, model, optimizer, scheduler, fingerprint: str, steps: int, metrics, log):
+def _resume_position(loop: Loop, fingerprint: str, log) -> Position:
     """The last complete checkpoint, loaded into model and optimizer (step 0 if there is none yet), and the
     metrics log cut back to it."""
     position = Position(0, 0, 0, 0, 0, fingerprint)
-    clean_staging(checkpoints)
-    found = list_checkpoints(checkpoints)
+    clean_staging(loop.checkpoints)
+    found = list_checkpoints(loop.checkpoints)
     if found:
-        position = load_checkpoint(found[-1], model, optimizer, scheduler)
+        position = load_checkpoint(found[-1], loop.model, loop.optimizer, loop.scheduler)
         if position.data_fingerprint != fingerprint:
             raise RunDirError(f"--resume: the training data changed since {found[-1]} was saved")
-        log(f"resuming from {found[-1]} (step {position.step} of {steps})")
+        log(f"resuming from {found[-1]} (step {position.step} of {loop.total_steps})")
     else:
         log("resume: no complete checkpoint yet, starting from step 0")
-    unreadable = metrics.truncate_after(position.step)
+    unreadable = loop.metrics.truncate_after(position.step)
     if unreadable:
-        log(f"note: dropped {unreadable} unreadable line(s) of {metrics.path} (cut short when the run stopped)")
+        log(f"note: dropped {unreadable} unreadable line(s) of {loop.metrics.path} (cut short when the run stopped)")
     return position
 
 
