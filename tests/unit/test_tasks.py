@@ -102,6 +102,9 @@ def test_eval_command_scores_a_run_against_its_base(tiny_model_dir, tmp_path, ca
     assert {"generation_zero_shot", "likelihood_zero_shot"} <= set(scores["base"]["baselines"])
     assert scores["comparison_base"] == scores["base"]["strongest"]
     assert scores["tuned"]["metrics"]["rows"] == 6 and "general" in scores["tuned"]
+    # The run's method evaluates both as `train` does: side-by-side answers and forgetting, not a drifted copy.
+    assert len(scores["base"]["samples"]) == len(scores["tuned"]["samples"]) == 3
+    assert set(scores["tuned"]["forgetting"]) == {"text_perplexity", "qa_accuracy"}
     assert "accuracy" in capsys.readouterr().out
 
 

@@ -42,6 +42,8 @@ ZERO_SHOT = (
     "the label is read from its answer"
 )
 HEAD = "classification head: the tuned model's most probable label"
+# How reports name a head's held-out metrics: "accuracy" is per row, and no perplexity is shown.
+METRIC_NAMES = {"loss": "head eval loss (cross-entropy)", "token_accuracy": "head accuracy (rows)"}
 
 
 def zero_shot_suffix(labels: list[str]) -> str:
@@ -148,6 +150,7 @@ class Classifier:
             "model": cfg.model.base,
             "objective": "head",
             "metrics": metrics,
+            "metric_names": METRIC_NAMES,
             "metrics_method": "the base model with its untrained (randomly initialised) head: chance level",
             "task": zero_shot.to_json(),
             "task_method": ZERO_SHOT,
@@ -188,6 +191,7 @@ class Classifier:
             "model": str(final),
             "objective": "head",
             "metrics": scored.metrics,
+            "metric_names": METRIC_NAMES,
             "task": task.to_json(),
             "task_method": HEAD,
             **tuned_comparison(base_eval, task.to_json(), cfg.task, cfg.train.seed),

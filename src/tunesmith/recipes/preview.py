@@ -1,7 +1,7 @@
 """`tunesmith data preview CONFIG -n 3`: the first training rows exactly as the model will see them.
 
 Trained tokens (the loss falls on them) are highlighted; everything else is dimmed. For a classification head
-(task.objective: head) each row shows the text the head reads and the class it is trained towards. Without colour
+(method.type: classifier) each row shows the text the head reads and the class it is trained towards. Without colour
 (a pipe or a log file), trained spans are wrapped in [[ ]].
 """
 

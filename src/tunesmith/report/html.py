@@ -29,15 +29,19 @@ figcaption{font-size:12px;color:#59636e}
 .note{color:#59636e;font-size:13px} footer{margin-top:40px;color:#59636e;font-size:12px}
 """
 BAR = "#0969da"
-# The held-out rows of every run's base-vs-tuned table: a causal LM's loss numbers, or a head's (whose "accuracy"
-# is per row and whose perplexity, exp of a classification loss, would mean nothing).
+# The held-out rows of every run's base-vs-tuned table, by default a causal LM's loss numbers. A method whose
+# metrics read otherwise names them in its records ("metric_names": a head's "accuracy" is per row, and its
+# perplexity, exp of a classification loss, would mean nothing).
 LM_ROWS = (("loss", "eval loss"), ("perplexity", "perplexity"), ("token_accuracy", "token accuracy"))
-HEAD_ROWS = (("loss", "head eval loss (cross-entropy)"), ("token_accuracy", "head accuracy (rows)"))
+# Records written before methods named their metrics: a head's said "objective": "head".
+OLD_HEAD_ROWS = (("loss", "head eval loss (cross-entropy)"), ("token_accuracy", "head accuracy (rows)"))
 
 
 def eval_rows(result: dict) -> tuple[tuple[str, str], ...]:
     """Which metrics to show for an eval/*.json result, and their names."""
-    return HEAD_ROWS if result.get("objective") == "head" else LM_ROWS
+    if result.get("metric_names"):
+        return tuple(result["metric_names"].items())
+    return OLD_HEAD_ROWS if result.get("objective") == "head" else LM_ROWS
 
 
 def task_lines(task: dict) -> list[str]:

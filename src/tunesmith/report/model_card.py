@@ -63,7 +63,7 @@ def model_card(cfg: Config, manifest: dict, base_eval: dict, tuned_eval: dict, p
         notes = [f"- base: {line}" for line in task_lines(base_eval["task"])]
         notes += [f"- tuned: {line}" for line in task_lines(tuned_eval["task"])]
         task += "\n".join(notes) + ("\n" if notes else "")
-    if tuned_eval.get("objective") == "head":
+    if tuned_eval.get("task_method"):  # the tuned model's task answers came another way than the base's (a head)
         strongest = (base_eval.get("baselines") or {}).get(base_eval.get("strongest") or "", {}).get("method")
         task += f"\nTuned = {tuned_eval.get('task_method')}; base = {strongest or base_eval.get('task_method')}.\n"
     samples = ""
