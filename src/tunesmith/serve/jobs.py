@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunesmith.config import Config, TrainConfig, build_config, parse_override
+from tunesmith.config import Config, TrainConfig, build_config
+from tunesmith.config_yaml import parse_override
 from tunesmith.errors import TunesmithError
 from tunesmith.serve.store import JobRecord
 from tunesmith.training.loop import total_steps
