@@ -389,3 +389,13 @@ def test_plan_and_preview_understand_a_head_config(tiny_model_dir, toy, tmp_path
     preview(cfg, n=2, console=console)
     shown = console.export_text()
     assert shown.count("read by the head at the last token") == 2
+
+
+def test_verify_refuses_a_classifier_config_in_one_line(tiny_model_dir, toy, tmp_path, capsys):
+    """A classifier has none of the causal LM's speed options: a user's mistake, one line and exit 2, not a crash."""
+    cfg = tmp_path / "head.yaml"
+    cfg.write_text(json.dumps(head_config(tiny_model_dir, toy, tmp_path / "run")), encoding="utf-8")
+    assert main(["verify", str(cfg)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: tunesmith verify checks speed options; method classifier uses none of them"
+    )

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tunesmith.config import SPEED_OPTIONS, Config
+from tunesmith.errors import TunesmithError
 from tunesmith.methods import build_method
 from tunesmith.methods.base import Method
 from tunesmith.models.loading import load_base
@@ -132,7 +133,7 @@ def verify(cfg: Config, steps: int = 3, options: tuple[str, ...] | None = None, 
     """options=None checks every speed option the config could use (mixed precision only where `auto` picks it)."""
     method = build_method(cfg)
     if not method.speed_options:
-        raise ValueError(f"tunesmith verify checks speed options; method {cfg.method.type} uses none of them")
+        raise TunesmithError(f"tunesmith verify checks speed options; method {cfg.method.type} uses none of them")
     loaded = load(cfg, method)
     device, dtype, autocast = loaded.device, loaded.dtype, loaded.autocast
     loaded.base.model = None  # each variant loads its own weights
