@@ -84,9 +84,10 @@ def test_example_configs_load_the_real_data(shared_data, tmp_path):
     model's template."""
     from tunesmith.config import load_config
     from tunesmith.data.templates import Renderer
+    from tunesmith.methods import build_method
     from tunesmith.models.loading import load_tokenizer
     from tunesmith.models.registry import resolve_base
-    from tunesmith.training.prepare import encoder_for, prepare_data
+    from tunesmith.training.prepare import prepare_data
 
     tokenizer = load_tokenizer(resolve_base("smollm2-135m-instruct").path)
     examples = sorted((REPO / "examples").glob("*.yaml")) + sorted((REPO / "benchmarks" / "tasks").glob("*.yaml"))
@@ -97,7 +98,7 @@ def test_example_configs_load_the_real_data(shared_data, tmp_path):
         for path in examples:
             cfg = load_config(path, ["data.skip_invalid=true"])
             renderer = Renderer(tokenizer, cfg.data.prompt_format, cfg.data.max_length)
-            prepared = prepare_data(cfg, encoder_for(cfg, renderer))
+            prepared = prepare_data(cfg, build_method(cfg).encoder(renderer))
             assert len(prepared.train) > 0.9 * prepared.rows - len(prepared.eval), path.name
             assert all(r.trained_tokens > 0 for r in prepared.train + prepared.eval), path.name
     finally:
