@@ -101,6 +101,7 @@ def fitted_weights(cfg: Config, folder: Path) -> dict[str, torch.Tensor]:
     no run folder, no audit, no evaluation around it."""
     method = build_method(cfg)
     loaded = load(cfg, method)
+    folder.mkdir(parents=True, exist_ok=True)  # the loop's metrics and checkpoints
     loop = build_loop(cfg, method, loaded, trainable_model(cfg, method, loaded, None), folder, log=lambda *_: None)
     fit(loop, Position(0, 0, 0, 0, 0, ""))
     return {n: p.detach().clone() for n, p in loop.model.named_parameters() if p.requires_grad}
