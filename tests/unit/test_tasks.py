@@ -7,7 +7,7 @@ import json
 import pytest
 from tiny_runs import tiny_config
 
-from tunesmith.config import TaskConfig, build_config
+from tunesmith.config import ConfigError, TaskConfig, build_config
 from tunesmith.eval.tasks import read_prediction
 from tunesmith.recipes.train import run_training
 
@@ -22,8 +22,9 @@ def test_read_prediction_per_parse_mode():
 
 
 def test_classification_task_needs_labels():
-    with pytest.raises(ValueError, match=r"task\.labels"):
-        TaskConfig(type="classification", labels=["only"])
+    # Checked on the whole config: the labels may be given in task.labels or, for a classifier, method.labels.
+    with pytest.raises(ConfigError, match=r"task\.labels: classification needs at least two"):
+        build_config({"task": {"type": "classification", "labels": ["only"]}})
 
 
 def parity_run(model_dir, tmp_path, rows: int, steps: int, resamples: int, general: bool = False):
