@@ -45,40 +45,43 @@ def held_out(cfg: Config, encoder: RowEncoder, prepared: Prepared | None = None)
         if not cfg.data.train:
             raise TunesmithError("no held-out data: give --data FILE or a --config whose data.eval lists datasets")
         return (prepared or prepare_data(cfg, encoder)).eval_examples
-    pairs = []
-    for spec in cfg.data.eval:
+    return [pair for pair, _ in _eval_data(cfg, encoder)]
+
+
+def _eval_data(cfg: Config, encoder: RowEncoder) -> list[tuple[tuple[Example, DatasetSpec], Encoded]]:
+    """data.eval's rows, each with its encoding (tagged with its dataset's index), the first data.eval_max_rows of
+    each dataset; rows that do not load or encode are printed and skipped."""
+    out = []
+    for index, spec in enumerate(cfg.data.eval):
         loaded = load_dataset(spec)
         for error in loaded.errors:
             print(f"skipped: {error}")
         for example in loaded.examples[: cfg.data.eval_max_rows]:
             encoded = encoder.encode(example, spec.system)
             if isinstance(encoded, Encoded):
-                pairs.append((example, spec))
+                encoded.dataset = index
+                out.append(((example, spec), encoded))
             else:
                 print(f"skipped: {encoded}")
-    return pairs
+    return out
 
 
 def _context(cfg: Config, method: Method, renderer: Renderer, device: torch.device) -> EvalContext:
     """The held-out rows as the method evaluates them, and the training rows (the few-shot baselines' examples, the
-    trivial baseline's answers, a head's class weights) when the config has training data."""
+    trivial baseline's answers, a head's class weights) when the config has training data. Each row is encoded once."""
     encoder = method.encoder(renderer)
     prepared = prepare_data(cfg, encoder) if cfg.data.train else None
-    pairs = held_out(cfg, encoder, prepared)
-    specs = list(dict.fromkeys(id(spec) for _, spec in pairs))
-    rows = []
-    for example, spec in pairs:
-        row = encoder.encode(example, spec.system)
-        row.dataset = specs.index(id(spec))
-        rows.append(row)
-    names = list(dict.fromkeys(spec.display_name for _, spec in pairs))
+    if not cfg.data.eval:
+        held_out(cfg, encoder, prepared)  # no eval data and no training data: says so
+        return EvalContext(cfg, renderer, prepared, device, log=lambda *_: None)
+    rows = _eval_data(cfg, encoder)
     view = Prepared(
         train=prepared.train if prepared else [],
-        eval=rows,
-        eval_examples=pairs,
+        eval=[encoded for _, encoded in rows],
+        eval_examples=[pair for pair, _ in rows],
         files=[],
-        rows=len(pairs),
-        eval_names=names,
+        rows=len(rows),
+        eval_names=[spec.display_name for spec in cfg.data.eval],
         train_examples=prepared.train_examples if prepared else [],
     )
     return EvalContext(cfg, renderer, view, device, log=lambda *_: None)
