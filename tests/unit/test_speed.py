@@ -16,13 +16,16 @@ from tunesmith.config import build_config
 from tunesmith.data.templates import IGNORE, Encoded, Renderer
 from tunesmith.eval.runner import evaluate_loss
 from tunesmith.models.loading import add_lora, cpu_has_bf16, load_base, load_tokenizer, training_precision
-from tunesmith.training.attention import SEGMENTS, row_bounds, use_segment_attention
+from tunesmith.training.attention import SEGMENTS, row_bounds, segments, use_segment_attention
 from tunesmith.training.chunked_ce import linear_cross_entropy
+from tunesmith.training.frozen import copies_for, frozen_in
 from tunesmith.training.objectives import CausalLMObjective, collate
 from tunesmith.training.order import build_order, epoch_order
 from tunesmith.training.packing import best_fit_decreasing, pack
 from tunesmith.training.prepare import prepare_data
 from tunesmith.training.speed import apply_speed_options
+
+needs_bf16_cpu = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX512-BF16 or AMX)")
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +97,39 @@ def test_packed_loss_and_gradients_equal_padded(setup, attention, capacity):
     packed = loss_and_grads(model, packed_batch)
     assert packed[0] == pytest.approx(padded[0], rel=1e-5) and packed[1:3] == padded[1:3]
     assert_close_grads(packed[3], padded[3])
+
+
+def test_segments_gather_each_packed_row_into_one_padded_batch_of_rows():
+    """Packed rows become rows of one batch, padded at their ends; the real slots, in order, are every position."""
+    seg = segments(torch.tensor([[0, 1, 2, 0, 1], [0, 1, 0, 1, 2]]))
+    assert seg.gather.tolist() == [[0, 1, 2], [3, 4, 4], [5, 6, 6], [7, 8, 9]]
+    assert seg.gather.flatten()[seg.keep].tolist() == list(range(10)) and not seg.single
+    assert segments(torch.tensor([[0, 1, 2], [0, 1, 2]])).single  # unpacked rows: plain causal attention
+
+
+@needs_bf16_cpu
+def test_frozen_copies_change_no_number_and_leave_the_model_fp32(setup):
+    """Under bf16 autocast the frozen base weights pre-cast once give the same loss and gradients, bit for bit, as
+    autocast casting them every step; outside the block the model holds its own fp32 weights again, and the copies
+    are remade when a frozen weight changes."""
+    cfg, rows, pad = setup
+    model = lora_model(cfg)
+    batch = pack(rows[:8], pad, capacity=2048)
+
+    def run(frozen: bool):
+        with frozen_in(model, torch.bfloat16 if frozen else None), torch.autocast("cpu", dtype=torch.bfloat16):
+            return loss_and_grads(model, batch)
+
+    plain, copied = run(False), run(True)
+    assert copied[0] == plain[0] and copied[1:3] == plain[1:3]
+    assert all(torch.equal(copied[3][n], plain[3][n]) for n in plain[3])
+    q = model.get_base_model().model.layers[0].self_attn.q_proj.base_layer
+    assert q.weight.dtype == torch.float32 and not q.weight.requires_grad
+    copies = copies_for(model, torch.bfloat16)
+    assert copies.nbytes > 0 and copies is copies_for(model, torch.bfloat16)  # made once, kept
+    with torch.no_grad():
+        q.weight.mul_(2)  # a frozen weight changed (a merge would): the copies no longer stand for it
+    assert copies_for(model, torch.bfloat16) is not copies
 
 
 def test_eval_loss_with_packing_equals_without(setup):
@@ -251,8 +287,6 @@ def test_segment_attention_generates_exactly_as_sdpa(setup):
 
 
 # --- precision --------------------------------------------------------------------------------------------------
-
-needs_bf16_cpu = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX512-BF16 or AMX)")
 
 
 def test_auto_precision_is_fp32_on_a_cpu_without_native_bf16(monkeypatch):

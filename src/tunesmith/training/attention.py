@@ -3,8 +3,10 @@
 A packed sequence holds several rows whose positions restart at 0. A block-diagonal mask keeps them apart, but
 attention under an arbitrary mask computes every (query, key) pair of the whole sequence and throws most away:
 four rows of 250 tokens packed into 1,000 cost 1,000^2 score entries instead of 4 x 250^2 / 2. This attention
-reads the row boundaries from the position ids (where a position does not follow its predecessor) and runs causal
-SDPA on each row alone, so no masked-out pair is ever computed; causal SDPA also skips the upper triangle.
+reads the row boundaries from the position ids (where a position does not follow its predecessor), gathers the rows
+into one padded batch of rows and runs causal SDPA on it in one call, so no masked-out pair between two rows is ever
+computed (the padding sits at each row's end, where causality hides it), and one kernel serves every row of a
+layer instead of a Python loop of small ones; causal SDPA also skips the upper triangle.
 
 It is registered under a name of its own through transformers' public attention and mask registries
 (`AttentionInterface.register`, `AttentionMaskInterface.register`) and switched on per model with
@@ -16,7 +18,8 @@ the padded computation.
 
 from __future__ import annotations
 
-import itertools
+from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -39,16 +42,43 @@ def row_bounds(position_ids: torch.Tensor) -> list[list[int]]:
     return [[*row.nonzero().flatten().tolist(), width] for row in starts]
 
 
-# Every layer of one forward receives the same position_ids tensor: its row bounds are read once (one host sync),
-# not once per layer. Keyed by the tensor itself and its version counter, so new or edited positions are re-read.
-_last: tuple[torch.Tensor, int, list[list[int]]] | None = None
+@dataclass
+class Segments:
+    """Where the packed rows of a (B, T) batch lie, as one padded batch of rows: row i of the batch of rows holds
+    flat positions `gather[i]` (a shorter row repeats its last position to the common length), and `keep` marks the
+    real slots of the flattened (rows, length) grid. Every position belongs to exactly one row (padding after the
+    last row is a row of its own) and the rows come in order, so the real slots, in order, are positions 0..B*T-1."""
+
+    gather: torch.Tensor  # (rows, length) long
+    keep: torch.Tensor  # (rows * length,) bool
+    single: bool  # every batch row is one row: plain causal attention, nothing to gather
 
 
-def _cached_bounds(position_ids: torch.Tensor) -> list[list[int]]:
+def segments(position_ids: torch.Tensor) -> Segments:
+    """The rows of a packed batch, read from its position restarts (row_bounds)."""
+    width = position_ids.shape[1]
+    spans = [(b * width + s, e - s) for b, bounds in enumerate(row_bounds(position_ids)) for s, e in pairwise(bounds)]
+    longest = max(n for _, n in spans)
+    steps = torch.arange(longest)
+    starts = torch.tensor([s for s, _ in spans])
+    lengths = torch.tensor([n for _, n in spans])
+    gather = starts[:, None] + torch.minimum(steps[None, :], lengths[:, None] - 1)
+    keep = (steps[None, :] < lengths[:, None]).flatten()
+    device = position_ids.device
+    return Segments(gather.to(device), keep.to(device), single=len(spans) == position_ids.shape[0])
+
+
+# Every layer of one forward receives the same position_ids tensor: its rows are read once (one host sync), not
+# once per layer. Keyed by the tensor itself and its version counter, so new or edited positions are re-read.
+_last: tuple[torch.Tensor, int, int, Segments] | None = None
+
+
+def _cached_segments(position_ids: torch.Tensor, batch: int) -> Segments:
     global _last
-    if _last is None or _last[0] is not position_ids or _last[1] != position_ids._version:
-        _last = (position_ids, position_ids._version, row_bounds(position_ids))
-    return _last[2]
+    if _last is None or _last[0] is not position_ids or _last[1:3] != (position_ids._version, batch):
+        rows = position_ids if position_ids.shape[0] == batch else position_ids.expand(batch, -1)  # given once
+        _last = (position_ids, position_ids._version, batch, segments(rows))
+    return _last[3]
 
 
 def segment_attention(
@@ -61,31 +91,30 @@ def segment_attention(
     scaling: float | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
+    """Causal attention of every packed row to itself alone. The rows are gathered into one padded batch of rows
+    (padding at each row's end, which causal attention never shows a real query), attended in a single SDPA call,
+    and the real slots read back in order: one kernel per layer however many rows are packed, and no score between
+    two rows is ever computed."""
     position_ids = kwargs.get("position_ids")
     if attention_mask is not None or position_ids is None or query.shape[2] != key.shape[2]:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
-    bounds_per_row = _cached_bounds(position_ids)
-    if len(bounds_per_row) != query.shape[0]:  # positions given once for the whole batch
-        bounds_per_row = bounds_per_row * query.shape[0]
+    seg = _cached_segments(position_ids, query.shape[0])
     gqa = query.shape[1] != key.shape[1]
     p = dropout if module.training else 0.0
-    rows = []
-    for b, bounds in enumerate(bounds_per_row):
-        parts = [
-            F.scaled_dot_product_attention(
-                query[b : b + 1, :, s:e],
-                key[b : b + 1, :, s:e],
-                value[b : b + 1, :, s:e],
-                dropout_p=p,
-                is_causal=True,
-                scale=scaling,
-                enable_gqa=gqa,
-            )
-            for s, e in itertools.pairwise(bounds)
-        ]
-        rows.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=2))
-    out = rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)
-    return out.transpose(1, 2).contiguous(), None
+    if seg.single:
+        out = F.scaled_dot_product_attention(
+            query, key, value, dropout_p=p, is_causal=True, scale=scaling, enable_gqa=gqa
+        )
+        return out.transpose(1, 2).contiguous(), None
+    batch, heads, width, dim = query.shape
+
+    def rows(t: torch.Tensor) -> torch.Tensor:  # (B, H, T, D) -> (rows, H, length, D)
+        return t.transpose(1, 2).reshape(batch * width, t.shape[1], dim)[seg.gather].transpose(1, 2)
+
+    out = F.scaled_dot_product_attention(
+        rows(query), rows(key), rows(value), dropout_p=p, is_causal=True, scale=scaling, enable_gqa=gqa
+    )
+    return out.transpose(1, 2).reshape(-1, heads, dim)[seg.keep].view(batch, width, heads, dim), None
 
 
 def segment_mask(

@@ -23,10 +23,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_w else None
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
         correct = torch.zeros((), dtype=torch.long, device=hidden.device)
+        device = hidden.device.type
+        if torch.is_autocast_enabled(device) and weight.dtype == torch.float32:
+            # Autocast would cast the (vocab x hidden) weight again for both matmuls of every chunk: cast it once.
+            # The same rounding either way, so the numbers are identical.
+            low = weight.detach().to(torch.get_autocast_dtype(device))
+        else:
+            low = weight
         for start in range(0, hidden.shape[0], chunk):
             h = hidden[start : start + chunk]
             t = targets[start : start + chunk]
-            logits = (h @ weight.T).float()
+            logits = (h @ low.T).float()
             correct += (logits.argmax(-1) == t).sum()
             lse = torch.logsumexp(logits, -1)
             loss += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
@@ -35,7 +42,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 grad = logits.sub_(lse[:, None]).exp_()
                 grad[torch.arange(t.shape[0], device=t.device), t] -= 1
                 if want_h:
-                    grad_h[start : start + chunk] = (grad.to(weight.dtype) @ weight).to(hidden.dtype)
+                    grad_h[start : start + chunk] = (grad.to(low.dtype) @ low).to(hidden.dtype)
                 if want_w:
                     grad_w.addmm_(grad.T, h.float())
         ctx.save_for_backward(grad_h if want_h else None, grad_w if want_w else None)

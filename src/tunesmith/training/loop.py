@@ -28,6 +28,7 @@ from tunesmith.faults import fault
 from tunesmith.rundir import write_text
 from tunesmith.training.checkpoint import Position, save_checkpoint
 from tunesmith.training.divergence import check_finite, gradient_norm
+from tunesmith.training.frozen import frozen_in
 from tunesmith.training.loss_scale import loss_scaler, remember
 from tunesmith.training.memory import peak_rss
 from tunesmith.training.objectives import Batch, Objective, make_batch
@@ -163,16 +164,17 @@ def accumulate(
     unscaled."""
     window = sum(b.trained_tokens for b in micro)
     loss_sum, correct, real = 0.0, 0, 0
-    for batch in micro:
-        with torch.autocast(
-            batch.input_ids.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None
-        ):
-            parts = objective(model, batch)
-        loss = parts.loss_sum / window
-        (scaler.scale(loss) if scaler is not None else loss).backward()
-        loss_sum += float(parts.loss_sum.detach())
-        correct += parts.correct
-        real += batch.real_tokens
+    with frozen_in(model, autocast):  # frozen weights already in the autocast dtype: no cast per step (frozen.py)
+        for batch in micro:
+            with torch.autocast(
+                batch.input_ids.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None
+            ):
+                parts = objective(model, batch)
+            loss = parts.loss_sum / window
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            loss_sum += float(parts.loss_sum.detach())
+            correct += parts.correct
+            real += batch.real_tokens
     return loss_sum, correct, real, window
 
 
