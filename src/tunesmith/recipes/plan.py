@@ -20,6 +20,7 @@ from tunesmith.config import Config
 from tunesmith.methods import build_method
 from tunesmith.models.loading import count_parameters
 from tunesmith.recipes.setup import load, pack_length, trainable_model
+from tunesmith.training.frozen import copies_for
 from tunesmith.training.loop import accumulate, build_optimizer, steps_per_epoch, total_steps
 from tunesmith.training.memory import (
     GIB,
@@ -132,6 +133,8 @@ def make_plan(cfg: Config, calibration_steps: int = 3, log=print) -> Plan:
     biggest, worst = make_batch(largest), make_batch(longest)
     dtype_bytes = torch.finfo(dtype).bits // 8
     grads, optim = static_bytes(total, trainable, dtype_bytes)
+    if autocast is not None:
+        copies_for(model, autocast)  # the frozen weights' autocast copies the run keeps (training/frozen.py)
     process = current_rss() if device.type == "cpu" else torch.cuda.memory_allocated(device)
 
     def breakdown(batch, checkpointing: bool) -> MemoryBreakdown:

@@ -1,4 +1,4 @@
-"""Attention over packed rows that costs what the rows cost: each row attends only to itself, computed row by row.
+"""Attention over packed rows that costs what the rows cost: each row attends only to itself, all rows in one call.
 
 A packed sequence holds several rows whose positions restart at 0. A block-diagonal mask keeps them apart, but
 attention under an arbitrary mask computes every (query, key) pair of the whole sequence and throws most away:
@@ -126,7 +126,7 @@ def segment_mask(
 ) -> torch.Tensor | None:
     """No mask when `segment_attention` handles the forward itself (no padding mask, queries = keys: training,
     scoring, a prefill); otherwise transformers' SDPA mask, unchanged. transformers would turn packed positions into
-    a block-diagonal mask here; returning None is what lets the rows be computed one by one."""
+    a block-diagonal mask here; returning None is what lets each row be computed on its own."""
     if attention_mask is None and q_length == kv_length and not kwargs.get("q_offset"):
         return None
     return sdpa_mask(

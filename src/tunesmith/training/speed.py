@@ -1,9 +1,10 @@
-"""Model-side speed options, applied after the adapter: row-by-row attention for packed batches, activation
-checkpointing and regional torch.compile.
+"""Model-side speed options, applied after the adapter: attention that keeps packed rows apart at their own cost,
+activation checkpointing and regional torch.compile.
 
     train: {packing: true, activation_checkpointing: true, compile: true}
 
-With packing the model's SDPA attention is switched to training/attention.py's (packed rows computed one by one).
+With packing the model's SDPA attention is switched to training/attention.py's (each packed row attends to itself
+only, all rows of a layer in one SDPA call).
 All of them leave the weights, their names and the saved files exactly as they are (`tunesmith verify` checks the
 numbers): checkpointing uses transformers' own switch (non-reentrant, so frozen inputs need no gradient hook), and
 compile compiles each decoder layer in place (`nn.Module.compile`), which keeps the state dict and peft's wrappers
@@ -30,7 +31,7 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
 def apply_speed_options(model: nn.Module, cfg: TrainConfig, packs: bool) -> None:
     """`packs`: whether the run's batches are packed (the method decides: methods/*.py `packs`)."""
     if packs:
-        use_segment_attention(model)  # packed rows attend row by row (training/attention.py)
+        use_segment_attention(model)  # each packed row attends to itself only (training/attention.py)
     if cfg.activation_checkpointing:
         inner = unwrap(model)
         # transformers 5 renamed the switch; the old name still works there but warns.
