@@ -209,6 +209,10 @@ def test_serve_refuses_a_public_host_without_keys_and_short_keys(tmp_path):
     short.write_text("abc\n")
     with pytest.raises(TunesmithError, match="16 characters"):
         build_settings(host="127.0.0.1", api_key_file=str(short), **args)
+    binary = tmp_path / "keys.bin"
+    binary.write_bytes(b"0123456789abcdef\xff\xfe\n")  # not UTF-8: one clear line, not a traceback
+    with pytest.raises(TunesmithError, match="not UTF-8 text"):
+        build_settings(host="127.0.0.1", api_key_file=str(binary), **args)
     assert build_settings(host="127.0.0.1", api_key_file=None, **args).host == "127.0.0.1"
 
 

@@ -55,6 +55,8 @@ def read_api_keys(path: Path) -> list[str]:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise TunesmithError(f"--api-key-file {path}: cannot read it: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise TunesmithError(f"--api-key-file {path}: not UTF-8 text (byte {err.start}); one key per line") from None
     keys = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     if not keys:
         raise TunesmithError(f"--api-key-file {path}: holds no key (one key per line)")
