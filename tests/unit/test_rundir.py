@@ -78,7 +78,8 @@ def test_manifest_metrics_and_eval_records(tmp_path):
 
 
 def test_model_kind_is_read_from_the_files(tmp_path):
-    from tunesmith.models.trained import NoFinishedModel, model_kind
+    from tunesmith.errors import TunesmithError
+    from tunesmith.models.trained import NoFinishedModel, adapter_base, model_kind
 
     adapter, full, empty = (tmp_path / n for n in ("adapter", "full", "empty"))
     for folder in (adapter, full, empty):
@@ -91,6 +92,11 @@ def test_model_kind_is_read_from_the_files(tmp_path):
     assert model_kind(adapter) == "causal_lm" and model_kind(full) == "classifier"
     with pytest.raises(NoFinishedModel, match="no finished model"):
         model_kind(empty)
+    (adapter / "adapter_config.json").write_text("[1, 2]", encoding="utf-8")  # JSON, but not an object
+    with pytest.raises(TunesmithError, match=r"adapter_config\.json: cannot load the adapter: .* not an object"):
+        model_kind(adapter)
+    with pytest.raises(TunesmithError, match="not an object"):
+        adapter_base(adapter)
 
 
 def test_catalog_entries_carry_the_method_and_whether_it_generates(tmp_path):

@@ -81,17 +81,24 @@ class TrainedModel:
     kind: ModelKind
 
 
+def _json_object(path: Path, folder: Path, what: str) -> dict:
+    """A model file that must hold a JSON object (adapter_config.json, config.json), read as one."""
+    with loading(folder, what):
+        value = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(value, dict):
+        raise TunesmithError(f"{path}: cannot load the {what}: the file holds JSON but not an object")
+    return value
+
+
 def model_kind(folder: Path) -> ModelKind:
     """What a finished model folder holds, from its files alone: a LoRA adapter's task_type, or a full model's
     architectures (a *ForSequenceClassification class is a classifier; anything else a causal LM)."""
     adapter, config = folder / "adapter_config.json", folder / "config.json"
     if adapter.is_file():
-        with loading(folder, "adapter"):
-            task_type = json.loads(adapter.read_text(encoding="utf-8")).get("task_type")
+        task_type = _json_object(adapter, folder, "adapter").get("task_type")
         return "classifier" if task_type == "SEQ_CLS" else "causal_lm"
     if config.is_file():
-        with loading(folder):
-            architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
+        architectures = _json_object(config, folder, "model").get("architectures") or []
         return "classifier" if any(a.endswith("ForSequenceClassification") for a in architectures) else "causal_lm"
     raise NoFinishedModel(f"{folder}: no finished model here (expected final/ with adapter_config.json or config.json)")
 
@@ -101,8 +108,9 @@ def adapter_base(folder: Path) -> Path | None:
     config = folder / "adapter_config.json"
     if not config.is_file():
         return None
+    settings = _json_object(config, folder, "adapter")
     with loading(folder, "adapter"):
-        return Path(json.loads(config.read_text(encoding="utf-8"))["base_model_name_or_path"]).resolve()
+        return Path(settings["base_model_name_or_path"]).resolve()
 
 
 def load_run(
