@@ -125,6 +125,8 @@ def test_frozen_copies_change_no_number_and_leave_the_model_fp32(setup):
     assert all(torch.equal(copied[3][n], plain[3][n]) for n in plain[3])
     q = model.get_base_model().model.layers[0].self_attn.q_proj.base_layer
     assert q.weight.dtype == torch.float32 and not q.weight.requires_grad
+    with frozen_in(model, torch.bfloat16):
+        assert q.weight.dtype == torch.bfloat16  # the copy is what the forward and backward passes use
     copies = copies_for(model, torch.bfloat16)
     assert copies.nbytes > 0 and copies is copies_for(model, torch.bfloat16)  # made once, kept
     with torch.no_grad():
