@@ -45,12 +45,14 @@ def row_bounds(position_ids: torch.Tensor) -> list[list[int]]:
 @dataclass
 class Segments:
     """Where the packed rows of a (B, T) batch lie, as one padded batch of rows: row i of the batch of rows holds
-    flat positions `gather[i]` (a shorter row repeats its last position to the common length), and `keep` marks the
+    flat positions `gather[i]` (a shorter row repeats its last position to the common length), and `keep` lists the
     real slots of the flattened (rows, length) grid. Every position belongs to exactly one row (padding after the
-    last row is a row of its own) and the rows come in order, so the real slots, in order, are positions 0..B*T-1."""
+    last row is a row of its own) and the rows come in order, so the real slots, in order, are positions 0..B*T-1.
+    Both are index tensors whose sizes follow from the batch's shape and its rows alone, so a compiled layer sees no
+    data-dependent shape (a boolean mask would be one)."""
 
     gather: torch.Tensor  # (rows, length) long
-    keep: torch.Tensor  # (rows * length,) bool
+    keep: torch.Tensor  # (B * T,) long: the flat grid slot of each position
     single: bool  # every batch row is one row: plain causal attention, nothing to gather
 
 
@@ -63,7 +65,7 @@ def segments(position_ids: torch.Tensor) -> Segments:
     starts = torch.tensor([s for s, _ in spans])
     lengths = torch.tensor([n for _, n in spans])
     gather = starts[:, None] + torch.minimum(steps[None, :], lengths[:, None] - 1)
-    keep = (steps[None, :] < lengths[:, None]).flatten()
+    keep = (steps[None, :] < lengths[:, None]).flatten().nonzero().flatten()
     device = position_ids.device
     return Segments(gather.to(device), keep.to(device), single=len(spans) == position_ids.shape[0])
 
@@ -73,6 +75,7 @@ def segments(position_ids: torch.Tensor) -> Segments:
 _last: tuple[torch.Tensor, int, int, Segments] | None = None
 
 
+@torch.compiler.disable  # host-side bookkeeping: a compiled layer calls it, it is never traced
 def _cached_segments(position_ids: torch.Tensor, batch: int) -> Segments:
     global _last
     if _last is None or _last[0] is not position_ids or _last[1:3] != (position_ids._version, batch):
@@ -114,7 +117,7 @@ def segment_attention(
     out = F.scaled_dot_product_attention(
         rows(query), rows(key), rows(value), dropout_p=p, is_causal=True, scale=scaling, enable_gqa=gqa
     )
-    return out.transpose(1, 2).reshape(-1, heads, dim)[seg.keep].view(batch, width, heads, dim), None
+    return out.transpose(1, 2).reshape(-1, heads, dim).index_select(0, seg.keep).view(batch, width, heads, dim), None
 
 
 def segment_mask(
