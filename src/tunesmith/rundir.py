@@ -59,6 +59,7 @@ RUN_ENTRIES = (
     FINAL,
     ".final-staging",
     ".final-aside",
+    "initial-adapter",
     "eval",
     "base",
     "MODEL_CARD.md",
@@ -205,6 +206,11 @@ class RunDir:
     @property
     def final_staging(self) -> Path:
         return self.path / ".final-staging"
+
+    @property
+    def initial_adapter(self) -> Path:
+        """A pissa/olora adapter as initialised, before training: what final/'s adapter is converted against."""
+        return self.path / "initial-adapter"
 
     @property
     def final_aside(self) -> Path:

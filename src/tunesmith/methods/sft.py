@@ -23,7 +23,7 @@ from tunesmith.eval.scoring import score_task
 from tunesmith.eval.tasks import task_result
 from tunesmith.faults import fault
 from tunesmith.methods.base import EvalContext
-from tunesmith.models.loading import LoadedBase
+from tunesmith.models.loading import LoadedBase, save_weights
 from tunesmith.models.registry import is_run_dir
 from tunesmith.rundir import RunDir
 from tunesmith.training.chunked_ce import CE_CHUNK
@@ -118,10 +118,12 @@ class SFT:
             }
         return result
 
-    def write_final(self, model: nn.Module, tokenizer, folder: Path, stop_ids: list[int]) -> None:
+    def write_final(
+        self, model: nn.Module, tokenizer, folder: Path, stop_ids: list[int], initial: Path | None = None
+    ) -> None:
         """The weights (or the adapter) and tokenizer; generation stops at every stop token of the template."""
         model.generation_config.eos_token_id = stop_ids
-        model.save_pretrained(folder)
+        save_weights(model, folder, initial)
         tokenizer.save_pretrained(folder)
         if self.cfg.adapter.method == "lora":
             model.get_base_model().generation_config.save_pretrained(folder)

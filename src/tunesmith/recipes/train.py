@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -111,7 +112,8 @@ def _save_final(method: Method, model: nn.Module, tokenizer, out: Path, stop_ids
     staging, aside, final = run_dir.final_staging, run_dir.final_aside, run_dir.final
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        method.write_final(model, tokenizer, staging, stop_ids)
+        initial = run_dir.initial_adapter if run_dir.initial_adapter.is_dir() else None
+        method.write_final(model, tokenizer, staging, stop_ids, initial)
         fault("final:staged", staging)
         shutil.rmtree(aside, ignore_errors=True)
         if final.exists():  # the end of a resumed run is redone: the old final/ goes only once replaced
@@ -145,13 +147,16 @@ def run_training(
     log=print,
     crash_after_step: int | None = None,
     config_path: Path | None = None,
+    on_eval: Callable[[int, dict[str, float]], None] | None = None,
 ) -> RunResult:
     """Run (or resume) the training job `cfg` describes. `crash_after_step` lets tests stop a run as a kill would;
-    `config_path` is the file `cfg` came from, which replacing the output folder must never delete."""
+    `config_path` is the file `cfg` came from, which replacing the output folder must never delete; `on_eval` is
+    called with each train.eval_every evaluation (a search's progress report, which may stop the run by raising)."""
     out = Path(cfg.output.dir)
     state = check_output(out, resume, cfg.output.overwrite, _protected(cfg, config_path))
     with write_errors(out):
         run = setup(cfg, out, state, resume, log, crash_after_step)
+        run.loop.on_eval = on_eval
         base_eval = baseline(run)
         position, seconds = fit_run(run)
         return finish(run, base_eval, position, seconds)

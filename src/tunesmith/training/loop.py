@@ -69,13 +69,20 @@ def lr_lambda(total: int, warmup: int, schedule: str) -> Callable[[int], float]:
 
 
 def build_optimizer(
-    model: nn.Module, cfg: TrainConfig, total: int
+    model: nn.Module, cfg: TrainConfig, total: int, b_lr_ratio: float | None = None
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    params = [p for p in model.parameters() if p.requires_grad]
+    """AdamW and the schedule. `b_lr_ratio` (LoRA+): the LoRA B factors get their own group at lr times the ratio;
+    the schedule scales every group alike."""
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    fast = [p for name, p in named if b_lr_ratio is not None and ".lora_B." in name]
+    fast_ids = {id(p) for p in fast}
+    params = [p for _, p in named if id(p) not in fast_ids]
     # Norms and biases are not decayed: weight decay on them only shrinks scales the model needs.
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if fast:
+        groups.append({"params": fast, "weight_decay": cfg.weight_decay, "lr": cfg.lr * b_lr_ratio})
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas)
     warmup = round(cfg.warmup_ratio * total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, warmup, cfg.schedule))
@@ -147,6 +154,9 @@ class Loop:
     pack_to: int | None = None  # pack each micro-batch into sequences of at most this many tokens (packing.py)
     make_batch: BatchFn = make_batch  # the method's batching (methods/*.py); the causal LM's by default
     autocast: torch.dtype | None = None  # mixed precision: fp32 weights, this dtype inside forward (GPU auto: bf16)
+    # Called with (step, held-out metrics) after each train.eval_every evaluation; a search uses it to report the
+    # trial's progress and to stop a trial it prunes (by raising).
+    on_eval: Callable[[int, dict[str, float]], None] | None = None
 
 
 def accumulate(
@@ -295,6 +305,8 @@ def fit(loop: Loop, position: Position) -> Position:
                 loop.metrics.write({"step": position.step, "split": "eval", **result})
                 bar.write(f"step {position.step}: eval loss {result['loss']:.4f}, ppl {result['perplexity']:.2f}")
                 model.train()
+                if loop.on_eval is not None:
+                    loop.on_eval(position.step, result)
             if cfg.save_every and position.step % cfg.save_every == 0 and position.step < loop.total_steps:
                 if not evaluated:  # the held-out loss just checked these weights already
                     check(_probe_loss(loop, micro[0]), "the loss after the step's update", position.step)

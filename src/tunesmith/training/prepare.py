@@ -51,6 +51,7 @@ class Prepared:
 
 
 Pair = tuple[Example, DatasetSpec]
+VALIDATION_SEED = 1729  # data.validation_fraction: the same validation rows for every trial of a sweep
 
 
 def _load(specs: list[DatasetSpec], files: list[Path], errors: list[RowError]) -> list[Pair]:
@@ -188,7 +189,19 @@ def prepare_data(cfg: Config, renderer: RowEncoder) -> Prepared:
         held_per_dataset = Counter(index[id(spec)] for i, (_, spec) in enumerate(train_pairs) if i in held)
         eval_pairs = [p for i, p in enumerate(train_pairs) if i in held]
         train_pairs = [p for i, p in enumerate(train_pairs) if i not in held]
-    rows = len(train_pairs) + len(eval_pairs) + len(errors)
+    aside = 0
+    if cfg.data.validation_fraction is not None:
+        # A selection run (a sweep trial) never reads the test split: it is evaluated on a validation split of the
+        # remaining training rows, drawn as a run without data.eval draws its held-out rows, with one seed for every
+        # trial whatever train.seed it tries.
+        aside = len(eval_pairs)
+        n_val = min(cfg.data.eval_max_rows, max(1, round(len(train_pairs) * cfg.data.validation_fraction)))
+        held = held_out_rows(train_pairs, cfg.data.train, n_val, VALIDATION_SEED, cfg.data.split_by)
+        held_per_dataset += Counter(index[id(spec)] for i, (_, spec) in enumerate(train_pairs) if i in held)
+        eval_specs = cfg.data.train
+        eval_pairs = [p for i, p in enumerate(train_pairs) if i in held]
+        train_pairs = [p for i, p in enumerate(train_pairs) if i not in held]
+    rows = len(train_pairs) + len(eval_pairs) + len(errors) + aside
     train, train_kept = _encode(train_pairs, cfg.data.train, renderer, errors)
     evals, eval_kept = _encode(eval_pairs, eval_specs, renderer, errors)
     truncated = sum(r.truncated for r in train + evals)
