@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from tunesmith.config_sweep import SweepConfig
 from tunesmith.config_yaml import (
     ConfigError,
     apply_overrides,
@@ -441,6 +442,9 @@ class Config(Strict):
     method: MethodConfig = Field(default_factory=SFTMethod, description="The training method and its own settings.")
     audit: AuditConfig = Field(default_factory=AuditConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    sweep: SweepConfig = Field(
+        default_factory=SweepConfig, description="What `tunesmith sweep` searches (config_sweep.py); runs ignore it."
+    )
 
     @model_validator(mode="after")
     def _labels_and_method_agree(self) -> Config:

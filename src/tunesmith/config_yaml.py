@@ -67,23 +67,28 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     for item in overrides:
-        path, value = parse_override(item)
-        node: Any = raw
-        for depth, part in enumerate(path):
-            last = depth == len(path) - 1
-            if isinstance(node, list):  # a list entry by position: data.train.0.limit=100
-                if not part.isdigit() or int(part) >= len(node):
-                    raise ConfigError(f"override {'.'.join(path)}: {part} is not an entry of a {len(node)}-entry list")
-                part = int(part)
-            elif not isinstance(node, dict):
-                raise ConfigError(f"override {'.'.join(path)}: {path[depth - 1]} is not a section")
-            if last:
-                node[part] = value
-            else:
-                if isinstance(node, dict) and node.get(part) is None:
-                    node[part] = {}
-                node = node[part]
+        set_key(raw, *parse_override(item))
     return raw
+
+
+def set_key(raw: dict[str, Any], path: list[str], value: Any) -> None:
+    """Set `value` at the key path (`["train", "lr"]`, or a list entry by position: `["data", "train", "0", ...]`),
+    creating sections on the way."""
+    node: Any = raw
+    for depth, part in enumerate(path):
+        last = depth == len(path) - 1
+        if isinstance(node, list):  # a list entry by position: data.train.0.limit=100
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"override {'.'.join(path)}: {part} is not an entry of a {len(node)}-entry list")
+            part = int(part)
+        elif not isinstance(node, dict):
+            raise ConfigError(f"override {'.'.join(path)}: {path[depth - 1]} is not a section")
+        if last:
+            node[part] = value
+        else:
+            if isinstance(node, dict) and node.get(part) is None:
+                node[part] = {}
+            node = node[part]
 
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a page of YAML; anything larger is the wrong file

@@ -297,7 +297,9 @@ def config_changes(saved: dict, current: Config) -> list[str]:
     """Keys whose value differs from the saved run config, except those a resume may change."""
     old, new = _flatten(saved), _flatten(current.model_dump(mode="json"))
     keys = sorted(set(old) | set(new))
-    return [k for k in keys if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES and k not in RUN_LOCATION]
+    # The sweep section only tells `tunesmith sweep` what to search; a run never reads it.
+    changed = [k for k in keys if old.get(k) != new.get(k) and not k.startswith("sweep.")]
+    return [k for k in changed if k not in RESUMABLE_CHANGES and k not in RUN_LOCATION]
 
 
 # --- the run folder's lifecycle -------------------------------------------------------------------------------

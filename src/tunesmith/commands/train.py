@@ -1,4 +1,4 @@
-"""tunesmith train | plan | verify | eval | quickstart: the verbs that run a job from a config or score a model."""
+"""tunesmith train | plan | verify | eval | sweep | quickstart: the verbs that run a job from a config."""
 
 from __future__ import annotations
 
@@ -62,6 +62,25 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from tunesmith.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    from tunesmith.recipes.sweep import run_sweep, run_worker, sweep_folder
+
+    folder = Path(args.out) if args.out else sweep_folder(cfg)
+    if args.worker_index:  # an extra worker the first process started: trials only
+        run_worker(cfg, folder, args.trials, args.workers, args.storage, args.worker_index, args.deadline)
+        return 0
+    summary = run_sweep(
+        cfg, folder, args.trials, args.timeout, args.workers, args.storage, Path(args.config), args.overrides
+    )
+    from tunesmith.recipes.summary import print_sweep
+
+    print_sweep(summary, folder)
+    return 0
+
+
 def _quickstart(args: argparse.Namespace) -> int:
     from tunesmith.quickstart import run_quickstart
 
@@ -104,6 +123,20 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--fields", nargs="*", default=[], metavar="SRC=DST", help="map --data columns to fields")
     p.add_argument("--out", default=None, help="JSON file for the scores (default: RUN/eval/eval.json)")
     p.set_defaults(func=_eval)
+
+    p = verbs.add_parser(
+        "sweep", help="search hyperparameters (Optuna): trials on a validation split, the winner tested once"
+    )
+    p.add_argument("config", help="YAML config; its sweep: section names the space and the objective")
+    p.add_argument("overrides", nargs="*", help="key.sub=value settings that win over the file")
+    p.add_argument("--trials", type=POSITIVE, required=True, help="trials to run (pruned and failed ones count)")
+    p.add_argument("--timeout", type=float, default=None, metavar="MINUTES", help="start no trial after this")
+    p.add_argument("--workers", type=POSITIVE, default=1, help="worker processes sharing the study")
+    p.add_argument("--storage", default=None, help="database URL of a study several machines share")
+    p.add_argument("--out", default=None, help="sweep folder (default: output.dir + '-sweep')")
+    p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=_sweep)
 
     p = verbs.add_parser("quickstart", help="tune the embedded default model on the bundled support dataset")
     p.add_argument("--out", default="runs/quickstart", help="run directory (replaced if it exists)")

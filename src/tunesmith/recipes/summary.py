@@ -65,3 +65,37 @@ def print_headline(base: dict, tuned: dict, console: Console) -> None:
     warning = trivial_warning(tuned)
     if warning:
         console.print(f"note: {warning}", style="bold red", highlight=False)
+
+
+def print_sweep(summary: dict, folder, console: Console | None = None) -> None:
+    """The trials (validation split) and the winner's one score on the test split."""
+    console = console or Console()
+    names = summary["objective"]
+    trials = Table(title=f"sweep: {summary['trials_run']} trials on the validation split")
+    for column in ("trial", "state", " / ".join(names), "seconds", "note"):
+        trials.add_column(column, justify="right" if column in ("trial", "seconds") else "left")
+    for t in summary["trials"]:
+        values = ", ".join(f"{v:.4f}" for v in t["values"] or [])
+        note = t["reason"] or (f"pruned at step {t['pruned_at']}" if t["pruned_at"] else "")
+        style = "bold" if t["number"] == summary["best"]["trial"] else None
+        trials.add_row(str(t["number"]), t["state"], values, f"{t['seconds'] or 0:.0f}", note, style=style)
+    console.print(trials)
+    best, test = summary["best"], summary["test"]
+    console.print(f"best on validation: trial {best['trial']} with {best['params']}", highlight=False)
+    comparison = test.get("comparison") or {}
+    if comparison:
+        table = Table(
+            title=f"winner on the test split (no trial saw it) vs the strongest base ({test['comparison_base']})"
+        )
+        for column in ("metric", "strongest base", "winner", "change", "95% interval"):
+            table.add_column(column, justify="left" if column == "metric" else "right")
+        for metric, d in comparison.items():
+            interval = f"[{d['low']:+.4f}, {d['high']:+.4f}]"
+            table.add_row(metric, f"{d['base']:.4f}", f"{d['tuned']:.4f}", f"{d['diff']:+.4f}", interval)
+        console.print(table)
+    else:
+        console.print(f"winner on the test split: held-out loss {test['metrics']['loss']:.4f}", highlight=False)
+    console.print(
+        f"{summary['finished']} finished, {summary['pruned']} pruned, {summary['failed']} failed in "
+        f"{summary['seconds'] / 60:.1f} min; report: {folder}/sweep.html, best config: {folder}/sweep.json"
+    )
