@@ -1,4 +1,4 @@
-"""tunesmith train | plan | verify | eval | sweep | quickstart: the verbs that run a job from a config."""
+"""tunesmith train | plan | verify | eval | select | sweep | quickstart: the verbs that run a job from a config."""
 
 from __future__ import annotations
 
@@ -81,6 +81,18 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _select(args: argparse.Namespace) -> int:
+    from tunesmith.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    from tunesmith.recipes.select import run_select
+    from tunesmith.recipes.summary import print_select
+
+    folder = Path(args.out) if args.out else Path(str(Path(cfg.output.dir)) + "-select")
+    print_select(run_select(cfg, args.bases, folder, args.steps), folder)
+    return 0
+
+
 def _quickstart(args: argparse.Namespace) -> int:
     from tunesmith.quickstart import run_quickstart
 
@@ -123,6 +135,14 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--fields", nargs="*", default=[], metavar="SRC=DST", help="map --data columns to fields")
     p.add_argument("--out", default=None, help="JSON file for the scores (default: RUN/eval/eval.json)")
     p.set_defaults(func=_eval)
+
+    p = verbs.add_parser("select", help="compare candidate base models on the config's data: zero-shot and probed")
+    p.add_argument("config", help="YAML config whose data, task and training settings every candidate gets")
+    p.add_argument("overrides", nargs="*", help="key.sub=value settings that win over the file")
+    p.add_argument("--bases", nargs="+", required=True, help="registry names, HF model folders or .gguf files")
+    p.add_argument("--steps", type=POSITIVE, default=None, help="probe length (default: the config's train section)")
+    p.add_argument("--out", default=None, help="folder for the candidates' runs (default: output.dir + '-select')")
+    p.set_defaults(func=_select)
 
     p = verbs.add_parser(
         "sweep", help="search hyperparameters (Optuna): trials on a validation split, the winner tested once"

@@ -180,3 +180,41 @@ def _check(base: Sequence[Any], tuned: Sequence[Any], refs: Sequence[Any], n_res
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
     return len(base)
+
+
+class _Null:
+    """The predictions of a system that scores 0 on every resample (metric_interval's other side)."""
+
+
+def metric_interval(
+    task: str,
+    metric: str,
+    predictions: Sequence[str | None],
+    references: Sequence[Reference],
+    labels: Sequence[str] | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    numeric: bool = False,
+) -> tuple[float, float, float]:
+    """One model's metric on these rows with its percentile bootstrap interval: (value, low, high). It is the paired
+    test against a system scoring 0 on every resample, so the resampled differences are the model's own resampled
+    scores, drawn exactly as every paired test here draws them (the same rows for a given seed)."""
+    args = (n_resamples, seed, confidence)
+    if metric in PER_EXAMPLE_KEYS.get(task, ()):
+        scores = per_example(task, predictions, references, labels, numeric)[metric]
+        result = paired_bootstrap_scores([0.0] * len(scores), scores, *args)
+    else:
+        available = compute(task, predictions, references, labels, numeric)
+        if metric not in available:
+            raise ValueError(f"{task} has no metric {metric!r}; it has {', '.join(available)}")
+
+        def score(preds: list, refs: list) -> float:
+            if preds and isinstance(preds[0], _Null):
+                return 0.0
+            if metric == "macro_f1":
+                return macro_f1(preds, refs, labels or [])
+            return compute(task, preds, refs, labels, numeric)[metric]
+
+        result = paired_bootstrap([_Null()] * len(predictions), list(predictions), references, score, *args)
+    return result.tuned, result.low, result.high

@@ -99,3 +99,18 @@ def print_sweep(summary: dict, folder, console: Console | None = None) -> None:
         f"{summary['finished']} finished, {summary['pruned']} pruned, {summary['failed']} failed in "
         f"{summary['seconds'] / 60:.1f} min; report: {folder}/sweep.html, best config: {folder}/sweep.json"
     )
+
+
+def print_select(summary: dict, folder, console: Console | None = None) -> None:
+    from tunesmith.report.select_html import candidate_table
+
+    console = console or Console()
+    header, rows = candidate_table(summary)
+    table = Table(title=f"candidate bases: zero-shot and after a {summary['steps']}-step probe, same held-out rows")
+    for i, column in enumerate(header):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*map(str, row), style="bold" if row[0] == summary["winner"] else None)
+    console.print(table)
+    console.print(f"winner: {summary['winner']}: {summary['reason']}", highlight=False)
+    console.print(f"report: {folder}/select.html, table: {folder}/select.json")

@@ -56,6 +56,7 @@ class RunResult:
     base: dict  # eval/base.json
     tuned: dict  # eval/tuned.json
     steps: int
+    params: dict = field(default_factory=dict)  # parameter counts (total, trainable), rows and steps of the run
 
 
 def _protected(cfg: Config, config_path: Path | None) -> list[Path]:
@@ -264,4 +265,4 @@ def finish(run: Run, base_eval: dict, position: Position, train_seconds: float) 
     write_text(RunDir(out).model_card, model_card(cfg, manifest, base_eval, tuned_eval, params))
     fault("card")
     write_run_report(out)
-    return RunResult(out, base_eval, tuned_eval, position.step)
+    return RunResult(out, base_eval, tuned_eval, position.step, params)
