@@ -116,6 +116,10 @@ def test_a_sweep_prunes_tests_the_winner_once_and_continues_after_a_stop(tiny_mo
         assert saved["data"]["validation_fraction"] == 0.1 and saved["train"]["eval_every"] == 2
     after = {p.parent.name: p.stat().st_mtime_ns for p in (tmp_path / "sweep" / "trials").glob("*/final")}
     assert kept and all(after[name] == mtime for name, mtime in kept.items())  # finished trials were not run again
+    logs = [(tmp_path / "sweep" / "trials" / f"{n:04d}.log").read_text() for n in range(7)]
+    assert "base model:" in logs[0] and not any("base model:" in log for log in logs[1:])  # evaluated once, shared
+    bases = {(tmp_path / "sweep" / "trials" / f"{n:04d}" / "eval" / "base.json").read_text() for n in range(7)}
+    assert len(bases) == 1
     finished = [t for t in summary["trials"] if t["state"] == "complete"]
     best = min(finished, key=lambda t: t["values"][0])
     assert summary["best"]["trial"] == best["number"]

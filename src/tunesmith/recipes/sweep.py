@@ -42,7 +42,7 @@ from tunesmith.recipes.sweep_space import (
     lora_space,
     sample,
 )
-from tunesmith.rundir import write_json, write_text
+from tunesmith.rundir import read_json, write_json, write_text
 
 STUDY = "tunesmith-sweep"
 
@@ -115,6 +115,19 @@ class Sweep:
         raw["eval"]["general"] = "forgetting" in self.objective.names
         raw["output"] = {"dir": str(folder), "overwrite": True}
         return build_config(raw)
+
+    def shared_base(self) -> dict | None:
+        """The base's evaluation from an earlier trial, when every trial evaluates the base identically: the space
+        changes only training and adapter keys (not the seed, which draws few-shot rows and a head's start), so the
+        base, the validation rows and the evaluation settings are the same for all. Any worker's trial will do."""
+        if not all(key.startswith(("train.", "adapter.")) and key != "train.seed" for key in self.space):
+            return None
+        for path in sorted((self.folder / "trials").glob("*/eval/base.json")):
+            try:
+                return read_json(path)
+            except (OSError, ValueError):
+                continue  # another worker is writing it
+        return None
 
     def winner_config(self, params: dict[str, Any]) -> Config:
         raw = apply_params(self.raw, params)
@@ -226,7 +239,7 @@ def run_trial(sweep: Sweep, trial, log: Callable[[str], object]) -> float | list
 
     trial_log = _file_log(folder)
     try:
-        result = run_training(cfg, log=trial_log, on_eval=report)
+        result = run_training(cfg, log=trial_log, on_eval=report, known_base=sweep.shared_base())
     except optuna.TrialPruned:
         raise
     except (*CAUGHT, torch.OutOfMemoryError) as err:

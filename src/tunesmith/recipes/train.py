@@ -149,16 +149,19 @@ def run_training(
     crash_after_step: int | None = None,
     config_path: Path | None = None,
     on_eval: Callable[[int, dict[str, float]], None] | None = None,
+    known_base: dict | None = None,
 ) -> RunResult:
     """Run (or resume) the training job `cfg` describes. `crash_after_step` lets tests stop a run as a kill would;
     `config_path` is the file `cfg` came from, which replacing the output folder must never delete; `on_eval` is
-    called with each train.eval_every evaluation (a search's progress report, which may stop the run by raising)."""
+    called with each train.eval_every evaluation (a search's progress report, which may stop the run by raising);
+    `known_base` is the base's evaluation from a run with the same base, held-out rows and evaluation settings (a
+    sweep's trials share one), used instead of evaluating the base again."""
     out = Path(cfg.output.dir)
     state = check_output(out, resume, cfg.output.overwrite, _protected(cfg, config_path))
     with write_errors(out):
         run = setup(cfg, out, state, resume, log, crash_after_step)
         run.loop.on_eval = on_eval
-        base_eval = baseline(run)
+        base_eval = baseline(run, known_base)
         position, seconds = fit_run(run)
         return finish(run, base_eval, position, seconds)
 
@@ -223,12 +226,13 @@ def _resume_position(loop: Loop, fingerprint: str, log) -> Position:
     return position
 
 
-def baseline(run: Run) -> dict:
+def baseline(run: Run, known: dict | None = None) -> dict:
     """The base model's numbers on the same held-out rows the tuned model will face (eval/base.json), computed
-    once per run: a resumed run past step 0 reads them back. Then the base causal LM's memory is freed."""
+    once per run (or `known` from an identical evaluation): a resumed run past step 0 reads them back. Then the base
+    causal LM's memory is freed."""
     base_file = RunDir(run.out).eval_file("base")
     if not base_file.is_file() or run.position.step == 0:
-        base_eval = run.method.base_eval(run.model, run.loaded.base.model, run.ctx)
+        base_eval = known if known is not None else run.method.base_eval(run.model, run.loaded.base.model, run.ctx)
         write_json(base_file, base_eval)
         run.loop.metrics.truncate_after(0)
         run.loop.metrics.write({"step": 0, "split": "eval", **base_eval["metrics"]})
