@@ -20,7 +20,21 @@ ENTRY_POINTS = [PACKAGE / "cli.py", *sorted((PACKAGE / "commands").glob("*.py"))
 # Loading any of these costs seconds (torch alone tens of seconds on a small machine): only a verb's handler may.
 HEAVY = ("torch", "transformers", "peft", "datasets", "fastapi", "uvicorn", "rich", "tunesmith.recipes")
 HEAVY += ("tunesmith.training", "tunesmith.methods", "tunesmith.models", "tunesmith.eval", "tunesmith.serve")
-VERBS = ["train", "plan", "verify", "eval", "quickstart", "data", "generate", "predict", "config", "models", "serve"]
+VERBS = [
+    "train",
+    "plan",
+    "verify",
+    "eval",
+    "select",
+    "sweep",
+    "quickstart",
+    "data",
+    "generate",
+    "predict",
+    "config",
+    "models",
+    "serve",
+]
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -42,7 +56,7 @@ def test_each_verb_is_registered_by_a_command_module_in_the_same_order():
     leaves = [(name, sub) for name, sub in verbs.items() if sub.get_default("func") is not None]
     for group in ("data", "config"):
         leaves += [(f"{group} {name}", sub) for name, sub in subcommands(verbs[group]).items()]
-    assert len(leaves) == 14
+    assert len(leaves) == 16
     for name, sub in leaves:
         assert sub.get_default("func").__module__.startswith("tunesmith.commands."), name
 

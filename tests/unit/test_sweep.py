@@ -168,3 +168,14 @@ def test_two_worker_processes_share_one_study(tiny_model_dir, data, tmp_path):
     assert "[worker 1]" in done.stdout
     complete = [t for t in summary["trials"] if t["state"] == "complete"]
     assert summary["best"]["trial"] == min(complete, key=lambda t: t["values"][0])["number"]
+
+
+def test_a_study_database_that_cannot_be_used_is_one_error(tiny_model_dir, data, tmp_path):
+    cfg = build_config(_settings(tiny_model_dir, data, tmp_path / "run"))
+    with pytest.raises(SweepError, match=r"study storage sqlite:////nonexistent/x.db: cannot use it: .*unable to open"):
+        run_sweep(cfg, tmp_path / "sweep", trials=2, storage="sqlite:////nonexistent/x.db", log=lambda *_: None)
+    run_sweep(cfg, tmp_path / "loss", trials=1, log=lambda *_: None)
+    settings = _settings(tiny_model_dir, data, tmp_path / "run", objective="task")
+    settings["task"] = {"type": "qa"}
+    with pytest.raises(SweepError, match="holds a study of loss, not exact_match"):  # the same study, another objective
+        run_sweep(build_config(settings), tmp_path / "loss", trials=2, log=lambda *_: None)

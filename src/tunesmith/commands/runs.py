@@ -28,10 +28,15 @@ def _config_show(args: argparse.Namespace) -> int:
 
 
 def _models(_: argparse.Namespace) -> int:
-    from tunesmith.models.registry import registered_models
+    from tunesmith.models.registry import ModelNotFound, registered_models, registry_source
 
     for entry in registered_models():
-        print(f"{entry.name}\t{entry.description}\t(install: {entry.install})")
+        try:
+            registry_source(entry)
+            state = "installed"
+        except ModelNotFound:
+            state = f"not installed: {entry.install}"
+        print(f"{entry.name}\t{entry.description}\t{entry.license}\t({state})")
     return 0
 
 

@@ -126,6 +126,15 @@ def registry_gguf(entry: RegistryEntry) -> Path:
     return folder / entry.gguf_file
 
 
+def registry_source(entry: RegistryEntry) -> Path:
+    """What a registered model's weights come from, without assembling a chunked GGUF: the GGUF file, or the folder
+    of the package holding its parts. Raises ModelNotFound (with the install command) when it is not installed."""
+    folder = _package_dir(entry.package)
+    if folder is None:
+        raise _not_installed(entry)
+    return folder if entry.chunked else registry_gguf(entry)
+
+
 def _assembled_gguf(entry: RegistryEntry) -> Path:
     """Join a chunked package's parts into the cache once. The package checks the joined file's sha256 (a later
     call re-checks it); it is written under a temporary name and renamed, so a killed join leaves nothing that

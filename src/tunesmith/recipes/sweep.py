@@ -42,7 +42,7 @@ from tunesmith.recipes.sweep_space import (
     lora_space,
     sample,
 )
-from tunesmith.rundir import read_json, write_json, write_text
+from tunesmith.rundir import config_changes, read_json, write_json, write_text
 
 STUDY = "tunesmith-sweep"
 
@@ -116,16 +116,21 @@ class Sweep:
         raw["output"] = {"dir": str(folder), "overwrite": True}
         return build_config(raw)
 
-    def shared_base(self) -> dict | None:
-        """The base's evaluation from an earlier trial, when every trial evaluates the base identically: the space
-        changes only training and adapter keys (not the seed, which draws few-shot rows and a head's start), so the
-        base, the validation rows and the evaluation settings are the same for all. Any worker's trial will do."""
+    def shared_base(self, cfg: Config) -> dict | None:
+        """The base's evaluation from an earlier trial, when it evaluated the base as `cfg` will: the space changes
+        only training and adapter keys (not the seed, which draws few-shot rows and a head's start), and the earlier
+        trial's config equals `cfg` outside those (a sweep folder reused with another config shares nothing). Any
+        worker's trial will do."""
         if not all(key.startswith(("train.", "adapter.")) and key != "train.seed" for key in self.space):
             return None
         for path in sorted((self.folder / "trials").glob("*/eval/base.json")):
             try:
+                saved = yaml.safe_load((path.parent.parent / "config.yaml").read_text(encoding="utf-8"))
+                changed = config_changes(saved, cfg)
+                if any(not k.startswith(("train.", "adapter.")) or k == "train.seed" for k in changed):
+                    continue
                 return read_json(path)
-            except (OSError, ValueError):
+            except (OSError, ValueError, yaml.YAMLError):
                 continue  # another worker is writing it
         return None
 
@@ -162,7 +167,7 @@ class Sweep:
             "halving": optuna.pruners.SuccessiveHalvingPruner(),
             "none": optuna.pruners.NopPruner(),
         }[self.cfg.sweep.pruner]
-        return optuna.create_study(
+        study = optuna.create_study(
             study_name=STUDY,
             storage=storage,
             load_if_exists=True,
@@ -170,6 +175,27 @@ class Sweep:
             sampler=sampler,
             pruner=pruner,
         )
+        names = study.user_attrs.get("objective")
+        if names is None:
+            study.set_user_attr("objective", list(self.objective.names))
+        elif names != list(self.objective.names):
+            raise ValueError(
+                f"it holds a study of {' and '.join(names)}, not {' and '.join(self.objective.names)}; "
+                "give the sweep another --out or --storage"
+            )
+        return study
+
+    def open_study(self, seed_offset: int = 0):
+        """study(), with a database that cannot be opened (a bad URL, a missing folder, no permission, a study of
+        other objectives) said in one line."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            return self.study(seed_offset)
+        except (SQLAlchemyError, ImportError, ValueError) as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            reason = reason.split(" (Background on this error")[0]
+            raise SweepError(f"study storage {self.storage}: cannot use it: {reason}") from None
 
 
 def best_config_yaml(raw: dict, params: dict[str, Any]) -> str:
@@ -239,7 +265,7 @@ def run_trial(sweep: Sweep, trial, log: Callable[[str], object]) -> float | list
 
     trial_log = _file_log(folder)
     try:
-        result = run_training(cfg, log=trial_log, on_eval=report, known_base=sweep.shared_base())
+        result = run_training(cfg, log=trial_log, on_eval=report, known_base=sweep.shared_base(cfg))
     except optuna.TrialPruned:
         raise
     except (*CAUGHT, torch.OutOfMemoryError) as err:
@@ -268,7 +294,7 @@ def _file_log(folder: Path) -> Callable[[str], None]:
 
 def work(sweep: Sweep, deadline: float | None, worker: int, log: Callable[[str], object]) -> None:
     """One worker: take trials from the shared study until the budget of trials (or time) is spent."""
-    study = sweep.study(seed_offset=worker)
+    study = sweep.open_study(seed_offset=worker)
 
     def budget_spent(study, _trial) -> None:
         if counted(study) >= sweep.trials or (deadline is not None and time.time() >= deadline):
@@ -355,13 +381,14 @@ def run_sweep(
         f"validation split ({cfg.sweep.validation_fraction:.0%} of train), {len(sweep.space)} key(s) searched; "
         f"study in {sweep.storage}"
     )
+    sweep.open_study()  # created (or found) once, before any worker: a bad database URL stops here
     children = [_spawn_worker(config_path, overrides, folder, sweep, deadline, i) for i in range(1, workers)]
     try:
         work(sweep, deadline, 0, log)
     finally:
         for child in children:
             child.wait()
-    study = sweep.study()
+    study = sweep.open_study()
     best = winner(study, sweep.objective)
     params = decode(sweep.space, best.params)
     log(f"winner: trial {best.number} on the validation split; training it again to score it once on the test split")

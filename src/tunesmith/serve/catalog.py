@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tunesmith.errors import TunesmithError
 from tunesmith.methods import method_class
-from tunesmith.models.registry import ModelNotFound, registered_models, registry_gguf
+from tunesmith.models.registry import ModelNotFound, registered_models, registry_source
 from tunesmith.models.trained import TrainedSettings
 from tunesmith.rundir import RunDir
 from tunesmith.serve.paths import UnsafePath, is_run_name, run_path
@@ -73,7 +73,7 @@ class Catalog:
         out = []
         for entry in registered_models():
             try:
-                gguf = registry_gguf(entry)
+                gguf = registry_source(entry)  # a chunked GGUF is joined when first loaded, not when listed
             except ModelNotFound:
                 continue  # its package is not installed: not servable here
             out.append(ModelEntry(entry.name, entry.name, entry.name, _mtime(gguf)))
