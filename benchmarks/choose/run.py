@@ -1,0 +1,149 @@
+"""Choosing by evidence: `tunesmith select` with both embedded bases, and `tunesmith sweep` against the hand-written
+example config, on ../shared/data. Every number is also in the runs' own files (select.json, sweep.json, eval/).
+
+    python benchmarks/choose/run.py select --task sst2-head --steps 50 --out runs/bench-choose
+    python benchmarks/choose/run.py sweep --task pubmedqa --minutes 30 --out runs/bench-choose [--no-pruning]
+    python benchmarks/choose/run.py hand --task pubmedqa --out runs/bench-choose     # the config as written
+    python benchmarks/choose/run.py table --out runs/bench-choose                    # table.md from what finished
+
+`sweep` gives every task the same wall-clock budget (`--minutes`); the winner is then trained again and scored once
+on the test split. `table` compares it with the hand-written config's run on the same test rows (paired bootstrap
+of winner minus hand-written, 1,000 resamples) and counts trials run and pruned, with and without pruning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BASES = ["smollm2-135m-instruct", "gemma3-270m"]
+# The hand-written configs of the task benchmarks, with the overrides that keep one run in minutes here.
+TASKS = {
+    "sst2-head": ("examples/sst2-head.yaml", ["task.max_rows=300", "data.eval_max_rows=300"]),
+    "davidson-head": ("examples/davidson-head.yaml", ["train.max_steps=100", "task.max_rows=256"]),
+    "scitldr": (str(HERE.parent / "tasks" / "scitldr.yaml"), []),
+    # 500 training rows instead of 128, so that a 10% validation split has 50 questions to select on.
+    "pubmedqa": (str(HERE.parent / "tasks" / "pubmedqa.yaml"), ["data.train.0.limit=500"]),
+}
+# What a sweep changes beyond TASKS, to fit its budget: sst2's search starts from 60 steps (the default space then
+# tries 30 to 120), so that a 12-minute budget holds several trials.
+SWEEP_ONLY = {"sst2-head": ["train.max_steps=60"]}
+
+
+def _cli(args: list[str], log: Path) -> int:
+    cmd = [sys.executable, "-m", "tunesmith.cli", *args]
+    print("$", " ".join(cmd), flush=True)
+    with open(log, "w", encoding="utf-8") as fh:
+        return subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT)
+
+
+def select(task: str, steps: int, out: Path) -> int:
+    config, overrides = TASKS[task]
+    folder = out / f"select-{task}"
+    args = ["select", config, *overrides, "--bases", *BASES, "--steps", str(steps), "--out", str(folder)]
+    return _cli(args, out / f"select-{task}.log")
+
+
+def sweep(task: str, minutes: float, trials: int, pruning: bool, out: Path) -> int:
+    config, overrides = TASKS[task]
+    name = f"sweep-{task}" + ("" if pruning else "-unpruned")
+    extra = SWEEP_ONLY.get(task, []) + ([] if pruning else ["sweep.pruner=none"])
+    args = ["sweep", config, *overrides, *extra, "--trials", str(trials), "--timeout", str(minutes)]
+    return _cli([*args, "--out", str(out / name)], out / f"{name}.log")
+
+
+def hand(task: str, out: Path) -> int:
+    config, overrides = TASKS[task]
+    folder = out / f"hand-{task}"
+    return _cli(
+        ["train", config, *overrides, f"output.dir={folder}", "output.overwrite=true"], out / f"hand-{task}.log"
+    )
+
+
+def _tuned(run: Path) -> dict:
+    return json.loads((run / "eval" / "tuned.json").read_text(encoding="utf-8"))
+
+
+def table(out: Path) -> str:
+    from tunesmith.eval.bootstrap import bootstrap_metric, metric_interval
+    from tunesmith.eval.tasks import HEADLINE
+
+    lines = ["| task | candidate | probe metric [95% CI] | zero-shot | gain [paired 95%] | loss | tok/s | wall s |"]
+    lines.append("|---|---|---|---:|---|---:|---:|---:|")
+    for path in sorted(out.glob("select-*/select.json")):
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        for c in summary["candidates"]:
+            t, g = c.get("tuned"), c.get("gain")
+            mark = " **(winner)**" if c["base"] == summary["winner"] else ""
+            metric = f"{c.get('metric', '')} {t['value']:.3f} [{t['low']:.3f}, {t['high']:.3f}]" if t else ""
+            gain = f"{g['diff']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}]" if g else ""
+            zero = f"{c['zero_shot']['value']:.3f}" if t else ""
+            lines.append(
+                f"| {path.parent.name.removeprefix('select-')} | {c['base']}{mark} | {metric} | {zero} | {gain} | "
+                f"{c['held_out_loss']:.4f} | {c['tokens_per_s'] or 0:.0f} | {c['wall_seconds']:.0f} |"
+            )
+    lines += [
+        "",
+        "| task | pruning | trials | pruned | failed | wall min | winner test | hand-written test | "
+        "winner − hand [paired 95%] |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for path in sorted(out.glob("sweep-*/sweep.json")):
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        task = path.parent.name.removeprefix("sweep-").removesuffix("-unpruned")
+        winner, hand_run = _tuned(path.parent / "winner"), out / f"hand-{task}"
+        kind = winner["task"]["task"] if "task" in winner else None
+        cells = ["", "", ""]
+        if kind and (hand_run / "eval" / "tuned.json").is_file():
+            metric, labels = HEADLINE[kind][0], winner["task"].get("labels")
+            hand_eval = _tuned(hand_run)
+            refs = winner["task"]["references"]
+            w_value, _, _ = metric_interval(kind, metric, winner["task"]["predictions"], refs, labels)
+            h_value, _, _ = metric_interval(kind, metric, hand_eval["task"]["predictions"], refs, labels)
+            diff = bootstrap_metric(
+                kind, metric, hand_eval["task"]["predictions"], winner["task"]["predictions"], refs, labels
+            )
+            cells = [
+                f"{metric} {w_value:.3f}",
+                f"{h_value:.3f}",
+                f"{diff.diff:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}]",
+            ]
+        pruning = "no" if path.parent.name.endswith("-unpruned") else "median"
+        lines.append(
+            f"| {task} | {pruning} | {summary['trials_run']} | {summary['pruned']} | {summary['failed']} | "
+            f"{summary['seconds'] / 60:.1f} | " + " | ".join(cells) + " |"
+        )
+    text = "\n".join(lines) + "\n"
+    (out / "table.md").write_text(text, encoding="utf-8")
+    return text
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["select", "sweep", "hand", "table"])
+    parser.add_argument("--task", choices=sorted(TASKS))
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-choose"))
+    parser.add_argument("--steps", type=int, default=50, help="select: probe steps")
+    parser.add_argument("--minutes", type=float, default=30, help="sweep: wall-clock budget")
+    parser.add_argument("--trials", type=int, default=100, help="sweep: at most this many trials")
+    parser.add_argument("--no-pruning", action="store_true", help="sweep: sweep.pruner=none")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.what == "table":
+        print(table(args.out))
+        return 0
+    if args.task is None:
+        parser.error(f"{args.what} needs --task")
+    if args.what == "select":
+        return select(args.task, args.steps, args.out)
+    if args.what == "hand":
+        return hand(args.task, args.out)
+    return sweep(args.task, args.minutes, args.trials, not args.no_pruning, args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
