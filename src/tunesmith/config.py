@@ -296,11 +296,41 @@ class TrainConfig(Strict):
         return self.batch_size // self.micro_batch_size
 
 
+class ForgettingBudget(Strict):
+    max_drop: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="Largest allowed drop of an accuracy or F1 probe family, absolute (0.05 = 5 points).",
+    )
+    max_nll_increase: float = Field(
+        0.1,
+        gt=0,
+        description="Largest allowed increase of a likelihood family's mean NLL per token (0.1: perplexity x1.105).",
+    )
+    stop: bool = Field(
+        False,
+        description="Stop the run at the first evaluation over budget; final/ is then the checkpoint with the lowest "
+        "held-out loss among those within budget (needs train.eval_every, with a checkpoint at every evaluation).",
+    )
+
+
 class EvalConfig(Strict):
     general: bool = Field(
         True,
-        description="Measure forgetting, base vs tuned: perplexity on bundled general text and accuracy on a small "
-        "general-knowledge QA set (causal-LM runs; adds ~20 s per model on a CPU).",
+        description="Measure forgetting, base vs tuned, per probe family with paired intervals: perplexity on bundled "
+        "general text and 200 bundled general questions, plus chat, reading and arithmetic with eval.probe_data "
+        "(causal-LM runs; about 1 minute per model on a CPU).",
+    )
+    probe_data: str | None = Field(
+        None,
+        description="Folder laid out as ../shared/data (hh_rlhf/helpful-base, xquad_en, gsm8k): adds the chat, "
+        "reading and arithmetic forgetting probes (the last 32 rows of each file). Unset: the bundled probes only.",
+    )
+    forgetting_budget: ForgettingBudget | None = Field(
+        None,
+        description="How much general ability the run may lose, checked at every evaluation during training and at "
+        "the end; exceeding it is said at once (and stops the run with `stop`).",
     )
     samples: int = Field(3, ge=0, description="Held-out prompts answered by base and tuned model, side by side.")
     max_new_tokens: int = Field(96, ge=1, description="Generation length for the side-by-side samples.")
@@ -445,6 +475,20 @@ class Config(Strict):
     sweep: SweepConfig = Field(
         default_factory=SweepConfig, description="What `tunesmith sweep` searches (config_sweep.py); runs ignore it."
     )
+
+    @model_validator(mode="after")
+    def _budget_can_stop(self) -> Config:
+        budget, train = self.eval.forgetting_budget, self.train
+        if budget is None:
+            return self
+        if not self.eval.general:
+            raise ValueError("eval.forgetting_budget needs eval.general: true (the probes it is checked on)")
+        if budget.stop and (not train.eval_every or not train.save_every or train.eval_every % train.save_every):
+            raise ValueError(
+                "eval.forgetting_budget.stop keeps the best checkpoint within budget: set train.eval_every and a "
+                "train.save_every that divides it, so that every evaluation has a checkpoint"
+            )
+        return self
 
     @model_validator(mode="after")
     def _labels_and_method_agree(self) -> Config:

@@ -17,7 +17,7 @@ from torch import nn
 from tunesmith.config import SPEED_OPTIONS, Config, TrainConfig
 from tunesmith.data.templates import Encoded, Renderer
 from tunesmith.eval.baselines import baseline_line, score_baselines, tuned_comparison
-from tunesmith.eval.general import general_ability
+from tunesmith.eval.general import forgetting, general_ability
 from tunesmith.eval.runner import evaluate_loss, generate_answers
 from tunesmith.eval.scoring import score_task
 from tunesmith.eval.tasks import task_result
@@ -100,7 +100,7 @@ class SFT:
             )
             ctx.log(baseline_line(result, cfg.task.type))
         if cfg.eval.general:
-            result["general"] = general_ability(model, ctx.renderer, cfg.eval.batch_size, ctx.device).as_dict()
+            result["general"] = self.general(model, ctx)
         ctx.log(f"base model: eval loss {metrics['loss']:.4f}, perplexity {metrics['perplexity']:.2f}")
         return result
 
@@ -111,12 +111,15 @@ class SFT:
             result["task"] = score_task(model, ctx.renderer, ctx.prepared.eval_examples, cfg, ctx.device)
             result |= tuned_comparison(base_eval, result["task"], cfg.task, cfg.train.seed)
         if cfg.eval.general and "general" in base_eval:
-            general = general_ability(model, ctx.renderer, cfg.eval.batch_size, ctx.device).as_dict()
-            result["general"] = general
-            result["forgetting"] = {
-                key: general[key] - base_eval["general"][key] for key in ("text_perplexity", "qa_accuracy")
-            }
+            result["general"] = self.general(model, ctx)
+            result["forgetting"] = forgetting(base_eval["general"], result["general"], cfg.train.seed)
         return result
+
+    def general(self, model: nn.Module, ctx: EvalContext) -> dict:
+        """The forgetting probes (eval/general.py) on `model` as it is now."""
+        cfg = ctx.cfg
+        probe_data = Path(cfg.eval.probe_data) if cfg.eval.probe_data else None
+        return general_ability(model, ctx.renderer, cfg.eval.batch_size, ctx.device, probe_data).as_dict()
 
     def write_final(
         self, model: nn.Module, tokenizer, folder: Path, stop_ids: list[int], initial: Path | None = None

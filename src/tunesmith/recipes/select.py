@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tunesmith.config import Config, build_config
 from tunesmith.eval.bootstrap import bootstrap_metric, metric_interval
+from tunesmith.eval.general import budget_share
 from tunesmith.eval.tasks import HEADLINE
 from tunesmith.models.registry import resolve_base
 from tunesmith.recipes.sweep_space import SweepError
@@ -70,7 +71,7 @@ def candidate_row(cfg: Config, base: str, result, seconds: float) -> dict:
         "parameters": result.params.get("total"),
         "held_out_loss": tuned["metrics"]["loss"],
         "zero_shot_loss": base_eval["metrics"]["loss"],
-        "forgetting": tuned.get("forgetting"),
+        "forgetting": budget_share(tuned["forgetting"]) if tuned.get("forgetting") else None,
         "wall_seconds": round(seconds, 1),
         "train_seconds": tuned.get("train_seconds"),
         **_run_stats(result.run_dir),

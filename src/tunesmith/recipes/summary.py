@@ -7,7 +7,7 @@ from rich.table import Table
 
 from tunesmith.eval.headline import headline_metrics, headline_rows, strongest_name, trivial_warning
 from tunesmith.recipes.train import RunResult
-from tunesmith.report.html import eval_rows, task_lines
+from tunesmith.report.html import eval_rows, forgetting_rows, task_lines
 
 
 def print_result(result: RunResult, console: Console | None = None) -> None:
@@ -20,11 +20,20 @@ def print_result(result: RunResult, console: Console | None = None) -> None:
     numbers.add_column("change", justify="right")
     for key, label in eval_rows(result.tuned):
         numbers.add_row(label, f"{b[key]:.4f}", f"{t[key]:.4f}", f"{t[key] - b[key]:+.4f}")
-    bg, tg = result.base.get("general"), result.tuned.get("general")
-    if bg and tg:
-        for key, label in (("text_perplexity", "general-text perplexity"), ("qa_accuracy", "general QA accuracy")):
-            numbers.add_row(f"{label} (forgetting)", f"{bg[key]:.4f}", f"{tg[key]:.4f}", f"{tg[key] - bg[key]:+.4f}")
+    if result.base.get("general") and result.tuned.get("general"):
+        for label, base, tuned, change, interval, verdict in forgetting_rows(result.base, result.tuned):
+            shown = f"{change} {interval}".strip() + (f" {verdict}" if verdict == "worse" else "")
+            numbers.add_row(f"forgetting: {label}", base, tuned, shown)
     console.print(numbers)
+    over = (result.tuned.get("forgetting") or {}).get("over_budget")
+    if over:
+        console.print(f"note: the forgetting budget is exceeded: {'; '.join(over)}", style="bold red", highlight=False)
+    stop = result.tuned.get("budget_stop")
+    if stop:
+        console.print(
+            f"stopped at step {stop['stopped_at']} (forgetting budget); final/ is step {stop['kept_step']}",
+            highlight=False,
+        )
     comparison = result.tuned.get("comparison")
     if comparison:
         print_headline(result.base, result.tuned, console)

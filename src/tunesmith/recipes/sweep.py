@@ -29,10 +29,11 @@ from typing import Any
 
 import yaml
 
-from tunesmith.config import Config, build_config
+from tunesmith.config import Config, ForgettingBudget, build_config
 from tunesmith.config_sweep import ParamSpec
 from tunesmith.config_yaml import ConfigError
 from tunesmith.errors import TunesmithError
+from tunesmith.eval.general import budget_share
 from tunesmith.eval.tasks import HEADLINE
 from tunesmith.recipes.sweep_space import (
     SweepError,
@@ -221,13 +222,15 @@ def counted(study) -> int:
     return sum(1 for t in trials if t.state in done and t.number not in retried)
 
 
-def _trial_values(objective: Objective, tuned: dict) -> list[float]:
+def _trial_values(objective: Objective, tuned: dict, cfg: Config) -> list[float]:
+    limits = cfg.eval.forgetting_budget or ForgettingBudget()
+    budget = (limits.max_drop, limits.max_nll_increase)
     values = []
     for name in objective.names:
         if name == "loss":
             values.append(float(tuned["metrics"]["loss"]))
         elif name == "forgetting":
-            values.append(float(tuned["forgetting"]["text_perplexity"]))  # perplexity gained on general text
+            values.append(budget_share(tuned["forgetting"], *budget))  # the worst family's share of the budget
         else:
             values.append(float(tuned["task"]["metrics"][name]))
     return values
@@ -275,7 +278,7 @@ def run_trial(sweep: Sweep, trial, log: Callable[[str], object]) -> float | list
         raise
     trial.set_user_attr("seconds", round(time.perf_counter() - started, 1))
     trial.set_user_attr("train_seconds", result.tuned.get("train_seconds"))
-    values = _trial_values(sweep.objective, result.tuned)
+    values = _trial_values(sweep.objective, result.tuned, cfg)
     trial.set_user_attr("loss", float(result.tuned["metrics"]["loss"]))
     return values if sweep.objective.multi else values[0]
 

@@ -23,6 +23,7 @@ import yaml
 from torch import nn
 
 from tunesmith.config import Config, upgrade_saved
+from tunesmith.eval.general import forgetting, over_budget
 from tunesmith.eval.variants import check_variants
 from tunesmith.faults import fault
 from tunesmith.methods import build_method
@@ -140,6 +141,7 @@ class Run:
     position: Position  # where fit starts: step 0, or the last checkpoint of a resumed run
     resumed: bool
     params: dict = field(default_factory=dict)
+    stopped: dict | None = None  # a forgetting-budget stop: where, why, and the checkpoint kept
 
 
 def run_training(
@@ -160,10 +162,81 @@ def run_training(
     state = check_output(out, resume, cfg.output.overwrite, _protected(cfg, config_path))
     with write_errors(out):
         run = setup(cfg, out, state, resume, log, crash_after_step)
-        run.loop.on_eval = on_eval
         base_eval = baseline(run, known_base)
-        position, seconds = fit_run(run)
+        watch = forgetting_watch(run, base_eval, log)
+        run.loop.on_eval = _both(watch, on_eval) if watch and on_eval else watch or on_eval
+        try:
+            position, seconds = fit_run(run)
+        except BudgetExceeded as stop:
+            position, seconds = keep_within_budget(run, stop, log)
         return finish(run, base_eval, position, seconds)
+
+
+def _both(first: Callable[[int, dict], None], second: Callable[[int, dict], None]) -> Callable[[int, dict], None]:
+    def call(step: int, metrics: dict) -> None:
+        first(step, metrics)
+        second(step, metrics)
+
+    return call
+
+
+class BudgetExceeded(Exception):
+    """The forgetting budget was exceeded at an evaluation of a run configured to stop (eval.forgetting_budget)."""
+
+    def __init__(self, step: int, over: list[str], started: float):
+        super().__init__(f"step {step}: {'; '.join(over)}")
+        self.step, self.over, self.started = step, over, started
+
+
+def forgetting_watch(run: Run, base_eval: dict, log) -> Callable[[int, dict], None] | None:
+    """At each train.eval_every evaluation: the forgetting probes on the model as it is, against the base, written to
+    metrics.jsonl (split "forgetting"); a budget exceeded is said at once, and stops the run when configured."""
+    budget = run.cfg.eval.forgetting_budget
+    probe = getattr(run.method, "general", None)
+    if budget is None or probe is None or "general" not in base_eval:
+        return None
+    started = time.perf_counter()
+
+    def watch(step: int, metrics: dict) -> None:
+        run.model.eval()
+        try:
+            result = forgetting(base_eval["general"], probe(run.model, run.ctx), run.cfg.train.seed)
+        finally:
+            run.model.train()
+        over = over_budget(result, budget.max_drop, budget.max_nll_increase)
+        families = {
+            name: {k: f[k] for k in ("metric", "diff", "low", "high")} for name, f in result["families"].items()
+        }
+        record = {"step": step, "split": "forgetting", "loss": metrics["loss"], "families": families}
+        run.loop.metrics.write(record | {"within_budget": not over})
+        if over:
+            log(f"step {step}: the forgetting budget is exceeded: {'; '.join(over)}")
+            if budget.stop:
+                raise BudgetExceeded(step, over, started)
+
+    return watch
+
+
+def keep_within_budget(run: Run, stop: BudgetExceeded, log) -> tuple[Position, float]:
+    """After a budget stop: the kept checkpoint with the lowest held-out loss among the evaluations within budget,
+    loaded into the model, which final/ is then written from."""
+    records = [r for r in run.loop.metrics.read() if r.get("split") == "forgetting" and r.get("within_budget")]
+    saved = {int(path.name.removeprefix("step-")): path for path in list_checkpoints(run.loop.checkpoints)}
+    candidates = [r for r in records if r["step"] in saved and r["step"] < stop.step]
+    if not candidates:
+        raise RunDirError(
+            f"the forgetting budget was exceeded at step {stop.step} ({'; '.join(stop.over)}) and no kept checkpoint "
+            "is within it; lower train.lr or train.max_steps, evaluate earlier (train.eval_every), or raise "
+            "eval.forgetting_budget"
+        )
+    best = min(candidates, key=lambda r: r["loss"])
+    position = load_checkpoint(saved[best["step"]], run.loop.model, run.loop.optimizer, run.loop.scheduler)
+    log(
+        f"stopped at step {stop.step} (forgetting budget exceeded); final/ is step {best['step']}, the lowest "
+        f"held-out loss ({best['loss']:.4f}) within the budget"
+    )
+    run.stopped = {"stopped_at": stop.step, "over": stop.over, "kept_step": best["step"], "kept_loss": best["loss"]}
+    return position, time.perf_counter() - stop.started
 
 
 def setup(cfg: Config, out: Path, state: str, resume: bool, log, crash_after_step: int | None) -> Run:
@@ -260,6 +333,14 @@ def finish(run: Run, base_eval: dict, position: Position, train_seconds: float) 
     _save_final(run.method, run.model, run.loaded.base.tokenizer, out, run.loaded.renderer.stop_ids())
     tuned_eval = run.method.tuned_eval(run.model, base_eval, RunDir(out).final, run.ctx)
     tuned_eval["train_seconds"] = round(train_seconds, 1)  # this process's fit() only (a resumed run: since resume)
+    budget = cfg.eval.forgetting_budget
+    if budget is not None and "forgetting" in tuned_eval:
+        over = over_budget(tuned_eval["forgetting"], budget.max_drop, budget.max_nll_increase)
+        tuned_eval["forgetting"]["over_budget"] = over
+        if over:
+            run.ctx.log(f"final model: the forgetting budget is exceeded: {'; '.join(over)}")
+    if run.stopped is not None:
+        tuned_eval["budget_stop"] = run.stopped
     write_json(RunDir(out).eval_file("tuned"), tuned_eval)
     fault("tuned")
     # `final` marks the record a resume drops: the end of a run is redone after every stop.

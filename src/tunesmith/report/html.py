@@ -168,3 +168,41 @@ def refs(refs: Sequence[str], limit: int = 3) -> Raw:
 
 class Raw(str):
     """Markup that table() must not escape (built from escaped parts)."""
+
+
+# Probe families of eval/general.py as people read them.
+FAMILY_NAMES = {
+    "knowledge": "general questions (accuracy)",
+    "text": "general text (NLL per token)",
+    "chat": "chat, HH-RLHF (NLL per token)",
+    "reading": "reading, XQuAD (token F1)",
+    "arithmetic": "arithmetic, GSM8K (NLL per token)",
+}
+
+
+def forgetting_rows(base: dict, tuned: dict) -> list[tuple[str, str, str, str, str, str]]:
+    """(probe, base, tuned, change, paired 95% interval, verdict) per probe family of eval/*.json's `general` and
+    `forgetting` records; runs written before families existed give their two summary rows without intervals."""
+    families = (tuned.get("forgetting") or {}).get("families")
+    if not families:
+        bg, tg = base.get("general") or {}, tuned.get("general") or {}
+        keys = (("text_perplexity", "general-text perplexity"), ("qa_accuracy", "general QA accuracy"))
+        return [(n, f"{bg[k]:.4f}", f"{tg[k]:.4f}", f"{tg[k] - bg[k]:+.4f}", "", "") for k, n in keys if k in bg]
+    rows = []
+    for name, f in families.items():
+        verdict = "worse" if f["worse"] else "no change beyond noise" if f["low"] <= 0 <= f["high"] else "better"
+        interval = f"[{f['low']:+.4f}, {f['high']:+.4f}]"
+        label = FAMILY_NAMES.get(name, name)
+        rows.append((label, f"{f['base']:.4f}", f"{f['tuned']:.4f}", f"{f['diff']:+.4f}", interval, verdict))
+    return rows
+
+
+def budget_use(records: list[dict], max_drop: float, max_nll_increase: float) -> dict[str, list[tuple[float, float]]]:
+    """Per probe family, (step, share of the forgetting budget used) from metrics.jsonl's forgetting records: 1.0 is
+    the budget line; a family that improved uses a negative share."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for record in records:
+        for name, f in (record.get("families") or {}).items():
+            used = f["diff"] / max_nll_increase if f["metric"] == "nll" else -f["diff"] / max_drop
+            out.setdefault(name, []).append((record["step"], used))
+    return out

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tunesmith.config import Config
 from tunesmith.eval.headline import headline_metrics, headline_rows, strongest_name, trivial_warning
-from tunesmith.report.html import eval_rows, task_lines
+from tunesmith.report.html import eval_rows, forgetting_rows, task_lines
 
 
 def _fmt(x: float) -> str:
@@ -31,11 +31,10 @@ def model_card(cfg: Config, manifest: dict, base_eval: dict, tuned_eval: dict, p
     rows = "\n".join(
         f"| {name} | {_fmt(b[key])} | {_fmt(t[key])} | {_fmt(t[key] - b[key])} |" for key, name in eval_rows(tuned_eval)
     )
-    bg, tg = base_eval.get("general"), tuned_eval.get("general")
-    if bg and tg:
+    if base_eval.get("general") and tuned_eval.get("general"):
         rows += "".join(
-            f"\n| {name} (forgetting) | {_fmt(bg[key])} | {_fmt(tg[key])} | {_fmt(tg[key] - bg[key])} |"
-            for key, name in (("text_perplexity", "general-text perplexity"), ("qa_accuracy", "general QA accuracy"))
+            f"\n| forgetting: {name} | {b_} | {t_} | {d_} {ci} |"
+            for name, b_, t_, d_, ci, _ in forgetting_rows(base_eval, tuned_eval)
         )
     data = "\n".join(f"| `{d['path']}` | {d['bytes']} | `{d['sha256'][:16]}…` |" for d in manifest["data"])
     a, tr = cfg.adapter, cfg.train

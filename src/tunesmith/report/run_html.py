@@ -16,7 +16,19 @@ from pathlib import Path
 import yaml
 
 from tunesmith.eval.headline import headline_metrics, headline_rows, strongest_name, trivial_warning
-from tunesmith.report.html import BAR, CSS, Raw, eval_rows, h, num, table
+from tunesmith.report.html import (
+    BAR,
+    CSS,
+    FAMILY_NAMES,
+    Raw,
+    budget_use,
+    eval_rows,
+    figure,
+    forgetting_rows,
+    h,
+    num,
+    table,
+)
 from tunesmith.report.task_html import changed_section, dataset_section, sensitivity_section, slice_sections
 
 DATASET_COLOURS = ("#bf8700", "#1a7f37", "#8250df", "#57606a", "#bc4c00")
@@ -103,6 +115,40 @@ def _loss_curves(metrics: list[dict]) -> str:
     return svg_lines(series)
 
 
+def _forgetting_section(base: dict, tuned: dict, cfg: dict, metrics: list[dict]) -> list[str]:
+    """Per probe family, base vs tuned with paired intervals; with a forgetting budget, the share of it each family
+    used at every evaluation during training, against the budget line, and a budget stop in words."""
+    header = ["probe", "base", "tuned", "change", "paired 95% interval", "verdict"]
+    out = [
+        "<h3>Forgetting: general ability, base vs tuned</h3>",
+        table(header, forgetting_rows(base, tuned), (1, 2, 3)),
+    ]
+    budget = (cfg.get("eval") or {}).get("forgetting_budget")
+    over = (tuned.get("forgetting") or {}).get("over_budget")
+    if over:
+        out.append(f'<div class="banner bad">The final model exceeds the forgetting budget: {h("; ".join(over))}</div>')
+    stop = tuned.get("budget_stop")
+    if stop:
+        out.append(
+            f'<div class="banner ok">Stopped at step {stop["stopped_at"]} ({h("; ".join(stop["over"]))}); final/ is '
+            f"step {stop['kept_step']}, the lowest held-out loss within the budget ({stop['kept_loss']:.4f}).</div>"
+        )
+    records = [m for m in metrics if m.get("split") == "forgetting"]
+    if budget and records:
+        use = budget_use(records, budget["max_drop"], budget["max_nll_increase"])
+        steps = [r["step"] for r in records]
+        series = [(FAMILY_NAMES.get(n, n), c, pts) for (n, pts), c in zip(use.items(), DATASET_COLOURS, strict=False)]
+        series.append(("budget", "#cf222e", [(min(steps), 1.0), (max(steps), 1.0)]))
+        out.append(
+            figure(
+                svg_lines(series),
+                "share of the forgetting budget used by each probe family at each evaluation "
+                "(1 = the budget line); the held-out loss curve is under Loss",
+            )
+        )
+    return out
+
+
 def render_run_report(run_dir: Path) -> str:
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     base = json.loads((run_dir / "eval" / "base.json").read_text(encoding="utf-8"))
@@ -122,22 +168,8 @@ def render_run_report(run_dir: Path) -> str:
         ),
     ]
     sections += dataset_section(b, t)
-    bg, tg = base.get("general"), tuned.get("general")
-    if bg and tg:
-        sections.append("<h3>Forgetting: general ability, base vs tuned</h3>")
-        sections.append(
-            table(
-                ["probe", "base", "tuned", "change"],
-                [
-                    (name, f"{bg[k]:.4f}", f"{tg[k]:.4f}", f"{tg[k] - bg[k]:+.4f}")
-                    for k, name in (
-                        ("text_perplexity", "general-text perplexity"),
-                        ("qa_accuracy", "general QA accuracy"),
-                    )
-                ],
-                numeric=(1, 2, 3),
-            )
-        )
+    if base.get("general") and tuned.get("general"):
+        sections += _forgetting_section(base, tuned, cfg, metrics)
     comparison = tuned.get("comparison")
     if comparison:
         base_task = _strongest_task(base)

@@ -19,7 +19,7 @@ def candidate_table(summary: dict) -> tuple[list[str], list[list[object]]]:
     metric = summary["candidates"][0].get("metric", "")
     header = ["base", "parameters"]
     header += [f"{metric} after probe", "95% interval", f"zero-shot {metric}", "gain (paired 95%)"] if task else []
-    header += ["held-out loss", "forgetting (ppl)", "tokens/s", "peak MB", "wall s"]
+    header += ["held-out loss", "forgetting (budget share)", "tokens/s", "peak MB", "wall s"]
     rows = []
     for c in summary["candidates"]:
         row: list[object] = [c["base"], f"{c['parameters']:,}" if c["parameters"] else ""]
@@ -27,9 +27,8 @@ def candidate_table(summary: dict) -> tuple[list[str], list[list[object]]]:
             t, g = c["tuned"], c["gain"]
             row += [f"{t['value']:.4f}", _interval(t["low"], t["high"]), f"{c['zero_shot']['value']:.4f}"]
             row.append(f"{g['diff']:+.4f} {_interval(g['low'], g['high'], signed=True)}")
-        forgetting = c.get("forgetting") or {}
-        ppl = forgetting.get("text_perplexity")
-        row += [f"{c['held_out_loss']:.4f}", f"{ppl:+.2f}" if ppl is not None else "not measured"]
+        share = c.get("forgetting")
+        row += [f"{c['held_out_loss']:.4f}", f"{share:.2f}" if share is not None else "not measured"]
         row += [f"{c['tokens_per_s'] or 0:.0f}", f"{c['peak_memory_mb'] or 0:.0f}", f"{c['wall_seconds']:.0f}"]
         rows.append(row)
     return header, rows
