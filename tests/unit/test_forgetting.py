@@ -86,10 +86,10 @@ def test_forgetting_intervals_and_budget_read_the_direction_of_each_metric():
 def test_a_budget_that_stops_needs_a_checkpoint_at_every_evaluation(tiny_model_dir, data, tmp_path):
     settings = tiny_config(tiny_model_dir, data, tmp_path / "run", eval_every=2, general=True)
     settings["eval"]["forgetting_budget"] = {"stop": True}
-    with pytest.raises(ConfigError, match="forgetting_budget.stop keeps the best checkpoint"):
+    with pytest.raises(ConfigError, match=r"forgetting_budget\.stop keeps the best checkpoint"):
         build_config(settings)
     settings["eval"]["general"] = False
-    with pytest.raises(ConfigError, match="needs eval.general"):
+    with pytest.raises(ConfigError, match=r"needs eval\.general"):
         build_config(settings)
 
 
@@ -148,5 +148,5 @@ def test_a_budget_exceeded_before_any_checkpoint_within_it_is_one_error(text_bas
         text_base, data, tmp_path / "run", max_steps=6, eval_every=2, save_every=2, lr=3e-2, general=True
     )
     settings["eval"]["forgetting_budget"] = {"max_drop": 1.0, "max_nll_increase": 1e-9, "stop": True}
-    with pytest.raises(RunDirError, match="exceeded at step 2 .* and no kept checkpoint is within it"):
+    with pytest.raises(RunDirError, match=r"exceeded at step 2 .* and no kept checkpoint is within it"):
         run_training(build_config(settings), log=lambda *_: None)
