@@ -155,6 +155,22 @@ class ModelConfig(Strict):
     trust_remote_code: bool = Field(False, description="Allow model code shipped with a checkpoint to run.")
 
 
+class ReplayConfig(Strict):
+    fraction: float = Field(
+        0.0,
+        ge=0,
+        lt=0.9,
+        description="Share of each epoch's rows that are replay rows, which remind the model of what it knew "
+        "(causal-LM runs; 0: none).",
+    )
+    source: Literal["self", "parent", "both"] = Field(
+        "self",
+        description="self: the base model's own answers to 120 bundled general prompts (no outside data; generated "
+        "once per base and cached); parent: the training rows of the run model.base continues from; both.",
+    )
+    max_new_tokens: int = Field(96, ge=8, le=512, description="Length of the base's answers for self replay.")
+
+
 class DataConfig(Strict):
     train: list[DatasetSpec] = Field(default_factory=list, description="Training datasets.")
     eval: list[DatasetSpec] = Field(
@@ -187,6 +203,9 @@ class DataConfig(Strict):
         None,
         description="Source column whose values are slices: the audit's label share per slice, and every task "
         "metric per slice with the largest gap between slices (bias check).",
+    )
+    replay: ReplayConfig = Field(
+        default_factory=ReplayConfig, description="Replay rows mixed into training against forgetting."
     )
 
     @model_validator(mode="after")
@@ -475,6 +494,12 @@ class Config(Strict):
     sweep: SweepConfig = Field(
         default_factory=SweepConfig, description="What `tunesmith sweep` searches (config_sweep.py); runs ignore it."
     )
+
+    @model_validator(mode="after")
+    def _replay_for_causal_lm(self) -> Config:
+        if self.data.replay.fraction and self.method.type != "sft":
+            raise ValueError("data.replay mixes generated chat rows into training: causal-LM runs only (method: sft)")
+        return self
 
     @model_validator(mode="after")
     def _budget_can_stop(self) -> Config:

@@ -69,7 +69,8 @@ class SFT:
         fault("eval")
         rows, objective, batch = ctx.prepared.eval, CausalLMObjective(), ctx.cfg.eval.batch_size
         pack_to = ctx.cfg.data.max_length if self.packs(ctx.cfg.train) else None
-        metrics = evaluate_loss(model, rows, objective, batch, ctx.pad_id, ctx.device, pack_to).as_dict()
+        own = ctx.prepared.own_eval()  # rows carried forward from a parent run count in `datasets` only
+        metrics = evaluate_loss(model, own, objective, batch, ctx.pad_id, ctx.device, pack_to).as_dict()
         if len({row.dataset for row in rows}) > 1:  # several eval sets: each one's own numbers too
             metrics["datasets"] = {
                 name: evaluate_loss(

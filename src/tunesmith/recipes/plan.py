@@ -107,9 +107,10 @@ def make_plan(cfg: Config, calibration_steps: int = 3, log=print) -> Plan:
     model = trainable_model(cfg, method, loaded, None)
     objective = method.objective(rows, lambda *_: None)
     total, trainable = count_parameters(model)
-    steps = total_steps(cfg.train, len(rows))
-    run = _run_batches(cfg, len(rows), steps, train_order(cfg, prepared, method.packs(cfg.train)))
-    per_epoch = steps_per_epoch(len(rows), cfg.train.batch_size)
+    epoch_rows = prepared.epoch_length()
+    steps = total_steps(cfg.train, epoch_rows)
+    run = _run_batches(cfg, epoch_rows, steps, train_order(cfg, prepared, method.packs(cfg.train)))
+    per_epoch = steps_per_epoch(epoch_rows, cfg.train.batch_size)
     epoch = run[:per_epoch]
     lengths = [len(r.input_ids) for r in rows]
 

@@ -27,6 +27,7 @@ from tunesmith.models.loading import (
     save_initial_adapter,
     training_precision,
 )
+from tunesmith.recipes.replay import add_replay, add_retention
 from tunesmith.rundir import RunDir
 from tunesmith.training.loop import Loop, MetricsLog, build_optimizer, total_steps
 from tunesmith.training.prepare import Prepared, prepare_data, train_order
@@ -41,21 +42,25 @@ class Loaded:
     base: LoadedBase
     renderer: Renderer
     prepared: Prepared
+    lineage: dict | None = None  # the parent run, when model.base is a finished run (recipes/replay.py)
 
     @property
     def pad_id(self) -> int:
         return self.base.tokenizer.pad_token_id
 
 
-def load(cfg: Config, method: Method) -> Loaded:
-    """Base model, tokenizer and data, validated: a base that does not fit the config, or bad rows, stop here."""
+def load(cfg: Config, method: Method, log: Callable[[str], object] = print) -> Loaded:
+    """Base model, tokenizer and data, validated: a base that does not fit the config, or bad rows, stop here. A run
+    continuing from a finished one also scores that run's held-out rows (retention), and data.replay adds its rows."""
     torch.set_num_threads(cfg.train.threads or default_threads())
     device = pick_device()
     dtype, autocast = training_precision(cfg.model.dtype, device)
     base = load_base(cfg.model, device, dtype, cfg.data.max_length, cfg.adapter)
     renderer = Renderer(base.tokenizer, cfg.data.prompt_format, cfg.data.max_length)
     prepared = prepare_data(cfg, method.encoder(renderer))
-    return Loaded(device, dtype, autocast, base, renderer, prepared)
+    lineage = add_retention(cfg, prepared, renderer, log)
+    add_replay(cfg, prepared, renderer, base.weights_dir, base.model, device, log)
+    return Loaded(device, dtype, autocast, base, renderer, prepared, lineage)
 
 
 def trainable_model(
@@ -88,7 +93,7 @@ def build_loop(
     checkpoints and metrics under `folder`. `evaluate` gives the held-out metrics (None: the loop never evaluates:
     tests of loop properties need no run around it)."""
     rows = loaded.prepared.train
-    steps = total_steps(cfg.train, len(rows))
+    steps = total_steps(cfg.train, loaded.prepared.epoch_length())
     b_ratio = cfg.adapter.lora_plus_ratio if cfg.adapter.method == "lora" else None
     optimizer, scheduler = build_optimizer(model, cfg.train, steps, b_ratio)
     return Loop(
@@ -109,6 +114,7 @@ def build_loop(
         pack_to=pack_length(cfg, method),
         make_batch=method.make_batch,
         autocast=loaded.autocast,
+        epoch_rows=loaded.prepared.epoch_length(),
     )
 
 

@@ -245,7 +245,7 @@ def setup(cfg: Config, out: Path, state: str, resume: bool, log, crash_after_ste
     if resume:
         resume = _check_resume(cfg, out, state, log)
     method = build_method(cfg)
-    loaded = load(cfg, method)
+    loaded = load(cfg, method, log)
     prepared, tokenizer = loaded.prepared, loaded.base.tokenizer
     if prepared.errors:
         log(f"data.skip_invalid=true: skipped {len(prepared.errors)} bad row(s):\n{describe_errors(prepared.errors)}")
@@ -258,11 +258,13 @@ def setup(cfg: Config, out: Path, state: str, resume: bool, log, crash_after_ste
         # `auto` depends on the hardware, so the lineage says what it was here.
         autocast = loaded.autocast and str(loaded.autocast)
         manifest["precision"] = {"device": loaded.device.type, "weights": str(loaded.dtype), "autocast": autocast}
+        if loaded.lineage is not None:
+            manifest["parent"] = loaded.lineage  # the run this one continues from, and its config's sha256
         _start_run_dir(cfg, out, state, tokenizer, manifest, log)
 
     model = trainable_model(cfg, method, loaded, out)
     total_params, trainable = count_parameters(model)
-    steps = total_steps(cfg.train, len(prepared.train))
+    steps = total_steps(cfg.train, prepared.epoch_length())
     log(
         f"model {cfg.model.base}: {total_params:,} parameters, {trainable:,} trainable ({cfg.adapter.method}); "
         f"{len(prepared.train)} train rows, {len(prepared.eval)} eval rows; {steps} steps of "

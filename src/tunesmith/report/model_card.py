@@ -68,10 +68,20 @@ def model_card(cfg: Config, manifest: dict, base_eval: dict, tuned_eval: dict, p
     samples = ""
     for s_base, s_tuned in zip(base_eval.get("samples", []), tuned_eval.get("samples", []), strict=False):
         samples += f"\n**Prompt:** {s_base['prompt']}\n\n- base: {s_base['answer']}\n- tuned: {s_tuned['answer']}\n"
+    parent = manifest.get("parent")
+    lineage = (
+        f"\nIt continues the finished run `{parent['run']}` (config sha256 `{parent['config_sha256'][:16]}…`); that "
+        "run's held-out rows are scored as `parent: …` datasets (retention).\n"
+        if parent
+        else ""
+    )
+    replay = cfg.data.replay
+    if replay.fraction:
+        adapter += f"; replay {replay.fraction:.0%} of each epoch ({replay.source})"
     return f"""# Model card: {Path(cfg.output.dir).name}
 
 Fine-tuned from **{manifest["base_model"]["name"]}** with tunesmith {manifest["packages"].get("tunesmith")}.
-The `final/` folder loads with transformers{" + peft" if a.method == "lora" else ""} alone.
+{lineage}The `final/` folder loads with transformers{" + peft" if a.method == "lora" else ""} alone.
 
 ## Evaluation (held-out rows, {t["rows"]} rows / {t["tokens"]} trained tokens)
 | metric | base | tuned | change |

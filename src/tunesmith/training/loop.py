@@ -171,6 +171,7 @@ class Loop:
     # Called with (step, held-out metrics) after each train.eval_every evaluation; a search uses it to report the
     # trial's progress and to stop a trial it prunes (by raising).
     on_eval: Callable[[int, dict[str, float]], None] | None = None
+    epoch_rows: int | None = None  # rows an epoch visits, when not every training row (replay: prepare.epoch_length)
 
 
 def accumulate(
@@ -246,7 +247,7 @@ def fit(loop: Loop, position: Position) -> Position:
     """Train to loop.total_steps from `position`. A non-finite loss, gradient norm or held-out loss raises
     DivergedError before anything computed from it is applied or saved (training/divergence.py)."""
     cfg, model = loop.cfg, loop.model
-    per_epoch = steps_per_epoch(len(loop.train), cfg.batch_size)
+    per_epoch = steps_per_epoch(loop.epoch_rows or len(loop.train), cfg.batch_size)
     params = [p for p in model.parameters() if p.requires_grad]
     scaler = loss_scaler(loop.autocast, loop.device, loop.optimizer)
     half = loop.autocast == torch.float16 or any(p.dtype == torch.float16 for p in params)
@@ -284,7 +285,7 @@ def fit(loop: Loop, position: Position) -> Position:
                 loop.scheduler.step()
             loop.optimizer.zero_grad(set_to_none=True)
 
-            position = _advance(position, len(loop.train), cfg.batch_size, len(indices), real)
+            position = _advance(position, loop.epoch_rows or len(loop.train), cfg.batch_size, len(indices), real)
             tokens_since += real
             elapsed = time.perf_counter() - started
             tps = tokens_since / elapsed if elapsed > 0 else 0.0

@@ -25,9 +25,10 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=generator).tolist()
 
 
-def quotas(sizes: list[int], weights: list[float]) -> list[int]:
-    """Rows per epoch from each dataset: the total row count split by weight, rounded by largest remainder."""
-    total, mass = sum(sizes), sum(weights)
+def quotas(sizes: list[int], weights: list[float], total: int | None = None) -> list[int]:
+    """Rows per epoch from each dataset: the total row count (default: all rows) split by weight, rounded by largest
+    remainder."""
+    total, mass = (sum(sizes) if total is None else total), sum(weights)
     exact = [total * w / mass for w in weights]
     out = [int(x) for x in exact]
     by_remainder = sorted(range(len(sizes)), key=lambda i: (-(exact[i] - out[i]), i))
@@ -48,11 +49,12 @@ def _stream(size: int, seed: int, dataset: int, start: int, count: int) -> list[
     return out
 
 
-def mixture_order(sizes: list[int], weights: list[float], seed: int, epoch: int) -> list[int]:
-    """One epoch of a weighted mixture, as indices into the concatenation of the datasets (in `sizes` order)."""
+def mixture_order(sizes: list[int], weights: list[float], seed: int, epoch: int, total: int | None = None) -> list[int]:
+    """One epoch of a weighted mixture (of `total` rows, default all), as indices into the concatenation of the
+    datasets (in `sizes` order)."""
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
     chosen: list[int] = []
-    for i, (size, quota) in enumerate(zip(sizes, quotas(sizes, weights), strict=True)):
+    for i, (size, quota) in enumerate(zip(sizes, quotas(sizes, weights, total), strict=True)):
         if size and quota:
             chosen.extend(starts[i] + j for j in _stream(size, seed, i, epoch * quota, quota))
     return [chosen[j] for j in epoch_order(len(chosen), seed, epoch)]
@@ -83,10 +85,11 @@ def build_order(
     seed: int,
     lengths: list[int] | None = None,
     batch_size: int = 1,
+    epoch_rows: int | None = None,
 ) -> Order:
     """The epoch -> row order function for a run: plain permutations unless some dataset sets a weight
-    (datasets without one weigh their own size, i.e. they keep their natural share); with `lengths`, batches of
-    `batch_size` are grouped by length."""
+    (datasets without one weigh their own size, i.e. they keep their natural share) of `epoch_rows` rows an epoch
+    (default: all rows); with `lengths`, batches of `batch_size` are grouped by length."""
     if len(sizes) < 2 or all(w is None for w in weights):
         n = sum(sizes)
 
@@ -98,7 +101,7 @@ def build_order(
         resolved = [float(size) if w is None else w for size, w in zip(sizes, weights, strict=True)]
 
         def base(epoch: int) -> list[int]:
-            return mixture_order(sizes, resolved, seed, epoch)
+            return mixture_order(sizes, resolved, seed, epoch, epoch_rows)
 
     if lengths is None:
         return base

@@ -41,6 +41,20 @@ class Prepared:
     train_names: list[str] = field(default_factory=list)  # dataset names, by Encoded.dataset
     eval_names: list[str] = field(default_factory=list)
     train_examples: list[tuple[Example, DatasetSpec]] = field(default_factory=list)  # few-shot baselines
+    # Mixture weights of datasets appended after data.train's (replay rows: recipes/replay.py), in train_names order.
+    extra_weights: list[float] = field(default_factory=list)
+    # eval_names indices of datasets carried forward from a parent run: scored for retention, not in the run's own
+    # held-out numbers (recipes/replay.add_retention).
+    retention: set[int] = field(default_factory=set)
+    epoch_rows: int | None = None  # rows per epoch when not all of train (replay: own rows / (1 - fraction))
+
+    def epoch_length(self) -> int:
+        """Rows one epoch visits: every training row, unless replay set fewer (epoch_rows)."""
+        return self.epoch_rows or len(self.train)
+
+    def own_eval(self) -> list[Encoded]:
+        """The held-out rows of this run's own data (without rows carried forward from a parent run)."""
+        return [row for row in self.eval if row.dataset not in self.retention]
 
     def train_sizes(self) -> list[int]:
         """Encoded training rows per dataset entry, in data.train order."""
@@ -163,8 +177,9 @@ def train_order(cfg: Config, prepared: Prepared, packs: bool) -> Order:
     not pack its batches (`packs`: the method's decision) and train.group_by_length is on."""
     grouped = cfg.train.group_by_length and not packs
     lengths = [len(r.input_ids) for r in prepared.train] if grouped else None
-    weights = [spec.weight for spec in cfg.data.train]
-    return build_order(prepared.train_sizes(), weights, cfg.train.seed, lengths, cfg.train.batch_size)
+    weights = [spec.weight for spec in cfg.data.train] + list(prepared.extra_weights)
+    sizes = prepared.train_sizes()
+    return build_order(sizes, weights, cfg.train.seed, lengths, cfg.train.batch_size, prepared.epoch_rows)
 
 
 def prepare_data(cfg: Config, renderer: RowEncoder) -> Prepared:

@@ -1,0 +1,175 @@
+"""Replay: rows that remind the model of what it knew, mixed into every epoch against forgetting (data.replay).
+
+    data: {replay: {fraction: 0.1, source: self}}    # or parent (model.base is a finished run), or both
+
+- self: the base model's own greedy answers to 120 general prompts written for this project
+  (assets/general_prompts.jsonl; none asks what the forgetting probes ask). Training towards them pulls the model
+  back to its own behaviour on general requests, with no outside data. They are generated once per base model,
+  prompt format and length, and cached under the cache root (replay/), so trials and resumes do not pay again.
+- parent: when model.base is a finished run, that run's own training rows, as its config read them.
+
+The replay rows form one more dataset of the training mixture, weighted so that `fraction` of an epoch's rows are
+replay rows; the loop, checkpoints and resume need nothing else (the data fingerprint covers them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+
+from tunesmith.config import Config, Kind
+from tunesmith.data.formats import Example
+from tunesmith.data.templates import Encoded, Renderer
+from tunesmith.errors import TunesmithError
+from tunesmith.eval.runner import generate_answers
+from tunesmith.models.registry import cache_root
+from tunesmith.rundir import RunDir, write_text
+from tunesmith.training.prepare import Prepared, prepare_data
+
+SELF, PARENT = "replay: self", "replay: parent"
+
+
+def general_prompts() -> list[str]:
+    text = (resources.files("tunesmith") / "assets" / "general_prompts.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line)["prompt"] for line in text.splitlines() if line.strip()]
+
+
+def _weights_signature(folder: Path) -> str:
+    """Names, sizes and modification times of a model folder's files: a changed model is another cache entry."""
+    parts = [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(folder.iterdir()) if p.is_file()]
+    return "|".join(parts)
+
+
+def self_answers(cfg: Config, base_path: Path, model, renderer: Renderer, device, log) -> list[tuple[str, str]]:
+    """(prompt, the base's greedy answer) for every general prompt; read from the cache when made before."""
+    prompts = general_prompts()
+    key = hashlib.sha256(
+        json.dumps(
+            [
+                str(base_path),
+                _weights_signature(base_path) if base_path.is_dir() else "",
+                prompts,
+                cfg.data.replay.max_new_tokens,
+                renderer.chat,
+                getattr(renderer.tokenizer, "chat_template", None),
+            ]
+        ).encode()
+    ).hexdigest()[:24]
+    cached = cache_root() / "replay" / f"{key}.jsonl"
+    if cached.is_file():
+        rows = [json.loads(line) for line in cached.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [(r["prompt"], r["answer"]) for r in rows]
+    log(f"replay: the base answers {len(prompts)} general prompts (once; cached in {cached.parent})")
+    ids = [renderer.prompt_ids([{"role": "user", "content": p}]) for p in prompts]
+    answers: list[str] = []
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(ids), 16):
+        answers += generate_answers(
+            model,
+            renderer.tokenizer,
+            ids[start : start + 16],
+            cfg.data.replay.max_new_tokens,
+            device,
+            renderer.stop_ids(),
+        )
+    model.train(was_training)
+    pairs = [(p, a.strip()) for p, a in zip(prompts, answers, strict=True) if a.strip()]
+    if not pairs:
+        raise TunesmithError(
+            f"data.replay.source self: the base model {cfg.model.base} answered none of the {len(prompts)} general "
+            "prompts (every answer was empty), so it has nothing of its own to replay; use source: parent or fraction 0"
+        )
+    write_text(cached, "".join(json.dumps({"prompt": p, "answer": a}) + "\n" for p, a in pairs))
+    return pairs
+
+
+def parent_prepared(cfg: Config, encoder) -> Prepared | None:
+    """The parent run's rows, as its config reads them, encoded for this run (None when model.base is no run)."""
+    run = RunDir(Path(cfg.model.base).expanduser())
+    if not run.is_run:
+        return None
+    parent = run.config()
+    try:
+        return prepare_data(parent, encoder)
+    except TunesmithError as err:
+        raise TunesmithError(
+            f"the parent run {run.path}'s data cannot be read for replay or retention: {err}"
+        ) from None
+
+
+def add_replay(cfg: Config, prepared: Prepared, renderer: Renderer, base_path: Path, model, device, log) -> None:
+    """Append the replay rows to prepared.train as datasets of their own, weighted to `fraction` of each epoch."""
+    replay = cfg.data.replay
+    if not replay.fraction:
+        return
+    sources: list[tuple[str, list[Encoded]]] = []
+    if replay.source in ("self", "both"):
+        pairs = self_answers(cfg, base_path, model, renderer, device, log)
+        rows = []
+        for i, (prompt, answer) in enumerate(pairs):
+            example = Example(
+                Kind.chat,
+                SELF,
+                i + 1,
+                messages=[{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
+            )
+            encoded = renderer.encode(example)
+            if isinstance(encoded, Encoded):
+                rows.append(encoded)
+        sources.append((SELF, rows))
+    if replay.source in ("parent", "both"):
+        parent = parent_prepared(cfg, renderer)
+        if parent is None:
+            raise TunesmithError(
+                f"data.replay.source {replay.source}: model.base {cfg.model.base!r} is not a finished run, so there is "
+                "no parent training data to replay (use source: self)"
+            )
+        sources.append((PARENT, parent.train))
+    sizes = prepared.train_sizes()
+    own = [
+        float(size) if spec.weight is None else spec.weight for spec, size in zip(cfg.data.train, sizes, strict=False)
+    ]
+    # An epoch still visits the run's own rows once, plus the replay share on top: own / (1 - fraction) rows.
+    prepared.epoch_rows = round(sum(sizes[: len(cfg.data.train)]) / (1 - replay.fraction))
+    total = replay.fraction / (1 - replay.fraction) * sum(own)
+    replayed = sum(len(rows) for _, rows in sources)
+    for name, rows in sources:
+        if not rows:
+            continue
+        index = len(prepared.train_names)
+        for row in rows:
+            row.dataset = index
+        prepared.train.extend(rows)
+        prepared.train_names.append(name)
+        prepared.extra_weights.append(total * len(rows) / replayed)
+    log(
+        f"replay: {replayed} rows ({', '.join(f'{n}: {len(r)}' for n, r in sources)}), "
+        f"{replay.fraction:.0%} of each epoch"
+    )
+
+
+def add_retention(cfg: Config, prepared: Prepared, renderer: Renderer, log) -> dict | None:
+    """Continuing from a finished run: its held-out rows join this run's evaluation as datasets of their own
+    ("parent: NAME"), so the run reports retention on the old task beside gain on the new one. Returns the lineage
+    the manifest records (parent run, its config's sha256), or None when model.base is no run."""
+    run = RunDir(Path(cfg.model.base).expanduser())
+    if not run.is_run:
+        return None
+    lineage = {
+        "run": str(run.path.resolve()),
+        "config_sha256": hashlib.sha256(run.config_file.read_bytes()).hexdigest(),
+    }
+    if run.method != "sft" or cfg.method.type != "sft":
+        return lineage  # a classifier's rows are no causal-LM held-out rows
+    parent = parent_prepared(cfg, renderer)
+    offset = len(prepared.eval_names)
+    for row in parent.eval:
+        row.dataset += offset
+    prepared.eval.extend(parent.eval)
+    prepared.eval_names.extend(f"parent: {name}" for name in parent.eval_names)
+    prepared.retention.update(range(offset, offset + len(parent.eval_names)))
+    log(f"continuing from {run.path}: its {len(parent.eval)} held-out rows are scored too, for retention")
+    return lineage
