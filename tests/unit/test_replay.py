@@ -91,6 +91,13 @@ def test_replay_is_refused_where_it_cannot_apply(tiny_model_dir, data, tmp_path,
 def test_continuing_replays_the_parent_and_scores_its_held_out_rows(tiny_model_dir, data, tmp_path, cache):
     first = run_training(build_config(tiny_config(tiny_model_dir, data, tmp_path / "v1")), log=lambda *_: None)
     new_data = write_chat_data(tmp_path / "new.jsonl", n=40, seed=7)
+    # Five of v1's questions come back with new answers: those v1 rows are not replayed (their answers changed).
+    changed = [json.loads(x) for x in data.read_text().splitlines()[:5]]
+    for row in changed:
+        row["messages"][1]["content"] = "the answer changed."
+    asked_again = {row["messages"][0]["content"] for row in changed}
+    with open(new_data, "a", encoding="utf-8") as fh:
+        fh.write("".join(json.dumps(row) + "\n" for row in changed))
     settings = tiny_config(first.run_dir, new_data, tmp_path / "v2", max_steps=4, eval_every=2)
     settings["data"]["replay"] = {"fraction": 0.3, "source": "parent"}
     lines: list[str] = []
@@ -105,6 +112,10 @@ def test_continuing_replays_the_parent_and_scores_its_held_out_rows(tiny_model_d
     own_rows = second.tuned["metrics"]["rows"]
     assert own_rows == sum(d["rows"] for name, d in datasets.items() if not name.startswith("parent: "))
     assert any(f"{PARENT}: " in line for line in lines)
+    v1_rows = [json.loads(x) for x in data.read_text().splitlines()]
+    superseded = sum(r["messages"][0]["content"] in asked_again for r in v1_rows)  # held-out ones included
+    [note] = [line for line in lines if "parent rows left out" in line]
+    assert 0 < int(note.split()[1]) <= superseded
     evals = [json.loads(x) for x in (second.run_dir / "metrics.jsonl").read_text().splitlines()]
     at_step_2 = [r for r in evals if r.get("split") == "eval" and r["step"] == 2]
     assert at_step_2 and parent_names[0] in at_step_2[0]["datasets"]  # retention is watched during training too

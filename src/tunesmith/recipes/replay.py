@@ -100,6 +100,12 @@ def parent_prepared(cfg: Config, encoder) -> Prepared | None:
         ) from None
 
 
+def _question(example: Example) -> str:
+    """The row's prompt, or its first user turn, as compared across runs (case and outer spaces ignored)."""
+    users = [m["content"] for m in example.messages or [] if m["role"] == "user"]
+    return (example.prompt or (users[0] if users else "") or example.text or "").strip().lower()
+
+
 def add_replay(cfg: Config, prepared: Prepared, renderer: Renderer, base_path: Path, model, device, log) -> None:
     """Append the replay rows to prepared.train as datasets of their own, weighted to `fraction` of each epoch."""
     replay = cfg.data.replay
@@ -127,7 +133,13 @@ def add_replay(cfg: Config, prepared: Prepared, renderer: Renderer, base_path: P
                 f"data.replay.source {replay.source}: model.base {cfg.model.base!r} is not a finished run, so there is "
                 "no parent training data to replay (use source: self)"
             )
-        sources.append((PARENT, parent.train))
+        # A parent row whose question this run's data answers anew (a fact that changed) is not replayed: the new
+        # answer supersedes it.
+        asked = {_question(example) for example, _ in prepared.train_examples}
+        kept = [r for r, (ex, _) in zip(parent.train, parent.train_examples, strict=True) if _question(ex) not in asked]
+        if len(kept) < len(parent.train):
+            log(f"replay: {len(parent.train) - len(kept)} parent rows left out: this run's data asks them anew")
+        sources.append((PARENT, kept))
     sizes = prepared.train_sizes()
     own = [
         float(size) if spec.weight is None else spec.weight for spec, size in zip(cfg.data.train, sizes, strict=False)
