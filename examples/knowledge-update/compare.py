@@ -54,9 +54,6 @@ def main() -> None:
     parser.add_argument("--v1", type=Path, default=Path("runs/knowledge-v1"))
     parser.add_argument("--v2", type=Path, default=Path("runs/knowledge-v2"))
     args = parser.parse_args()
-    rows = {json.loads(x)["prompt"]: json.loads(x) for x in (HERE / "eval_v1.jsonl").read_text().splitlines()}
-    changed = [json.loads(x)["prompt"] for x in (HERE / "eval_changed.jsonl").read_text().splitlines()]
-    (HERE / "eval_changed_old.jsonl").write_text("".join(json.dumps(rows[q]) + "\n" for q in changed))
     table = {name: {} for name in SETS}
     with tempfile.TemporaryDirectory() as scratch:
         for name, file in SETS.items():

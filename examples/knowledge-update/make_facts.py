@@ -6,7 +6,8 @@ the twenty-four facts changed (a price, a limit, a retention period...). Writes,
 - facts_v1.jsonl, facts_v2_changed.jsonl: training rows (four phrasings of each question; v2 holds only the facts
   that changed, with their new answers);
 - eval_v1.jsonl: a fifth, held-out phrasing of every fact with its v1 answer;
-- eval_changed.jsonl: the held-out phrasing of the eight changed facts with their v2 answers;
+- eval_changed.jsonl: the held-out phrasing of the eight changed facts with their v2 answers (and
+  eval_changed_old.jsonl: with their v1 answers);
 - eval_unchanged.jsonl: the held-out phrasing of the sixteen facts that did not change.
 
 Every answer is a short value ("2 TB", "30 days"), scored by exact match. Standard library only; deterministic.
@@ -326,6 +327,7 @@ def main() -> None:
         "facts_v2_changed.jsonl": v2,
         "eval_v1.jsonl": [(qs[4], old) for _, old, _, qs in FACTS],
         "eval_changed.jsonl": [(qs[4], new) for _, _, new, qs in FACTS if new is not None],
+        "eval_changed_old.jsonl": [(qs[4], old) for _, old, new, qs in FACTS if new is not None],
         "eval_unchanged.jsonl": [(qs[4], old) for _, old, new, qs in FACTS if new is None],
     }
     for name, pairs in files.items():
