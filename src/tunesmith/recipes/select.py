@@ -43,6 +43,8 @@ def candidate_config(cfg: Config, base: str, folder: Path, steps: int | None) ->
     if steps is not None:
         raw["train"]["max_steps"] = steps
     raw["eval"]["general"] = cfg.method.type == "sft"  # forgetting is measured for causal-LM runs
+    if not raw["eval"]["general"]:
+        raw["eval"]["forgetting_budget"] = None
     raw["eval"]["samples"] = min(raw["eval"]["samples"], 2)
     raw["output"] = {"dir": str(folder), "overwrite": True}
     return build_config(raw)

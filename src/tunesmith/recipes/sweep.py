@@ -114,6 +114,8 @@ class Sweep:
         raw["data"]["validation_fraction"] = self.cfg.sweep.validation_fraction
         raw["eval"]["samples"] = 0  # side-by-side answers are for people reading the winner's report
         raw["eval"]["general"] = "forgetting" in self.objective.names
+        if not raw["eval"]["general"]:
+            raw["eval"]["forgetting_budget"] = None  # checked on the probes, which trials skip unless optimised
         raw["output"] = {"dir": str(folder), "overwrite": True}
         return build_config(raw)
 
