@@ -38,13 +38,7 @@ def print_result(result: RunResult, console: Console | None = None) -> None:
     if comparison:
         print_headline(result.base, result.tuned, console)
         title = f"{result.tuned['task']['task']}: tuned vs the strongest base, {strongest_name(result.base)}"
-        task = Table(title=f"{title} (paired bootstrap 95% interval)")
-        for column in ("metric", "strongest base", "tuned", "change", "95% interval"):
-            task.add_column(column, justify="left" if column == "metric" else "right")
-        for metric, d in comparison.items():
-            interval = f"[{d['low']:+.4f}, {d['high']:+.4f}]"
-            task.add_row(metric, f"{d['base']:.4f}", f"{d['tuned']:.4f}", f"{d['diff']:+.4f}", interval)
-        console.print(task)
+        console.print(comparison_table(f"{title} (paired bootstrap 95% interval)", "tuned", comparison))
         for side in ("base", "tuned"):
             for line in task_lines(getattr(result, side).get("task", {})):
                 console.print(f"{side}: {line}", highlight=False)
@@ -58,6 +52,17 @@ def print_result(result: RunResult, console: Console | None = None) -> None:
             answers.add_row(before["prompt"], before["answer"], after["answer"])
         console.print(answers)
     console.print(f"run directory: {result.run_dir}  (final/ model, MODEL_CARD.md, metrics.jsonl)")
+
+
+def comparison_table(title: str, tuned: str, comparison: dict) -> Table:
+    """Per metric: the strongest base, the tuned model (named `tuned`), the change and its paired 95% interval."""
+    table = Table(title=title)
+    for column in ("metric", "strongest base", tuned, "change", "95% interval"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for metric, d in comparison.items():
+        interval = f"[{d['low']:+.4f}, {d['high']:+.4f}]"
+        table.add_row(metric, f"{d['base']:.4f}", f"{d['tuned']:.4f}", f"{d['diff']:+.4f}", interval)
+    return table
 
 
 def print_headline(base: dict, tuned: dict, console: Console) -> None:
@@ -93,15 +98,8 @@ def print_sweep(summary: dict, folder, console: Console | None = None) -> None:
     console.print(f"best on validation: trial {best['trial']} with {best['params']}", highlight=False)
     comparison = test.get("comparison") or {}
     if comparison:
-        table = Table(
-            title=f"winner on the test split (no trial saw it) vs the strongest base ({test['comparison_base']})"
-        )
-        for column in ("metric", "strongest base", "winner", "change", "95% interval"):
-            table.add_column(column, justify="left" if column == "metric" else "right")
-        for metric, d in comparison.items():
-            interval = f"[{d['low']:+.4f}, {d['high']:+.4f}]"
-            table.add_row(metric, f"{d['base']:.4f}", f"{d['tuned']:.4f}", f"{d['diff']:+.4f}", interval)
-        console.print(table)
+        title = f"winner on the test split (no trial saw it) vs the strongest base ({test['comparison_base']})"
+        console.print(comparison_table(title, "winner", comparison))
     else:
         console.print(f"winner on the test split: held-out loss {test['metrics']['loss']:.4f}", highlight=False)
     console.print(
