@@ -101,8 +101,11 @@ def verdict(cfg: Config, rows: list[dict], tuned: dict[str, dict]) -> dict:
         best = min(rows, key=lambda r: r["held_out_loss"])
         return {"winner": best["base"], "reason": f"lowest held-out loss ({best['held_out_loss']:.4f})"}
     metric = rows[0]["metric"]
-    best = max(rows, key=lambda r: r["tuned"]["value"])
+    best = max(rows, key=lambda r: (r["tuned"]["value"], -(r["parameters"] or 0)))  # a tie goes to the cheaper
     reason = f"best {metric} after the probe ({best['tuned']['value']:.4f})"
+    tied = [r["base"] for r in rows if r is not best and r["tuned"]["value"] == best["tuned"]["value"]]
+    if tied:
+        reason += f", tied with {', '.join(tied)}; the one with fewer parameters"
     cheaper = sorted(
         (r for r in rows if r is not best and (r["parameters"] or 0) < (best["parameters"] or 0)),
         key=lambda r: r["parameters"] or 0,
