@@ -21,7 +21,8 @@ from tunesmith.rundir import RUN_ENTRIES, RunDir, clear_run
 def test_paths_are_the_entries_a_run_writes(tmp_path):
     run = RunDir(tmp_path)
     paths = [run.manifest_file, run.config_file, run.audit_file, run.metrics_file, run.checkpoints, run.final,
-             run.final_staging, run.final_aside, run.eval_dir, run.base, run.model_card, run.report]  # fmt: skip
+             run.final_staging, run.final_aside, run.initial_adapter, run.eval_dir, run.base, run.model_card,
+             run.report]  # fmt: skip
     assert sorted(p.name for p in paths) == sorted(RUN_ENTRIES)  # what overwrite clears is exactly this layout
     assert all(p.parent == tmp_path for p in paths)
     assert run.eval_file("tuned") == tmp_path / "eval" / "tuned.json"

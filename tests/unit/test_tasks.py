@@ -76,11 +76,13 @@ def test_every_run_reports_forgetting(tiny_model_dir, tmp_path):
     run = parity_run(tiny_model_dir, tmp_path, rows=16, steps=2, resamples=100, general=True)
     for side in (run.base, run.tuned):
         general = side["general"]
-        assert general["text_tokens"] > 1000 and general["qa_rows"] == 40
+        assert general["text_tokens"] > 1000 and general["qa_rows"] == 200
+        assert set(general["families"]) == {"text", "knowledge"}
         assert general["text_perplexity"] > 1 and 0 <= general["qa_accuracy"] <= 1
     change = run.tuned["forgetting"]
     assert change["text_perplexity"] == run.tuned["general"]["text_perplexity"] - run.base["general"]["text_perplexity"]
-    assert "general-text perplexity (forgetting)" in (run.run_dir / "MODEL_CARD.md").read_text()
+    card = (run.run_dir / "MODEL_CARD.md").read_text()
+    assert "forgetting: general text (NLL per token)" in card and "forgetting: general questions (accuracy)" in card
 
 
 def test_eval_command_scores_a_run_against_its_base(tiny_model_dir, tmp_path, capsys):
@@ -105,7 +107,7 @@ def test_eval_command_scores_a_run_against_its_base(tiny_model_dir, tmp_path, ca
     assert scores["tuned"]["metrics"]["rows"] == 6 and "general" in scores["tuned"]
     # The run's method evaluates both as `train` does: side-by-side answers and forgetting, not a drifted copy.
     assert len(scores["base"]["samples"]) == len(scores["tuned"]["samples"]) == 3
-    assert set(scores["tuned"]["forgetting"]) == {"text_perplexity", "qa_accuracy"}
+    assert set(scores["tuned"]["forgetting"]) == {"text_perplexity", "qa_accuracy", "families"}
     assert "accuracy" in capsys.readouterr().out
 
 
