@@ -179,3 +179,25 @@ def test_a_study_database_that_cannot_be_used_is_one_error(tiny_model_dir, data,
     settings["task"] = {"type": "qa"}
     with pytest.raises(SweepError, match="holds a study of loss, not exact_match"):  # the same study, another objective
         run_sweep(build_config(settings), tmp_path / "loss", trials=2, log=lambda *_: None)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_a_trial_stopped_by_ctrl_c_runs_again_and_does_not_count(tiny_model_dir, data, tmp_path):
+    """Ctrl-C marks the running trial failed with no reason of its own: the next sweep queues it again with the same
+    parameters, and it is not counted against --trials."""
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState
+
+    cfg = build_config(_settings(tiny_model_dir, data, tmp_path / "run"))
+    sweep = Sweep.plan(cfg, tmp_path / "sweep", trials=2, workers=1, storage=None)
+    (tmp_path / "sweep").mkdir()
+    study = sweep.open_study()
+    stopped = study.ask({"train.lr": FloatDistribution(1e-3, 3e-2, log=True)})
+    study.tell(stopped, state=TrialState.FAIL)
+    lines: list[str] = []
+    summary = run_sweep(cfg, tmp_path / "sweep", trials=2, log=lines.append)
+    assert "sweep: trial 0 was stopped; it runs again with its parameters" in lines
+    trials = {t["number"]: t for t in summary["trials"]}
+    assert trials[0]["state"] == "fail" and trials[1]["retry_of"] == 0
+    assert trials[1]["params"]["train.lr"] == stopped.params["train.lr"]
+    assert summary["trials_run"] == 3 and summary["finished"] + summary["pruned"] == 2  # two counted, plus the stop

@@ -213,15 +213,36 @@ def sweep_folder(cfg: Config) -> Path:
     return Path(str(Path(cfg.output.dir)) + "-sweep")
 
 
-def counted(study) -> int:
-    """Trials that used up the budget: finished, pruned or failed for a reason of their own. A trial that failed
-    because its worker stopped (it was retried, so a later trial names it) does not count."""
+def _interrupted(trial) -> bool:
+    """A trial that failed because its process was stopped (Ctrl-C, kill -9), not for a reason of its own."""
     from optuna.trial import TrialState
 
-    trials = study.get_trials(deepcopy=False)
-    retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
+    return trial.state == TrialState.FAIL and "reason" not in trial.user_attrs
+
+
+def _retry_of(trial) -> int | None:
+    return trial.user_attrs.get("retry_of", trial.system_attrs.get("failed_trial"))
+
+
+def counted(study) -> int:
+    """Trials that used up the budget: finished, pruned or failed for a reason of their own. A trial whose process
+    was stopped does not count: it is run again (requeue_interrupted, or Optuna's heartbeat retry)."""
+    from optuna.trial import TrialState
+
     done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    return sum(1 for t in trials if t.state in done and t.number not in retried)
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.state in done and not _interrupted(t))
+
+
+def requeue_interrupted(study, log: Callable[[str], object]) -> None:
+    """Queue again, with their parameters, the trials a stopped sweep left failed without a reason of their own
+    (Ctrl-C marks the running trial failed; the heartbeat retries a killed one itself). Done once, by the first
+    process, before any worker starts."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {_retry_of(t) for t in trials} - {None}
+    for trial in trials:
+        if _interrupted(trial) and trial.number not in retried:
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            log(f"sweep: trial {trial.number} was stopped; it runs again with its parameters")
 
 
 def _trial_values(objective: Objective, tuned: dict, cfg: Config) -> list[float]:
@@ -386,7 +407,7 @@ def run_sweep(
         f"validation split ({cfg.sweep.validation_fraction:.0%} of train), {len(sweep.space)} key(s) searched; "
         f"study in {sweep.storage}"
     )
-    sweep.open_study()  # created (or found) once, before any worker: a bad database URL stops here
+    requeue_interrupted(sweep.open_study(), log)  # created (or found) once, before any worker: a bad URL stops here
     children = [_spawn_worker(config_path, overrides, folder, sweep, deadline, i) for i in range(1, workers)]
     try:
         work(sweep, deadline, 0, log)
@@ -442,7 +463,7 @@ def summarize(study, sweep: Sweep, best, params: dict, tested, seconds: float) -
                 "reason": t.user_attrs.get("reason"),
                 "seconds": t.user_attrs.get("seconds"),
                 "run_dir": t.user_attrs.get("run_dir"),
-                "retry_of": t.system_attrs.get("failed_trial"),
+                "retry_of": _retry_of(t),
             }
         )
     states = [t["state"] for t in trials]
