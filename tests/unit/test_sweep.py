@@ -140,9 +140,20 @@ def test_a_failing_trial_is_recorded_with_its_reason(tiny_model_dir, data, tmp_p
     space = {"train.lr": {"choices": [1.0e30]}, "adapter.r": {"choices": [2, 4]}}
     cfg = build_config(_settings(tiny_model_dir, data, tmp_path / "run", space))
     lines: list[str] = []
-    with pytest.raises(SweepError, match=r"no trial finished.*DivergedError: .*loss"):
+    with pytest.raises(SweepError, match=r"no trial finished, so there is no winner.*DivergedError: .*loss"):
         run_sweep(cfg, tmp_path / "sweep", trials=2, log=lines.append)
     assert sum("failed: DivergedError" in line for line in lines) == 2
+
+
+def test_a_sweep_whose_trials_all_fail_the_same_way_stops_early(tiny_model_dir, data, tmp_path):
+    """A problem of the data or config (here: every row is longer than data.max_length) fails every trial alike: the
+    sweep stops after three such trials instead of spending its whole budget on them."""
+    settings = _settings(tiny_model_dir, data, tmp_path / "run")
+    settings["data"]["max_length"] = 8
+    lines: list[str] = []
+    with pytest.raises(SweepError, match=r"stopped after 3 trials failed the same way.*DataRefused"):
+        run_sweep(build_config(settings), tmp_path / "sweep", trials=20, log=lines.append)
+    assert sum("failed: DataRefused" in line for line in lines) == 3
 
 
 def test_two_worker_processes_share_one_study(tiny_model_dir, data, tmp_path):

@@ -233,6 +233,22 @@ def counted(study) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False) if t.state in done and not _interrupted(t))
 
 
+SAME_FAILURES = 3  # trials that failed the same way, with none finished, before a sweep stops
+
+
+def hopeless(study) -> bool:
+    """No trial has finished and the first SAME_FAILURES failed for the same reason: a problem of the data or the
+    config, not of the values tried (a row longer than data.max_length fails every trial), so more trials would
+    only repeat it."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials):
+        return False
+    reasons = [t.user_attrs.get("reason") for t in trials if t.state == TrialState.FAIL and not _interrupted(t)]
+    return len(reasons) >= SAME_FAILURES and len(set(reasons[:SAME_FAILURES])) == 1
+
+
 def requeue_interrupted(study, log: Callable[[str], object]) -> None:
     """Queue again, with their parameters, the trials a stopped sweep left failed without a reason of their own
     (Ctrl-C marks the running trial failed; the heartbeat retries a killed one itself). Done once, by the first
@@ -326,8 +342,10 @@ def work(sweep: Sweep, deadline: float | None, worker: int, log: Callable[[str],
         if counted(study) >= sweep.trials or (deadline is not None and time.time() >= deadline):
             study.stop()
         progress_line(study, sweep, log)
+        if hopeless(study):
+            study.stop()
 
-    if counted(study) >= sweep.trials:
+    if counted(study) >= sweep.trials or hopeless(study):
         return
     timeout = None if deadline is None else max(1.0, deadline - time.time())
     catch = (*CAUGHT, __import__("torch").OutOfMemoryError)
@@ -376,7 +394,8 @@ def winner(study, objective: Objective):
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if not complete:
         reasons = sorted({t.user_attrs.get("reason", t.state.name.lower()) for t in study.get_trials(deepcopy=False)})
-        raise SweepError("no trial finished, so there is no winner to test: " + "; ".join(reasons[:5]))
+        stopped = f" (stopped after {SAME_FAILURES} trials failed the same way)" if hopeless(study) else ""
+        raise SweepError(f"no trial finished{stopped}, so there is no winner to test: " + "; ".join(reasons[:5]))
     if not objective.multi:
         return study.best_trial
     return max(study.best_trials, key=lambda t: t.values[0])
