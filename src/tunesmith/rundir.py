@@ -32,7 +32,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Protocol
 
-from tunesmith.config import Config, load_saved_config
+from tunesmith.config import Config, load_saved_config, upgrade_saved
 from tunesmith.errors import TunesmithError
 
 PACKAGES = ("tunesmith", "torch", "transformers", "peft", "safetensors", "tokenizers", "gguf", "pydantic")
@@ -294,7 +294,11 @@ def _flatten(obj: dict, prefix: str = "") -> dict[str, object]:
 
 
 def config_changes(saved: dict, current: Config) -> list[str]:
-    """Keys whose value differs from the saved run config, except those a resume may change."""
+    """Keys whose value differs from the saved run config, except those a resume may change. The saved config is
+    read as the current schema reads it (upgrade_saved, then every default filled in), so a key added since the run
+    was saved, whose default keeps what the run did, is no change."""
+    with contextlib.suppress(ValueError):  # a file the schema refuses is compared as written: differences named
+        saved = Config.model_validate(upgrade_saved(saved)).model_dump(mode="json")
     old, new = _flatten(saved), _flatten(current.model_dump(mode="json"))
     keys = sorted(set(old) | set(new))
     # The sweep section only tells `tunesmith sweep` what to search; a run never reads it.

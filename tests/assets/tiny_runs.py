@@ -38,7 +38,8 @@ def tiny_config(model_dir: Path, data: Path, out: Path, **train) -> dict:
     general = train.pop("general", False)
     return {
         "model": {"base": str(model_dir), "dtype": train.pop("dtype", "float32")},
-        "data": {"train": [{"path": str(data)}], "max_length": 128},
+        # No replay: the untrained tiny model answers the general prompts with nothing (tests that replay set it).
+        "data": {"train": [{"path": str(data)}], "max_length": 128, "replay": {"fraction": train.pop("replay", 0.0)}},
         "adapter": {"method": train.pop("method", "lora"), "r": 4, "alpha": 8, "dropout": train.pop("dropout", 0.0)},
         "train": {"max_steps": 6, "batch_size": 8, "micro_batch_size": 4, "lr": 5e-3, "seed": 3, **train},
         # The forgetting probes generate 40 answers per model: tests that check them ask for them (general=True).

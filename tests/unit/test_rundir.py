@@ -58,6 +58,7 @@ def test_a_run_saved_with_the_old_task_keys_reads_as_its_method(tmp_path):
     """Runs written before the `method:` section kept the head's settings under `task`."""
     raw = yaml.safe_load(Config().to_yaml())
     raw.pop("method", None)
+    raw["data"].pop("replay")  # nor did they know replay
     raw["task"] |= {"type": "classification", "labels": ["no", "yes"], "objective": "head", "loss": "focal",
                     "class_weights": "balanced"}  # fmt: skip
     run = _saved(tmp_path, raw)
@@ -107,6 +108,7 @@ def test_catalog_entries_carry_the_method_and_whether_it_generates(tmp_path):
     runs = tmp_path / "runs"
     old_head = yaml.safe_load(Config().to_yaml())
     old_head.pop("method", None)
+    old_head["data"].pop("replay")  # written before replay existed
     old_head["task"] |= {"type": "classification", "labels": ["no", "yes"], "objective": "head"}
     for name, raw in (("chat", yaml.safe_load(Config().to_yaml())), ("labels", old_head)):
         run = RunDir(runs / name)
@@ -203,3 +205,19 @@ def test_a_full_run_loads_as_transformers_loads_it(trained_runs, tiny_model_dir)
     torch.testing.assert_close(_logits(load_run(run.final, cpu, merged=True).model, trained.tokenizer), ours)
     with pytest.raises(NotAHead, match="not a classification-head run"):
         load_head(run.path / "final", cpu)
+
+
+def test_keys_added_since_a_run_was_saved_are_no_change_unless_their_default_would_change_it():
+    """A run saved before a key existed resumes under a newer schema: the key's default is what the run did. Replay,
+    whose default for causal-LM runs is on, counts as off in a run saved before it (and a resume says so)."""
+    from tunesmith.rundir import config_changes
+
+    raw = yaml.safe_load(Config().to_yaml())
+    for key in ("dora", "rslora", "init", "lora_plus_ratio"):
+        raw["adapter"].pop(key)
+    raw["eval"].pop("probe_data")
+    raw["data"].pop("validation_fraction")
+    assert config_changes(raw, Config()) == []
+    raw["data"].pop("replay")
+    assert config_changes(raw, Config()) == ["data.replay.fraction"]
+    assert config_changes(raw, build_config({"data": {"replay": {"fraction": 0}}})) == []

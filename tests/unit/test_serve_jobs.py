@@ -18,7 +18,8 @@ from tiny_runs import write_chat_data
 
 openai = pytest.importorskip("openai")
 
-FAST = ["eval.general=false", "eval.samples=0", "data.max_length=128"]
+# No replay: the untrained tiny model answers the general prompts with nothing.
+FAST = ["eval.general=false", "eval.samples=0", "data.max_length=128", "data.replay.fraction=0"]
 
 
 class Server:

@@ -24,7 +24,7 @@ BASE_LR = TrainConfig.model_fields["lr"].default
 MIN_EXAMPLES, MAX_EXAMPLES, DEFAULT_EPOCHS, MAX_EPOCHS = 100, 25_000, 3, 25
 # Sections a job may tune beyond the hyperparameters; paths, the model and the output folder stay the server's.
 OVERRIDABLE = ("train.", "adapter.", "eval.", "audit.allow", "data.max_length", "data.eval_fraction",
-               "data.eval_max_rows", "data.skip_invalid")  # fmt: skip
+               "data.eval_max_rows", "data.skip_invalid", "data.replay.")  # fmt: skip
 OWNED = ("train.seed", "train.epochs", "train.batch_size", "train.lr")  # set through the API's own fields
 
 
