@@ -113,6 +113,7 @@ class Sweep:
         train["threads"] = max(1, (train.get("threads") or os.cpu_count() or 1) // self.workers)
         raw["data"]["validation_fraction"] = self.cfg.sweep.validation_fraction
         raw["eval"]["samples"] = 0  # side-by-side answers are for people reading the winner's report
+        raw["task"]["baselines"] = []  # trials are compared with each other; the winner's test run scores them all
         raw["eval"]["general"] = "forgetting" in self.objective.names
         if not raw["eval"]["general"]:
             raw["eval"]["forgetting_budget"] = None  # checked on the probes, which trials skip unless optimised
