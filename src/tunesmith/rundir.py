@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -381,6 +382,31 @@ def clear_run(out: Path) -> None:
                 shutil.rmtree(entry)
             elif entry.exists() or entry.is_symlink():
                 entry.unlink()
+
+
+@contextlib.contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Hold `out` for this process while it trains: a second `train` or `--resume` into the same folder is refused
+    at once instead of writing checkpoints under a running run. The lock is an flock on a small file beside the
+    folder (inside, it would make a fresh folder look used); the kernel releases it however the process ends."""
+    lock = out.parent / f".{out.name}.tunesmith-lock"
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a")  # noqa: SIM115 - held open for the whole run
+    except OSError:
+        yield  # a folder we cannot write beside: check_output and the run's own writes say why
+        return
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirError(
+                f"{out} is in use: another tunesmith process is training into it now; wait for it to end or stop it "
+                "(then --resume continues it)"
+            ) from None
+        yield
+    finally:
+        handle.close()
 
 
 def claim(out: Path) -> None:

@@ -191,3 +191,31 @@ def test_where_a_run_lives_is_not_part_of_its_identity(tiny_model_dir, tmp_path)
     saved = build_config(tiny_config(tiny_model_dir, data, tmp_path / "a")).model_dump(mode="json")
     moved = build_config(tiny_config(tiny_model_dir, data, tmp_path / "b"))
     assert config_changes(saved, moved) == []
+
+
+def test_a_second_process_cannot_train_into_a_run_in_use(tiny_model_dir, tmp_path):
+    """While one process trains into a folder (here: this test holds its lock, as a running `train` does), a
+    `--resume` into it is refused in one line and leaves the folder as it was; once released, the resume runs."""
+    import subprocess
+    import sys
+
+    data = write_chat_data(tmp_path / "train.jsonl", n=24)
+    out = tmp_path / "run"
+    cfg = build_config(tiny_config(tiny_model_dir, data, out, max_steps=4, save_every=2))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_training(cfg, log=lambda *_: None, crash_after_step=2)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom tunesmith.rundir import run_lock\n"
+         f"with run_lock(Path({str(out)!r})):\n    print('held', flush=True)\n    time.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(TunesmithError, match="is in use: another tunesmith process is training into it"):
+            run_training(cfg, resume=True, log=lambda *_: None)
+        assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_training(cfg, resume=True, log=lambda *_: None).steps == 4

@@ -42,6 +42,7 @@ from tunesmith.rundir import (
     clear_run,
     config_changes,
     read_json,
+    run_lock,
     write_errors,
     write_json,
     write_text,
@@ -160,7 +161,7 @@ def run_training(
     sweep's trials share one), used instead of evaluating the base again."""
     out = Path(cfg.output.dir)
     state = check_output(out, resume, cfg.output.overwrite, _protected(cfg, config_path))
-    with write_errors(out):
+    with write_errors(out), run_lock(out):
         run = setup(cfg, out, state, resume, log, crash_after_step)
         base_eval = baseline(run, known_base)
         watch = forgetting_watch(run, base_eval, log)
