@@ -55,9 +55,12 @@ def test_select_scores_every_candidate_alike_and_explains_the_winner(tiny_model_
         assert row["zero_shot"]["value"] == base["baselines"][base["strongest"]]["metrics"]["accuracy"]
         assert row["gain"]["diff"] == pytest.approx(t["value"] - row["zero_shot"]["value"])
         assert row["tokens_per_s"] > 0 and row["peak_memory_mb"] > 0 and row["wall_seconds"] > 0
-    best = max(rows, key=lambda r: r["tuned"]["value"])
-    if summary["winner"] == best["base"]:
+    top = max(r["tuned"]["value"] for r in rows)
+    winner = next(r for r in rows if r["base"] == summary["winner"])
+    if winner["tuned"]["value"] == top:  # the best score; a tie goes to the one with fewer parameters
         assert summary["reason"].startswith("best accuracy")
+        tied = [r for r in rows if r["tuned"]["value"] == top]
+        assert len(tied) == 1 or ("tied with" in summary["reason"] and winner["base"] == bases[1])
     else:  # the cheaper candidate, only because the paired interval cannot separate them
         assert "cannot be told apart" in summary["reason"] and summary["difference"]["low"] <= 0
         assert summary["winner"] == bases[1]
