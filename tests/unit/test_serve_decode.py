@@ -131,3 +131,41 @@ def test_requests_that_arrive_together_are_decoded_as_one_batch(lively):
     batcher.stop()
     assert batcher.batches == 1 and batcher.batched_requests == len(prompts)
     assert all(len(w.sequences[0].tokens) == 5 for w in works)
+
+
+def test_a_client_that_leaves_stops_its_non_streamed_answers(monkeypatch):
+    """A non-streamed request whose client disconnects marks its rows cancelled, which decode reads at the next
+    token; here a stand-in for the model thread decodes until it sees that, so the request ends only because of it."""
+    import asyncio
+    import threading
+    import time
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    from tunesmith.serve import routes_inference
+    from tunesmith.serve.decode import Sampling, Sequence
+
+    class Thread:
+        def submit(self, work) -> Future:
+            done: Future = Future()
+
+            def run() -> None:
+                while not all(seq.cancelled() for seq in work.sequences):
+                    time.sleep(0.01)
+                done.set_result(None)
+
+            threading.Thread(target=run, daemon=True).start()
+            return done
+
+    class Client:
+        polls = 0
+
+        async def is_disconnected(self) -> bool:
+            self.polls += 1
+            return self.polls >= 2  # there at the first check, gone at the second
+
+    sequences = [Sequence([1, 2, 3], Sampling(max_tokens=10_000)) for _ in range(2)]
+    state, client = SimpleNamespace(batcher=Thread()), Client()
+    monkeypatch.setattr(routes_inference, "DISCONNECT_POLL_S", 0.05)
+    asyncio.run(asyncio.wait_for(routes_inference._finish(state, object(), sequences, client), timeout=20))
+    assert client.polls == 2 and all(seq.cancelled() for seq in sequences)

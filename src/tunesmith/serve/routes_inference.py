@@ -139,10 +139,23 @@ def _failure(error: BaseException) -> tuple[int, str]:
     return 500, "generation failed on the server; its log has the details"
 
 
-async def _finish(state: ServerState, profile: Profile, sequences: list[Sequence]) -> None:
-    work = Generation(profile, sequences)
+DISCONNECT_POLL_S = 0.5  # how often a waiting non-streamed request checks that its client is still there
+
+
+async def _finish(state: ServerState, profile: Profile, sequences: list[Sequence], request: Request) -> None:
+    """Decode the answers of a non-streamed request; a client that leaves stops its rows at the next token, as a
+    streamed one does, so its decoding stops holding the model thread."""
+    gone = False
+    for seq in sequences:
+        seq.cancelled = lambda: gone
+    done = asyncio.wrap_future(state.batcher.submit(Generation(profile, sequences)))
+    while not gone:
+        finished, _ = await asyncio.wait({done}, timeout=DISCONNECT_POLL_S)
+        if finished:
+            break
+        gone = await request.is_disconnected()
     try:
-        await asyncio.wrap_future(state.batcher.submit(work))
+        await done
     except TunesmithError as err:
         raise ApiError(400, str(err), "model") from None
 
@@ -184,7 +197,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
         include = req.stream_options is not None and req.stream_options.include_usage
         return _stream(state, profile, sequences, chunk, usage if include else None)
 
-    await _finish(state, profile, sequences)
+    await _finish(state, profile, sequences, request)
     choices = [
         {
             "index": i,
@@ -228,7 +241,7 @@ async def completions(req: CompletionRequest, request: Request):
         include = req.stream_options is not None and req.stream_options.include_usage
         return _stream(state, profile, sequences, chunk, usage if include else None)
 
-    await _finish(state, profile, sequences)
+    await _finish(state, profile, sequences, request)
     choices = [
         {"index": i, "text": s.text, "logprobs": None, "finish_reason": s.finish_reason}
         for i, s in enumerate(sequences)
