@@ -17,6 +17,7 @@ runs training on a file's first rows are not probed on them:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -103,8 +104,10 @@ def _answers(model, renderer: Renderer, prompts: list[str], max_new_tokens: int,
     return out
 
 
+@functools.cache
 def probe_examples(probe_data: Path | None) -> dict[str, list[Example]]:
-    """The rows of the families read from files (the bundled ones are read in general_ability)."""
+    """The rows of the families read from files (the bundled ones are read in general_ability), read once per process:
+    a forgetting budget probes at every evaluation."""
     if probe_data is None:
         return {}
     specs = {
@@ -185,13 +188,21 @@ def forgetting(base: dict, tuned: dict, seed: int = 0) -> dict:
     return out
 
 
+def family_share(family: dict, max_drop: float, max_nll_increase: float) -> float:
+    """The share of the forgetting budget one probe family's change (a forgetting() entry) used: 1.0 is the budget,
+    0 or less when the family did not lose."""
+    return family["diff"] / max_nll_increase if family["metric"] == "nll" else -family["diff"] / max_drop
+
+
 def over_budget(result: dict, max_drop: float, max_nll_increase: float) -> list[str]:
     """The probe families whose change (tuned minus base, from forgetting()) is beyond the budget, in words."""
     over = []
     for name, f in (result.get("families") or {}).items():
-        if f["metric"] == "nll" and f["diff"] > max_nll_increase:
+        if family_share(f, max_drop, max_nll_increase) <= 1:
+            continue
+        if f["metric"] == "nll":
             over.append(f"{name} NLL {f['diff']:+.3f} per token (budget +{max_nll_increase:g})")
-        elif f["metric"] != "nll" and -f["diff"] > max_drop:
+        else:
             over.append(f"{name} {f['metric']} {f['diff']:+.3f} (budget -{max_drop:g})")
     return over
 
@@ -199,8 +210,5 @@ def over_budget(result: dict, max_drop: float, max_nll_increase: float) -> list[
 def budget_share(result: dict, max_drop: float = 0.05, max_nll_increase: float = 0.1) -> float:
     """One number for forgetting (a search's objective, a table's column): the largest share of the budget any probe
     family used, 1.0 being the budget (eval.forgetting_budget's defaults unless given); 0 or less when none lost."""
-    shares = [
-        f["diff"] / max_nll_increase if f["metric"] == "nll" else -f["diff"] / max_drop
-        for f in (result.get("families") or {}).values()
-    ]
-    return max(shares, default=0.0)
+    families = (result.get("families") or {}).values()
+    return max((family_share(f, max_drop, max_nll_increase) for f in families), default=0.0)

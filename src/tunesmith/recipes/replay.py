@@ -87,9 +87,10 @@ def self_answers(cfg: Config, base_path: Path, model, renderer: Renderer, device
 
 
 def parent_prepared(cfg: Config, encoder) -> Prepared | None:
-    """The parent run's rows, as its config reads them, encoded for this run (None when model.base is no run)."""
+    """The rows of the causal-LM run model.base continues from, as its config reads them, encoded for this run (None
+    when model.base is no such run: a classifier's rows are no causal-LM rows)."""
     run = RunDir(Path(cfg.model.base).expanduser())
-    if not run.is_run:
+    if not run.is_run or run.method != "sft" or cfg.method.type != "sft":
         return None
     parent = run.config()
     try:
@@ -106,8 +107,11 @@ def _question(example: Example) -> str:
     return (example.prompt or (users[0] if users else "") or example.text or "").strip().lower()
 
 
-def add_replay(cfg: Config, prepared: Prepared, renderer: Renderer, base_path: Path, model, device, log) -> None:
-    """Append the replay rows to prepared.train as datasets of their own, weighted to `fraction` of each epoch."""
+def add_replay(
+    cfg: Config, prepared: Prepared, parent: Prepared | None, renderer: Renderer, base_path: Path, model, device, log
+) -> None:
+    """Append the replay rows to prepared.train as datasets of their own, weighted to `fraction` of each epoch.
+    `parent`: parent_prepared's rows."""
     replay = cfg.data.replay
     if not replay.fraction:
         return
@@ -127,7 +131,6 @@ def add_replay(cfg: Config, prepared: Prepared, renderer: Renderer, base_path: P
                 rows.append(encoded)
         sources.append((SELF, rows))
     if replay.source in ("parent", "both"):
-        parent = parent_prepared(cfg, renderer)
         if parent is None:
             raise TunesmithError(
                 f"data.replay.source {replay.source}: model.base {cfg.model.base!r} is not a finished run, so there is "
@@ -140,14 +143,14 @@ def add_replay(cfg: Config, prepared: Prepared, renderer: Renderer, base_path: P
         if len(kept) < len(parent.train):
             log(f"replay: {len(parent.train) - len(kept)} parent rows left out: this run's data asks them anew")
         sources.append((PARENT, kept))
+    replayed = sum(len(rows) for _, rows in sources)
     sizes = prepared.train_sizes()
     own = [
         float(size) if spec.weight is None else spec.weight for spec, size in zip(cfg.data.train, sizes, strict=False)
     ]
-    # An epoch still visits the run's own rows once, plus the replay share on top: own / (1 - fraction) rows.
-    prepared.epoch_rows = round(sum(sizes[: len(cfg.data.train)]) / (1 - replay.fraction))
+    if replayed:  # an epoch still visits the run's own rows once, plus the replay share on top
+        prepared.epoch_rows = round(sum(sizes[: len(cfg.data.train)]) / (1 - replay.fraction))
     total = replay.fraction / (1 - replay.fraction) * sum(own)
-    replayed = sum(len(rows) for _, rows in sources)
     for name, rows in sources:
         if not rows:
             continue
@@ -163,10 +166,10 @@ def add_replay(cfg: Config, prepared: Prepared, renderer: Renderer, base_path: P
     )
 
 
-def add_retention(cfg: Config, prepared: Prepared, renderer: Renderer, log) -> dict | None:
-    """Continuing from a finished run: its held-out rows join this run's evaluation as datasets of their own
-    ("parent: NAME"), so the run reports retention on the old task beside gain on the new one. Returns the lineage
-    the manifest records (parent run, its config's sha256), or None when model.base is no run."""
+def add_retention(cfg: Config, prepared: Prepared, parent: Prepared | None, log) -> dict | None:
+    """Continuing from a finished run: its held-out rows (`parent`: parent_prepared's) join this run's evaluation as
+    datasets of their own ("parent: NAME"), so the run reports retention on the old task beside gain on the new one.
+    Returns the lineage the manifest records (parent run, its config's sha256), or None when model.base is no run."""
     run = RunDir(Path(cfg.model.base).expanduser())
     if not run.is_run:
         return None
@@ -174,9 +177,8 @@ def add_retention(cfg: Config, prepared: Prepared, renderer: Renderer, log) -> d
         "run": str(run.path.resolve()),
         "config_sha256": hashlib.sha256(run.config_file.read_bytes()).hexdigest(),
     }
-    if run.method != "sft" or cfg.method.type != "sft":
-        return lineage  # a classifier's rows are no causal-LM held-out rows
-    parent = parent_prepared(cfg, renderer)
+    if parent is None:
+        return lineage
     offset = len(prepared.eval_names)
     for row in parent.eval:
         row.dataset += offset

@@ -14,7 +14,6 @@ DIR/select.json holds the table; DIR/select.html draws it.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from tunesmith.eval.general import budget_share
 from tunesmith.eval.tasks import HEADLINE
 from tunesmith.models.registry import resolve_base
 from tunesmith.recipes.sweep_space import SweepError
-from tunesmith.rundir import write_json
+from tunesmith.rundir import RunDir, write_json
 
 
 class SelectError(SweepError):
@@ -52,8 +51,7 @@ def candidate_config(cfg: Config, base: str, folder: Path, steps: int | None) ->
 
 def _run_stats(run_dir: Path) -> dict:
     """Steady tokens/s (the last step's running average) and peak memory of a run, from its metrics.jsonl."""
-    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
-    steps = [x for x in lines if "tokens_per_s" in x]
+    steps = [x for x in RunDir(run_dir).metrics() if "tokens_per_s" in x]
     return {
         "tokens_per_s": steps[-1]["tokens_per_s"] if steps else None,
         "peak_memory_mb": max((x.get("peak_gpu_mb") or x.get("peak_rss_mb") or 0 for x in steps), default=None),
@@ -110,10 +108,10 @@ def verdict(cfg: Config, rows: list[dict], tuned: dict[str, dict]) -> dict:
         (r for r in rows if r is not best and (r["parameters"] or 0) < (best["parameters"] or 0)),
         key=lambda r: r["parameters"] or 0,
     )
+    preds_best, refs = _task_rows(tuned[best["base"]])
+    labels = cfg.task.labels or None
     for other in cheaper:
-        preds_best, refs = _task_rows(tuned[best["base"]])
         preds_other, _ = _task_rows(tuned[other["base"]])
-        labels = cfg.task.labels or None
         diff = bootstrap_metric(cfg.task.type, metric, preds_other, preds_best, refs, labels, seed=cfg.train.seed)
         if diff.low <= 0.0:
             return {

@@ -27,7 +27,7 @@ from tunesmith.models.loading import (
     save_initial_adapter,
     training_precision,
 )
-from tunesmith.recipes.replay import add_replay, add_retention
+from tunesmith.recipes.replay import add_replay, add_retention, parent_prepared
 from tunesmith.rundir import RunDir
 from tunesmith.training.loop import Loop, MetricsLog, build_optimizer, total_steps
 from tunesmith.training.prepare import Prepared, prepare_data, train_order
@@ -58,8 +58,9 @@ def load(cfg: Config, method: Method, log: Callable[[str], object] = print) -> L
     base = load_base(cfg.model, device, dtype, cfg.data.max_length, cfg.adapter)
     renderer = Renderer(base.tokenizer, cfg.data.prompt_format, cfg.data.max_length)
     prepared = prepare_data(cfg, method.encoder(renderer))
-    lineage = add_retention(cfg, prepared, renderer, log)
-    add_replay(cfg, prepared, renderer, base.weights_dir, base.model, device, log)
+    parent = parent_prepared(cfg, renderer)  # read once: retention and parent replay both use it
+    lineage = add_retention(cfg, prepared, parent, log)
+    add_replay(cfg, prepared, parent, renderer, base.weights_dir, base.model, device, log)
     return Loaded(device, dtype, autocast, base, renderer, prepared, lineage)
 
 

@@ -2,8 +2,8 @@
 
     tunesmith sweep examples/sst2-head.yaml --trials 12 [--timeout 60] [--workers 2] [--storage URL] [--out DIR]
 
-- The `sweep:` section (config_sweep.py) names the space (default: LORA_SPACE), the objective and the pruner; the
-  space is checked whole against the config before any trial starts.
+- The `sweep:` section (config_sweep.py) names the space (default: sweep_space.lora_space), the objective and the
+  pruner; the space is checked whole against the config before any trial starts.
 - Trials are compared on a validation split of the training rows (data.validation_fraction); the test split (data.eval,
   or the share of train held out without it) is scored once, by the winner, in DIR/winner, against the base with
   paired intervals. What the search selected on is never the number it reports as the result.
@@ -106,8 +106,8 @@ class Sweep:
         raw = apply_params(self.raw, params)
         train = raw["train"]
         steps = train.get("max_steps")
-        # Pruning needs evaluations during the trial; a config counted in epochs is evaluated every 10% of a
-        # config-sized run's steps at the earliest the loop knows them, so here: by max_steps when given.
+        # Pruning needs evaluations during the trial, spread over its max_steps; a config counted in epochs keeps its
+        # own train.eval_every (the step count is known only once its data is read).
         evaluations = self.cfg.sweep.evaluations
         train["eval_every"] = max(1, math.ceil(steps / (evaluations + 1))) if steps else train.get("eval_every", 0)
         train["threads"] = max(1, (train.get("threads") or os.cpu_count() or 1) // self.workers)
@@ -324,7 +324,7 @@ def run_trial(sweep: Sweep, trial, log: Callable[[str], object]) -> float | list
 
 
 def _file_log(folder: Path) -> Callable[[str], None]:
-    """A trial's own messages go to its folder (sweep.log), not to the terminal the progress lines use."""
+    """A trial's own messages go to trials/NNNN.log beside its folder, not to the terminal the progress lines use."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder.parent / f"{folder.name}.log"
 
@@ -516,5 +516,4 @@ def summarize(study, sweep: Sweep, best, params: dict, tested, seconds: float) -
         "pareto": [t.number for t in study.best_trials] if sweep.objective.multi else None,
         "test": test,
         "trials": trials,
-        "states": {s.name.lower(): sum(1 for t in trials if t["state"] == s.name.lower()) for s in TrialState},
     }

@@ -221,7 +221,7 @@ def forgetting_watch(run: Run, base_eval: dict, log) -> Callable[[int, dict], No
 def keep_within_budget(run: Run, stop: BudgetExceeded, log) -> tuple[Position, float]:
     """After a budget stop: the kept checkpoint with the lowest held-out loss among the evaluations within budget,
     loaded into the model, which final/ is then written from."""
-    records = [r for r in run.loop.metrics.read() if r.get("split") == "forgetting" and r.get("within_budget")]
+    records = [r for r in RunDir(run.out).metrics() if r.get("split") == "forgetting" and r.get("within_budget")]
     saved = {int(path.name.removeprefix("step-")): path for path in list_checkpoints(run.loop.checkpoints)}
     candidates = [r for r in records if r["step"] in saved and r["step"] < stop.step]
     if not candidates:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from html import escape
 
+from tunesmith.eval.general import family_share
+
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328;margin:0;background:#f6f8fa}
 main{max-width:1120px;margin:0 auto;padding:24px 28px 60px;background:#fff;min-height:100vh}
@@ -203,6 +205,5 @@ def budget_use(records: list[dict], max_drop: float, max_nll_increase: float) ->
     out: dict[str, list[tuple[float, float]]] = {}
     for record in records:
         for name, f in (record.get("families") or {}).items():
-            used = f["diff"] / max_nll_increase if f["metric"] == "nll" else -f["diff"] / max_drop
-            out.setdefault(name, []).append((record["step"], used))
+            out.setdefault(name, []).append((record["step"], family_share(f, max_drop, max_nll_increase)))
     return out

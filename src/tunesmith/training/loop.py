@@ -95,20 +95,6 @@ class MetricsLog:
     def __init__(self, path: Path):
         self.path = path
 
-    def read(self) -> list[dict]:
-        """The records written so far (a line a stop cut short is skipped)."""
-        if not self.path.is_file():
-            return []
-        records = []
-        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-        return records
-
     def truncate_after(self, step: int) -> int:
         """Keep the records up to `step` (but not the run's `final` one: the end of a run is always redone); return
         how many lines were dropped as unreadable (a line a stop or a full disk cut short)."""
