@@ -119,3 +119,14 @@ def test_continuing_replays_the_parent_and_scores_its_held_out_rows(tiny_model_d
     evals = [json.loads(x) for x in (second.run_dir / "metrics.jsonl").read_text().splitlines()]
     at_step_2 = [r for r in evals if r.get("split") == "eval" and r["step"] == 2]
     assert at_step_2 and parent_names[0] in at_step_2[0]["datasets"]  # retention is watched during training too
+
+
+def test_an_epoch_is_not_lengthened_when_every_parent_row_is_superseded(tiny_model_dir, data, tmp_path, cache):
+    """A continued run whose data asks every question of the parent anew has no parent rows to replay: its epoch is
+    its own rows, not own / (1 - fraction) (which would walk past the end of its order)."""
+    first = run_training(build_config(tiny_config(tiny_model_dir, data, tmp_path / "v1")), log=lambda *_: None)
+    settings = tiny_config(first.run_dir, data, tmp_path / "v2")
+    settings["data"]["replay"] = {"fraction": 0.3, "source": "parent"}
+    cfg = build_config(settings)
+    prepared = load(cfg, build_method(cfg), lambda *_: None).prepared
+    assert PARENT not in prepared.train_names and prepared.epoch_length() == len(prepared.train)
