@@ -131,7 +131,12 @@ def timed(cmd: list[str], log: Path, env: dict | None = None) -> tuple[int, floa
 def tunesmith_config(model: str, train: Path, held: Path, out: Path, full: bool, dtype: str = "auto") -> dict:
     return {
         "model": {"base": model, "dtype": dtype},
-        "data": {"train": [{"path": str(train)}], "eval": [{"path": str(held)}], "max_length": MAX_LENGTH},
+        "data": {
+            "train": [{"path": str(train)}],
+            "eval": [{"path": str(held)}],
+            "max_length": MAX_LENGTH,
+            "replay": {"fraction": 0.0},  # the same rows as every other tool: no replay rows added
+        },
         "adapter": {"method": "full" if full else "lora", "r": 16, "alpha": 32, "dropout": 0.0},
         "train": {
             "epochs": 1,

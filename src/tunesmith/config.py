@@ -173,6 +173,14 @@ class ReplayConfig(Strict):
         "once per base and cached); parent: the training rows of the run model.base continues from; both.",
     )
     max_new_tokens: int = Field(96, ge=8, le=512, description="Length of the base's answers for self replay.")
+    kl: float = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description="Weight of a KL-to-base penalty on the replay rows: their loss adds kl x KL(base || model) over "
+        "the base's 20 most likely next tokens at each answer token (computed once, before training), so the model "
+        "keeps the base's whole distribution there, not only its first choice; 0: off.",
+    )
 
 
 class DataConfig(Strict):
@@ -508,6 +516,8 @@ class Config(Strict):
             raise ValueError("data.replay mixes generated chat rows into training: causal-LM runs only (method: sft)")
         if replay.fraction is None:
             replay.__dict__["fraction"] = DEFAULT_REPLAY if self.method.type == "sft" else 0.0
+        if replay.kl and not replay.fraction:
+            raise ValueError("data.replay.kl weighs a penalty on the replay rows: set data.replay.fraction above 0")
         return self
 
     @model_validator(mode="after")

@@ -1,6 +1,6 @@
 """Replay rows (data.replay) and continuing from a finished run on the tiny Llama: the base's own answers mixed in
 at the configured share and cached, the parent's rows replayed, the parent's held-out rows scored for retention, and
-the lineage recorded.
+the lineage recorded; the KL-to-base penalty on replay rows (data.replay.kl) checked against a hand computation.
 
 pytest tests/unit/test_replay.py -q
 """
@@ -10,14 +10,18 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from tiny_runs import tiny_config, write_chat_data
 
 from tunesmith.config import ConfigError, build_config
+from tunesmith.data.templates import IGNORE
 from tunesmith.errors import TunesmithError
 from tunesmith.methods import build_method
-from tunesmith.recipes.replay import PARENT, SELF, general_prompts
+from tunesmith.recipes.replay import PARENT, SELF, TEACHER_TOP, general_prompts
 from tunesmith.recipes.setup import load
 from tunesmith.recipes.train import run_training
+from tunesmith.training.chunked_ce import Soft, linear_cross_entropy
+from tunesmith.training.packing import pack
 from tunesmith.training.prepare import train_order
 
 
@@ -130,3 +134,79 @@ def test_an_epoch_is_not_lengthened_when_every_parent_row_is_superseded(tiny_mod
     cfg = build_config(settings)
     prepared = load(cfg, build_method(cfg), lambda *_: None).prepared
     assert PARENT not in prepared.train_names and prepared.epoch_length() == len(prepared.train)
+
+
+def _kl_by_hand(logits: torch.Tensor, ids: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || model) over the teacher's K tokens and "any other token", position by position, in float64."""
+    log_q = torch.log_softmax(logits.double(), -1)
+    total = torch.zeros((), dtype=torch.float64)
+    for i in range(ids.shape[0]):
+        if ids[i, 0] < 0:
+            continue
+        p, q = logp[i].double().exp(), log_q[i, ids[i]].exp()
+        total += (p * (p.log() - q.log())).sum() + (1 - p.sum()) * ((1 - p.sum()).log() - (1 - q.sum()).log())
+    return total
+
+
+def test_the_kl_penalty_matches_a_hand_computation_and_vanishes_at_the_teacher():
+    """The chunked projection's KL term (loss and gradients) equals autograd through the plain formula; it is zero
+    with zero gradient when the model is the teacher, and positive otherwise."""
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(9, 16, generator=generator, dtype=torch.float64).float().requires_grad_()
+    weight = torch.randn(40, 16, generator=generator).requires_grad_()
+    targets = torch.randint(0, 40, (9,), generator=generator)
+    teacher = torch.log_softmax(hidden.detach() @ weight.detach().T + 0.5 * torch.randn(9, 40, generator=generator), -1)
+    top = teacher.topk(5, -1)
+    ids, logp = top.indices.clone(), top.values.clone()
+    ids[[1, 4]] = -1  # positions without a teacher
+    soft = Soft(ids, logp, kl=0.7)
+
+    loss, _ = linear_cross_entropy(hidden, weight, targets, chunk=4, soft=soft)  # ragged chunks
+    loss.backward()
+    chunked = (float(loss.detach()), hidden.grad.clone(), weight.grad.clone())
+    hidden.grad = weight.grad = None
+    logits = hidden @ weight.T
+    plain = torch.nn.functional.cross_entropy(logits, targets, reduction="sum") + 0.7 * _kl_by_hand(logits, ids, logp)
+    plain.backward()
+    assert chunked[0] == pytest.approx(float(plain), rel=1e-5)
+    assert torch.allclose(chunked[1], hidden.grad, atol=1e-5) and torch.allclose(chunked[2], weight.grad, atol=1e-5)
+
+    at_teacher = teacher[:, None].expand(9, 1, 40).reshape(9, 40).clone().requires_grad_()
+    kl_only = Soft(top.indices, top.values, kl=1.0)
+    taught = kl_only.terms(at_teacher, torch.zeros(9))
+    assert abs(float(taught[0])) < 1e-5
+    moved = Soft(top.indices, top.values - 0.1, kl=1.0).terms(at_teacher, torch.zeros(9))
+    assert float(moved[0]) > 1e-3
+
+
+def _trained(row) -> list[int]:
+    return [p for p in range(1, len(row.labels)) if row.labels[p] != IGNORE]
+
+
+def test_kl_replay_rows_carry_the_base_distribution_into_packed_batches(chatty, data, tmp_path, cache):
+    settings = tiny_config(chatty, data, tmp_path / "run")
+    settings["data"]["replay"] = {"fraction": 0.25, "max_new_tokens": 8, "kl": 0.5}
+    cfg = build_config(settings)
+    loaded = load(cfg, build_method(cfg), lambda *_: None)
+    replay = [r for r in loaded.prepared.train if r.teacher is not None]
+    own = [r for r in loaded.prepared.train if r.teacher is None]
+    assert replay and own and all(r.dataset == len(loaded.prepared.train_names) - 1 for r in replay)
+    row = replay[0]
+    trained = _trained(row)
+    assert len(row.teacher[0]) == len(trained) and len(row.teacher[0][0]) == TEACHER_TOP
+    # The teacher's first choice is the base's greedy answer: it agrees with the token each position is labelled
+    # with (except where the answer was cut, stripped and closed), and far less with its neighbour.
+    pairs = [(ids[0], r.labels, p) for r in replay for ids, p in zip(r.teacher[0], _trained(r), strict=True)]
+    aligned = sum(top == labels[p] for top, labels, p in pairs) / len(pairs)
+    shifted = sum(top == labels[p + 1] for top, labels, p in pairs if p + 1 < len(labels)) / len(pairs)
+    assert aligned > 0.5 and aligned > 3 * shifted, (aligned, shifted)
+    # Packed between two rows of the run's own, the replay row's teacher sits at its labelled positions only.
+    batch = pack([own[0], row, own[1]], loaded.pad_id, capacity=4096)
+    labelled = batch.labels[:, 1:] != IGNORE
+    carried, logp = batch.teacher_ids[:, 1:][labelled], batch.teacher_logp[:, 1:][labelled]
+    taught = carried[:, 0] >= 0
+    assert int(taught.sum()) == len(trained) < int(labelled.sum())
+    assert carried[taught].tolist() == row.teacher[0]
+    assert torch.equal(logp[taught], torch.tensor(row.teacher[1]))
+    with pytest.raises(ConfigError, match=r"set data\.replay\.fraction above 0"):
+        build_config({**settings, "data": {**settings["data"], "replay": {"fraction": 0, "kl": 0.5}}})

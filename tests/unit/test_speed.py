@@ -6,9 +6,13 @@ pytest tests/unit/test_speed.py -q
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
+from peft.helpers import disable_input_dtype_casting
 from tiny_runs import tiny_config, write_chat_data
 from transformers.masking_utils import create_causal_mask
 
@@ -109,20 +113,25 @@ def test_segments_gather_each_packed_row_into_one_padded_batch_of_rows():
 
 @needs_bf16_cpu
 def test_frozen_copies_change_no_number_and_leave_the_model_fp32(setup):
-    """Under bf16 autocast the frozen base weights pre-cast once give the same loss and gradients, bit for bit, as
-    autocast casting them every step; outside the block the model holds its own fp32 weights again, and the copies
-    are remade when a frozen weight changes."""
+    """Under bf16 autocast the frozen base weights pre-cast once, and LoRA inputs left in bf16 (peft's cast to the
+    fp32 factors skipped), give the same loss and gradients, bit for bit, as autocast casting everything every step;
+    outside the block the model holds its own fp32 weights again, and the copies are remade when a frozen weight
+    changes."""
     cfg, rows, pad = setup
     model = lora_model(cfg)
     batch = pack(rows[:8], pad, capacity=2048)
 
-    def run(frozen: bool):
-        with frozen_in(model, torch.bfloat16 if frozen else None), torch.autocast("cpu", dtype=torch.bfloat16):
+    def run(fast: bool):
+        with (
+            frozen_in(model, torch.bfloat16 if fast else None),
+            disable_input_dtype_casting(model, active=fast),
+            torch.autocast("cpu", dtype=torch.bfloat16),
+        ):
             return loss_and_grads(model, batch)
 
-    plain, copied = run(False), run(True)
-    assert copied[0] == plain[0] and copied[1:3] == plain[1:3]
-    assert all(torch.equal(copied[3][n], plain[3][n]) for n in plain[3])
+    plain, fast = run(False), run(True)
+    assert fast[0] == plain[0] and fast[1:3] == plain[1:3]
+    assert all(torch.equal(fast[3][n], plain[3][n]) for n in plain[3])
     q = model.get_base_model().model.layers[0].self_attn.q_proj.base_layer
     assert q.weight.dtype == torch.float32 and not q.weight.requires_grad
     with frozen_in(model, torch.bfloat16):
@@ -132,6 +141,31 @@ def test_frozen_copies_change_no_number_and_leave_the_model_fp32(setup):
     with torch.no_grad():
         q.weight.mul_(2)  # a frozen weight changed (a merge would): the copies no longer stand for it
     assert copies_for(model, torch.bfloat16) is not copies
+
+
+def test_kept_freed_memory_is_reused_without_new_page_faults():
+    """After keep_freed_memory, a block freed and allocated again comes back from malloc's heap (once malloc has
+    settled: it takes a few rounds to start reusing): touching it again costs no page faults, where by default each
+    64 MiB block is a fresh mapping faulted in page by page."""
+    probe = (
+        "import resource, sys, torch\n"
+        "from tunesmith.training.memory import keep_freed_memory\n"
+        "assert not sys.argv[1:] or keep_freed_memory()\n"
+        "for _ in range(12):\n"
+        "    torch.ones(16 << 20)\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "for _ in range(5):\n"
+        "    torch.ones(16 << 20)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
+    )
+
+    def faults(*flag: str) -> int:
+        done = subprocess.run([sys.executable, "-c", probe, *flag], capture_output=True, text=True, check=True)
+        return int(done.stdout)
+
+    kept, default = faults("keep"), faults()
+    assert default >= 5 * 32  # at least one fault per 2 MiB (huge) page of each fresh block; 80,000 with 4 KiB pages
+    assert kept < default / 10
 
 
 def test_eval_loss_with_packing_equals_without(setup):

@@ -10,10 +10,18 @@ from tunesmith.commands import KINDS
 from tunesmith.config import SPEED_OPTIONS
 
 
+def _trains() -> None:
+    """This process trains: freed activations stay with malloc for the next micro-batch (training/memory.py)."""
+    from tunesmith.training.memory import keep_freed_memory
+
+    keep_freed_memory()
+
+
 def _train(args: argparse.Namespace) -> int:
     from tunesmith.config import load_config
 
     cfg = load_config(args.config, args.overrides)  # before torch is imported: a bad config fails in a second
+    _trains()
     from tunesmith.recipes.summary import print_result
     from tunesmith.recipes.train import run_training
 
@@ -26,7 +34,9 @@ def _plan(args: argparse.Namespace) -> int:
     from tunesmith.recipes.plan import make_plan, print_plan
     from tunesmith.rundir import write_json
 
-    plan = make_plan(load_config(args.config, args.overrides), calibration_steps=args.steps)
+    cfg = load_config(args.config, args.overrides)
+    _trains()  # the plan measures the run's own steps, so its process keeps memory as the run's does
+    plan = make_plan(cfg, calibration_steps=args.steps)
     print_plan(plan)
     if args.json:
         write_json(args.json, plan.to_json())
@@ -38,7 +48,9 @@ def _verify(args: argparse.Namespace) -> int:
     from tunesmith.recipes.verify import print_report, verify
 
     options = tuple(args.options) if args.options else None
-    report = verify(load_config(args.config, args.overrides), steps=args.steps, options=options)
+    cfg = load_config(args.config, args.overrides)
+    _trains()
+    report = verify(cfg, steps=args.steps, options=options)
     print_report(report)
     return 0 if report.ok else 1
 
@@ -66,6 +78,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from tunesmith.config import load_config
 
     cfg = load_config(args.config, args.overrides)
+    _trains()
     from tunesmith.recipes.sweep import run_sweep, run_worker, sweep_folder
 
     folder = Path(args.out) if args.out else sweep_folder(cfg)
@@ -85,6 +98,7 @@ def _select(args: argparse.Namespace) -> int:
     from tunesmith.config import load_config
 
     cfg = load_config(args.config, args.overrides)
+    _trains()
     from tunesmith.recipes.select import run_select
     from tunesmith.recipes.summary import print_select
 
@@ -96,6 +110,7 @@ def _select(args: argparse.Namespace) -> int:
 def _quickstart(args: argparse.Namespace) -> int:
     from tunesmith.quickstart import run_quickstart
 
+    _trains()
     run_quickstart(args.out, args.overrides)
     return 0
 

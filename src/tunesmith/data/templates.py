@@ -42,6 +42,9 @@ class Encoded:
     truncated: bool = False
     target: int | None = None
     dataset: int = 0  # index of the dataset entry (data.train or data.eval) the row came from
+    # Replay rows under data.replay.kl: at each trained position (positions 1.. whose label is trained, in order),
+    # the base model's most likely next tokens and their log-probabilities.
+    teacher: tuple[list[list[int]], list[list[float]]] | None = None
 
     @property
     def trained_tokens(self) -> int:

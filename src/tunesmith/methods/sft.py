@@ -62,7 +62,7 @@ class SFT:
     def objective(
         self, train: list[Encoded], log: Callable[[str], object], chunk: int | None = CE_CHUNK
     ) -> CausalLMObjective:
-        return CausalLMObjective(chunk)
+        return CausalLMObjective(chunk, kl=self.cfg.data.replay.kl)
 
     def evaluate(self, model: nn.Module, ctx: EvalContext) -> dict:
         """Loss, perplexity and token accuracy on the held-out rows; with several eval datasets each one's too."""

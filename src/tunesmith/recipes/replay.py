@@ -8,6 +8,11 @@
   prompt format and length, and cached under the cache root (replay/), so trials and resumes do not pay again.
 - parent: when model.base is a finished run, that run's own training rows, as its config read them.
 
+With `kl` above 0 the base model (the parent, when continuing) also reads every replay row once before training, and
+each answer token keeps the base's 20 most likely next tokens with their probabilities (`teach`). Training then adds
+kl x KL(base || model) over them to the replay rows' loss (training/chunked_ce.py): the model is held to the base's
+whole distribution on general requests, not only to its greedy answer.
+
 The replay rows form one more dataset of the training mixture, weighted so that `fraction` of an epoch's rows are
 replay rows; the loop, checkpoints and resume need nothing else (the data fingerprint covers them).
 """
@@ -19,16 +24,20 @@ import json
 from importlib import resources
 from pathlib import Path
 
+import torch
+
 from tunesmith.config import Config, Kind
 from tunesmith.data.formats import Example
-from tunesmith.data.templates import Encoded, Renderer
+from tunesmith.data.templates import IGNORE, Encoded, Renderer
 from tunesmith.errors import TunesmithError
 from tunesmith.eval.runner import generate_answers
 from tunesmith.models.registry import cache_root
 from tunesmith.rundir import RunDir, write_text
+from tunesmith.training.objectives import collate
 from tunesmith.training.prepare import Prepared, prepare_data
 
 SELF, PARENT = "replay: self", "replay: parent"
+TEACHER_TOP = 20  # next tokens of the base kept per answer token for data.replay.kl
 
 
 def general_prompts() -> list[str]:
@@ -107,11 +116,39 @@ def _question(example: Example) -> str:
     return (example.prompt or (users[0] if users else "") or example.text or "").strip().lower()
 
 
+def teach(rows: list[Encoded], model, pad_id: int, device, autocast, batch: int = 8) -> None:
+    """Give every row its teacher: at each trained position, the model's TEACHER_TOP most likely next tokens and
+    their log-probabilities (Encoded.teacher), read in one forward pass per `batch` rows."""
+    was_training = model.training
+    model.eval()
+    with (
+        torch.no_grad(),
+        torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None),
+    ):
+        for start in range(0, len(rows), batch):
+            chunk = rows[start : start + batch]
+            logits = model(**collate(chunk, pad_id).to(device).model_inputs()).logits
+            for i, row in enumerate(chunk):
+                # the distribution over the token labelled at position p is read at position p - 1
+                before = [p - 1 for p in range(1, len(row.labels)) if row.labels[p] != IGNORE]
+                top = torch.log_softmax(logits[i, before].float(), -1).topk(TEACHER_TOP, -1)
+                row.teacher = (top.indices.cpu().tolist(), top.values.cpu().tolist())
+    model.train(was_training)
+
+
 def add_replay(
-    cfg: Config, prepared: Prepared, parent: Prepared | None, renderer: Renderer, base_path: Path, model, device, log
+    cfg: Config,
+    prepared: Prepared,
+    parent: Prepared | None,
+    renderer: Renderer,
+    base_path: Path,
+    model,
+    device,
+    log,
+    autocast=None,
 ) -> None:
     """Append the replay rows to prepared.train as datasets of their own, weighted to `fraction` of each epoch.
-    `parent`: parent_prepared's rows."""
+    `parent`: parent_prepared's rows. With replay.kl the base (`model`, in `autocast`) teaches every replay row."""
     replay = cfg.data.replay
     if not replay.fraction:
         return
@@ -144,6 +181,9 @@ def add_replay(
             log(f"replay: {len(parent.train) - len(kept)} parent rows left out: this run's data asks them anew")
         sources.append((PARENT, kept))
     replayed = sum(len(rows) for _, rows in sources)
+    if replay.kl and replayed:
+        log(f"replay: the base reads the {replayed} replay rows once for the KL penalty (kl {replay.kl})")
+        teach([row for _, rows in sources for row in rows], model, renderer.tokenizer.pad_token_id, device, autocast)
     sizes = prepared.train_sizes()
     own = [
         float(size) if spec.weight is None else spec.weight for spec, size in zip(cfg.data.train, sizes, strict=False)

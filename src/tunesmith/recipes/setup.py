@@ -60,7 +60,7 @@ def load(cfg: Config, method: Method, log: Callable[[str], object] = print) -> L
     prepared = prepare_data(cfg, method.encoder(renderer))
     parent = parent_prepared(cfg, renderer)  # read once: retention and parent replay both use it
     lineage = add_retention(cfg, prepared, parent, log)
-    add_replay(cfg, prepared, parent, renderer, base.weights_dir, base.model, device, log)
+    add_replay(cfg, prepared, parent, renderer, base.weights_dir, base.model, device, log, autocast)
     return Loaded(device, dtype, autocast, base, renderer, prepared, lineage)
 
 

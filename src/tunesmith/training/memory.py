@@ -6,7 +6,10 @@ be measured in a process that has already done other work.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import resource
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +28,31 @@ def _status_kib(field: str) -> int | None:
     except OSError:
         return None
     return None
+
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep freed memory for reuse instead of handing it back to the kernel; True when set.
+
+    A training step allocates and frees the same large activations every micro-batch. By default glibc serves
+    every block over its mmap threshold (128 KiB to 32 MiB) with a fresh mapping and unmaps it on free, so the next
+    micro-batch faults in and zeroes every page again: measured on the gsm8k LoRA workload, about 1.9 M page faults
+    and 9.5 s of system time for 8 steps. Served from the heap, which is never trimmed, the same work took 1.0 M
+    faults and 7.5 s, and a step about 4% less wall time. The cost is that the process keeps its high-water mark
+    (peak resident memory about 2% higher there), which a training process reaches anyway. Only the process that
+    trains calls this; elsewhere (not glibc) it does nothing."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, 64 << 20))
+    return all(mallopt(option, value) == 1 for option, value in settings)
 
 
 def current_rss() -> int:

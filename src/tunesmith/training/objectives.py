@@ -8,7 +8,7 @@ averages the loss over the rows of the window.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 import torch
@@ -17,7 +17,7 @@ from torch import nn
 
 from tunesmith.data.templates import IGNORE, Encoded
 from tunesmith.models.loading import unwrap
-from tunesmith.training.chunked_ce import CE_CHUNK, linear_cross_entropy
+from tunesmith.training.chunked_ce import CE_CHUNK, Soft, linear_cross_entropy
 
 
 @dataclass
@@ -26,6 +26,9 @@ class Batch:
     attention_mask: torch.Tensor  # (B, T) long, 0 on padding
     labels: torch.Tensor  # (B, T) long, IGNORE where untrained; or (B,) class indices for a classification head
     position_ids: torch.Tensor | None = None  # packed batches: positions restart at 0 for every row in a sequence
+    # (B, T, K) beside labels: the base's top-K next tokens (-1: no teacher here) and log-probs, for data.replay.kl
+    teacher_ids: torch.Tensor | None = None
+    teacher_logp: torch.Tensor | None = None
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
         """Keyword arguments for the model's forward. A packed batch gives its positions and no padding mask: the
@@ -56,7 +59,24 @@ class Batch:
             self.attention_mask.to(device),
             self.labels.to(device),
             move(self.position_ids),
+            move(self.teacher_ids),
+            move(self.teacher_logp),
         )
+
+    def with_teacher(self, placed: list[tuple[int, int, Encoded]]) -> Batch:
+        """This batch with the teacher tensors of its rows that carry one; `placed`: (batch row, start, row) for
+        every row. Position `start + p` holds the distribution over the token labelled there (as labels do)."""
+        taught = [(b, start, row) for b, start, row in placed if row.teacher is not None]
+        if not taught:
+            return self
+        top = len(taught[0][2].teacher[0][0])
+        ids = torch.full((*self.labels.shape, top), -1, dtype=torch.long)
+        logp = torch.zeros((*self.labels.shape, top), dtype=torch.float32)
+        for b, start, row in taught:
+            where = [start + p for p in range(1, len(row.labels)) if row.labels[p] != IGNORE]
+            ids[b, where] = torch.tensor(row.teacher[0], dtype=torch.long)
+            logp[b, where] = torch.tensor(row.teacher[1], dtype=torch.float32)
+        return replace(self, teacher_ids=ids, teacher_logp=logp)
 
 
 def _padded(rows: list[Encoded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,7 +98,7 @@ def collate(rows: list[Encoded], pad_id: int) -> Batch:
     labels = torch.full(ids.shape, IGNORE, dtype=torch.long)
     for i, r in enumerate(rows):
         labels[i, : len(r.labels)] = torch.tensor(r.labels)
-    return Batch(ids, mask, labels)
+    return Batch(ids, mask, labels).with_teacher([(i, 0, r) for i, r in enumerate(rows)])
 
 
 def collate_classes(rows: list[Encoded], pad_id: int) -> Batch:
@@ -134,13 +154,17 @@ class CausalLMObjective:
     the two).
     """
 
-    def __init__(self, chunk: int | None = CE_CHUNK):
+    def __init__(self, chunk: int | None = CE_CHUNK, kl: float = 0.0):
         self.chunk = chunk
+        self.kl = kl  # data.replay.kl: weight of KL(base || model) on positions that carry the base's distribution
 
     def __call__(self, model: nn.Module, batch: Batch) -> LossParts:
         targets = batch.labels[:, 1:]
         keep = targets != IGNORE
         wanted = targets[keep]
+        soft = None
+        if self.kl and batch.teacher_ids is not None:
+            soft = Soft(batch.teacher_ids[:, 1:][keep], batch.teacher_logp[:, 1:][keep], self.kl)
         parts = _backbone_and_head(model)
         if parts is None:
             logits = model(**batch.model_inputs()).logits[:, :-1][keep]
@@ -148,11 +172,15 @@ class CausalLMObjective:
             backbone, head = parts
             hidden = backbone(**batch.model_inputs()).last_hidden_state[:, :-1][keep]
             if self.chunk is not None and isinstance(head, nn.Linear) and head.bias is None:
-                loss_sum, correct = linear_cross_entropy(hidden, head.weight, wanted, self.chunk)
+                loss_sum, correct = linear_cross_entropy(hidden, head.weight, wanted, self.chunk, soft)
                 return LossParts(loss_sum, int(wanted.numel()), correct)
             logits = head(hidden)
         logits = logits.float()
         loss_sum = F.cross_entropy(logits, wanted, reduction="sum")
+        if soft is not None:
+            log_q = torch.log_softmax(logits, -1)
+            taught = soft.terms(log_q, torch.zeros_like(log_q[:, 0]))
+            loss_sum = loss_sum if taught is None else loss_sum + taught[0]
         correct = int((logits.detach().argmax(-1) == wanted).sum())
         return LossParts(loss_sum, int(wanted.numel()), correct)
 

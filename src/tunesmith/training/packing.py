@@ -48,10 +48,12 @@ def pack(rows: list[Encoded], pad_id: int, capacity: int):
     labels = torch.full((n, width), IGNORE, dtype=torch.long)
     positions = torch.zeros((n, width), dtype=torch.long)
     real = torch.zeros((n, width), dtype=torch.long)
+    placed = []
     for b, members in enumerate(bins):
         start = 0
         for i in members:
             row = rows[i]
+            placed.append((b, start, row))
             end = start + len(row.input_ids)
             ids[b, start:end] = torch.tensor(row.input_ids)
             # A row's first label is never a target (targets are shifted by one), so no loss crosses a boundary.
@@ -62,4 +64,4 @@ def pack(rows: list[Encoded], pad_id: int, capacity: int):
             start = end
         # The padding after the last row counts on from 0 too: one more row, of padding, that no real token sees.
         positions[b, start:] = torch.arange(width - start)
-    return Batch(ids, real, labels, position_ids=positions)
+    return Batch(ids, real, labels, position_ids=positions).with_teacher(placed)
