@@ -209,7 +209,8 @@ def test_a_full_run_loads_as_transformers_loads_it(trained_runs, tiny_model_dir)
 
 def test_keys_added_since_a_run_was_saved_are_no_change_unless_their_default_would_change_it():
     """A run saved before a key existed resumes under a newer schema: the key's default is what the run did. Replay,
-    whose default for causal-LM runs is on, counts as off in a run saved before it (and a resume says so)."""
+        whose default for causal-LM runs is on, counts as off in a run saved before it (and a resume says so), and so does
+    its KL penalty."""
     from tunesmith.rundir import config_changes
 
     raw = yaml.safe_load(Config().to_yaml())
@@ -218,6 +219,9 @@ def test_keys_added_since_a_run_was_saved_are_no_change_unless_their_default_wou
     raw["eval"].pop("probe_data")
     raw["data"].pop("validation_fraction")
     assert config_changes(raw, Config()) == []
+    raw["data"]["replay"].pop("kl")  # saved with replay, before its KL penalty existed: no penalty
+    assert config_changes(raw, Config()) == ["data.replay.kl"]
+    assert config_changes(raw, build_config({"data": {"replay": {"kl": 0}}})) == []
     raw["data"].pop("replay")
-    assert config_changes(raw, Config()) == ["data.replay.fraction"]
+    assert config_changes(raw, Config()) == ["data.replay.fraction", "data.replay.kl"]
     assert config_changes(raw, build_config({"data": {"replay": {"fraction": 0}}})) == []
