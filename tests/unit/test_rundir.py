@@ -209,8 +209,8 @@ def test_a_full_run_loads_as_transformers_loads_it(trained_runs, tiny_model_dir)
 
 def test_keys_added_since_a_run_was_saved_are_no_change_unless_their_default_would_change_it():
     """A run saved before a key existed resumes under a newer schema: the key's default is what the run did. Replay,
-        whose default for causal-LM runs is on, counts as off in a run saved before it (and a resume says so), and so does
-    its KL penalty."""
+    whose default for causal-LM runs is on, counts as off in a run saved before it (and a resume says so), and so
+    does its KL penalty."""
     from tunesmith.rundir import config_changes
 
     raw = yaml.safe_load(Config().to_yaml())
