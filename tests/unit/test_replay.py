@@ -179,10 +179,6 @@ def test_the_kl_penalty_matches_a_hand_computation_and_vanishes_at_the_teacher()
     assert float(moved[0]) > 1e-3
 
 
-def _trained(row) -> list[int]:
-    return [p for p in range(1, len(row.labels)) if row.labels[p] != IGNORE]
-
-
 def test_kl_replay_rows_carry_the_base_distribution_into_packed_batches(chatty, data, tmp_path, cache):
     settings = tiny_config(chatty, data, tmp_path / "run")
     settings["data"]["replay"] = {"fraction": 0.25, "max_new_tokens": 8, "kl": 0.5}
@@ -192,11 +188,11 @@ def test_kl_replay_rows_carry_the_base_distribution_into_packed_batches(chatty, 
     own = [r for r in loaded.prepared.train if r.teacher is None]
     assert replay and own and all(r.dataset == len(loaded.prepared.train_names) - 1 for r in replay)
     row = replay[0]
-    trained = _trained(row)
+    trained = row.target_positions
     assert len(row.teacher[0]) == len(trained) and len(row.teacher[0][0]) == TEACHER_TOP
     # The teacher's first choice is the base's greedy answer: it agrees with the token each position is labelled
     # with (except where the answer was cut, stripped and closed), and far less with its neighbour.
-    pairs = [(ids[0], r.labels, p) for r in replay for ids, p in zip(r.teacher[0], _trained(r), strict=True)]
+    pairs = [(ids[0], r.labels, p) for r in replay for ids, p in zip(r.teacher[0], r.target_positions, strict=True)]
     aligned = sum(top == labels[p] for top, labels, p in pairs) / len(pairs)
     shifted = sum(top == labels[p + 1] for top, labels, p in pairs if p + 1 < len(labels)) / len(pairs)
     assert aligned > 0.5 and aligned > 3 * shifted, (aligned, shifted)

@@ -42,13 +42,19 @@ class Encoded:
     truncated: bool = False
     target: int | None = None
     dataset: int = 0  # index of the dataset entry (data.train or data.eval) the row came from
-    # Replay rows under data.replay.kl: at each trained position (positions 1.. whose label is trained, in order),
-    # the base model's most likely next tokens and their log-probabilities.
+    # Replay rows under data.replay.kl: at each of target_positions, in order, the base model's most likely next
+    # tokens and their log-probabilities.
     teacher: tuple[list[list[int]], list[list[float]]] | None = None
 
     @property
     def trained_tokens(self) -> int:
         return 1 if self.target is not None else sum(1 for x in self.labels if x != IGNORE)
+
+    @property
+    def target_positions(self) -> list[int]:
+        """Positions whose token the loss predicts: trained labels from position 1 on (position 0 is never a target:
+        predictions read position p - 1)."""
+        return [p for p in range(1, len(self.labels)) if self.labels[p] != IGNORE]
 
 
 class RowEncoder(Protocol):

@@ -28,7 +28,7 @@ import torch
 
 from tunesmith.config import Config, Kind
 from tunesmith.data.formats import Example
-from tunesmith.data.templates import IGNORE, Encoded, Renderer
+from tunesmith.data.templates import Encoded, Renderer
 from tunesmith.errors import TunesmithError
 from tunesmith.eval.runner import generate_answers
 from tunesmith.models.registry import cache_root
@@ -129,8 +129,7 @@ def teach(rows: list[Encoded], model, pad_id: int, device, autocast, batch: int 
             chunk = rows[start : start + batch]
             logits = model(**collate(chunk, pad_id).to(device).model_inputs()).logits
             for i, row in enumerate(chunk):
-                # the distribution over the token labelled at position p is read at position p - 1
-                before = [p - 1 for p in range(1, len(row.labels)) if row.labels[p] != IGNORE]
+                before = [p - 1 for p in row.target_positions]  # the prediction of token p is read at p - 1
                 top = torch.log_softmax(logits[i, before].float(), -1).topk(TEACHER_TOP, -1)
                 row.teacher = (top.indices.cpu().tolist(), top.values.cpu().tolist())
     model.train(was_training)

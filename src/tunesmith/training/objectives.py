@@ -73,7 +73,7 @@ class Batch:
         ids = torch.full((*self.labels.shape, top), -1, dtype=torch.long)
         logp = torch.zeros((*self.labels.shape, top), dtype=torch.float32)
         for b, start, row in taught:
-            where = [start + p for p in range(1, len(row.labels)) if row.labels[p] != IGNORE]
+            where = [start + p for p in row.target_positions]
             ids[b, where] = torch.tensor(row.teacher[0], dtype=torch.long)
             logp[b, where] = torch.tensor(row.teacher[1], dtype=torch.float32)
         return replace(self, teacher_ids=ids, teacher_logp=logp)
