@@ -448,6 +448,49 @@ class ClassifierMethod(Strict):
         return self
 
 
+class DPOMethod(Strict):
+    """Direct preference optimisation on (prompt, chosen, rejected) pairs against the frozen base as the reference
+    (methods/preference.py)."""
+
+    type: Literal["dpo"] = Field("dpo", description="dpo: the chosen answer made likelier than the rejected one.")
+    loss: Literal["sigmoid", "ipo", "hinge"] = Field(
+        "sigmoid",
+        description="sigmoid: DPO's logistic loss; ipo: squared distance of the log-ratio margin (per token) from "
+        "1 / (2 beta); hinge: max(0, 1 - beta x margin) (SLiC).",
+    )
+    beta: float = Field(0.1, gt=0, description="How far the policy may move from the reference (higher: less).")
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=0.5, description="sigmoid only: the share of pairs assumed mislabelled (conservative DPO)."
+    )
+
+    @model_validator(mode="after")
+    def _smoothing_for_sigmoid(self) -> DPOMethod:
+        if self.label_smoothing and self.loss != "sigmoid":
+            raise ValueError("method.label_smoothing applies to method.loss: sigmoid only")
+        return self
+
+
+class SimPOMethod(Strict):
+    """SimPO: preference pairs without a reference model, on length-normalised log-probabilities with a target
+    margin (methods/preference.py)."""
+
+    type: Literal["simpo"] = Field("simpo", description="simpo: reference-free, length-normalised preference loss.")
+    beta: float = Field(2.0, gt=0, description="Scale of the length-normalised log-probability margin.")
+    gamma: float = Field(1.0, ge=0, description="Target margin the chosen answer should win by (in beta units).")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="The share of pairs assumed mislabelled.")
+
+
+class ORPOMethod(Strict):
+    """ORPO: supervised loss on the chosen answer plus an odds-ratio preference term, no reference model
+    (methods/preference.py)."""
+
+    type: Literal["orpo"] = Field("orpo", description="orpo: SFT on chosen plus a weighted odds-ratio penalty.")
+    beta: float = Field(0.1, gt=0, description="Weight of the odds-ratio term next to the chosen answer's NLL.")
+
+
+PREFERENCE_TYPES = ("dpo", "simpo", "orpo")
+
+
 def _method_type(value: Any) -> str | None:
     if isinstance(value, dict):
         return value.get("type", "sft")
@@ -455,9 +498,19 @@ def _method_type(value: Any) -> str | None:
 
 
 # The training method: one section, chosen by `type`; each method's module is methods/<type>.py.
-METHOD_SECTIONS = {"sft": SFTMethod, "classifier": ClassifierMethod}
+METHOD_SECTIONS = {
+    "sft": SFTMethod,
+    "classifier": ClassifierMethod,
+    "dpo": DPOMethod,
+    "simpo": SimPOMethod,
+    "orpo": ORPOMethod,
+}
 MethodConfig = Annotated[
-    Annotated[SFTMethod, Tag("sft")] | Annotated[ClassifierMethod, Tag("classifier")],
+    Annotated[SFTMethod, Tag("sft")]
+    | Annotated[ClassifierMethod, Tag("classifier")]
+    | Annotated[DPOMethod, Tag("dpo")]
+    | Annotated[SimPOMethod, Tag("simpo")]
+    | Annotated[ORPOMethod, Tag("orpo")],
     Discriminator(_method_type, custom_error_type="method_type", custom_error_message="unknown method type"),
 ]
 
@@ -556,6 +609,11 @@ class Config(Strict):
                 raise ValueError(f"method.labels: a head needs distinct labels, got {labels}")
             # Set on the models' dicts: assignment would validate each section again, mid-way.
             task.__dict__["labels"] = method.__dict__["labels"] = list(labels)
+        if method.type in PREFERENCE_TYPES and task.type != "none":
+            raise ValueError(
+                f"method.type: {method.type} is scored on held-out pairs (preference accuracy, margins); "
+                "leave task.type unset"
+            )
         if task.type == "classification" and len(task.labels) < 2:
             raise ValueError("task.labels: classification needs at least two label words")
         return self

@@ -46,3 +46,23 @@ def tiny_config(model_dir: Path, data: Path, out: Path, **train) -> dict:
         "eval": {"samples": 1, "max_new_tokens": 4, "general": general},
         "output": {"dir": str(out)},
     }
+
+
+def write_pair_data(path: Path, n: int = 48, seed: int = 0) -> Path:
+    """Preference pairs over the arithmetic questions: the right sum chosen, a wrong one rejected (answers of uneven
+    length, so the two sides of a pair differ in tokens)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        a, b = rng.randint(0, 9), rng.randint(0, 9)
+        pad = rng.randint(0, 6)
+        wrong = (a + b + rng.randint(1, 9)) % 19
+        rows.append(
+            {
+                "prompt": f"what is {a} plus {b}?{f' {PADDING[pad]}' * pad}",
+                "chosen": f"the answer is {a + b}." + " thanks" * rng.randint(0, 2),
+                "rejected": f"it is {wrong}, i think." + " sorry" * rng.randint(0, 2),
+            }
+        )
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path

@@ -45,6 +45,10 @@ class Encoded:
     # Replay rows under data.replay.kl: at each of target_positions, in order, the base model's most likely next
     # tokens and their log-probabilities.
     teacher: tuple[list[list[int]], list[list[float]]] | None = None
+    # Preference pairs (data/pairs.py): this row is the chosen side, `rejected` the other, with the same prompt; and
+    # the reference model's summed log-probabilities of (chosen, rejected) answers, read once before training.
+    rejected: Encoded | None = None
+    reference: tuple[float, float] | None = None
 
     @property
     def trained_tokens(self) -> int:

@@ -28,7 +28,7 @@ from tunesmith.config import Kind
 from tunesmith.data.formats import Example, RowError
 from tunesmith.data.templates import IGNORE, Encoded, Renderer
 from tunesmith.errors import TunesmithError
-from tunesmith.training.objectives import _backbone_and_head, collate
+from tunesmith.training.objectives import backbone_and_head, collate
 
 Messages = list[dict[str, str]]
 
@@ -61,7 +61,7 @@ def sequence_logprobs(
     model.eval()
     out: list[tuple[float, int]] = [(0.0, 0)] * len(rows)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i].input_ids))
-    parts = _backbone_and_head(model)
+    parts = backbone_and_head(model)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         batch = collate([rows[i] for i in chunk], pad_id).to(device)

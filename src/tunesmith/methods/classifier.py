@@ -84,6 +84,9 @@ class Classifier:
     def make_batch(self, rows: list[Encoded], pad_id: int, pack_to: int | None = None) -> Batch:
         return collate_classes(rows, pad_id)
 
+    def attach(self, prepared, model: nn.Module, pad_id: int, device: torch.device, autocast, log) -> None:
+        """Nothing to read before training: the rows are complete."""
+
     def build_model(self, base: LoadedBase, out: RunDir | None, device: torch.device, dtype: torch.dtype) -> nn.Module:
         """The base weights as a K-way classifier (a fresh head, drawn from torch's seed). Continuing from a finished
         run, its merged weights are written to out/base first (the classifier is loaded from a folder); for LoRA

@@ -48,6 +48,9 @@ class SFT:
     def make_batch(self, rows: list[Encoded], pad_id: int, pack_to: int | None = None) -> Batch:
         return make_batch(rows, pad_id, pack_to)
 
+    def attach(self, prepared, model: nn.Module, pad_id: int, device: torch.device, autocast, log) -> None:
+        """Nothing to read before training: the rows are complete."""
+
     def build_model(self, base: LoadedBase, out: RunDir | None, device: torch.device, dtype: torch.dtype) -> nn.Module:
         """The base causal LM itself. Continuing from a finished run with LoRA: its adapter was merged into the
         weights in memory, and the new adapter must point at weights on disk, so they are written to out/base."""

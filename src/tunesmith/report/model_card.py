@@ -26,6 +26,22 @@ def _headline(base_eval: dict, tuned_eval: dict) -> str:
     return ("\n**Note: " + warning + ".**\n\n" if warning else "\n") + "\n".join(lines) + "\n"
 
 
+def _preference(tuned_eval: dict) -> str:
+    """The preference methods' proof of gain: base vs tuned preference accuracy with its interval, answer lengths."""
+    gain = tuned_eval.get("preference")
+    if not gain:
+        return ""
+    text = (
+        f"\n## Preference ({tuned_eval['metrics']['rows']} held-out pairs)\n\nPreference accuracy (the chosen answer "
+        f"likelier per token than the rejected one): base {gain['base']:.3f}, tuned {gain['tuned']:.3f}, change "
+        f"{gain['diff']:+.3f} [{gain['low']:+.3f}, {gain['high']:+.3f}] (paired bootstrap, 95%).\n"
+    )
+    lengths = tuned_eval.get("lengths") or {}
+    if lengths.get("base") is not None and lengths.get("tuned") is not None:
+        text += f"Generated answers: {lengths['base']:.1f} words (base), {lengths['tuned']:.1f} words (tuned).\n"
+    return text
+
+
 def model_card(cfg: Config, manifest: dict, base_eval: dict, tuned_eval: dict, params: dict) -> str:
     b, t = base_eval["metrics"], tuned_eval["metrics"]
     rows = "\n".join(
@@ -65,6 +81,7 @@ def model_card(cfg: Config, manifest: dict, base_eval: dict, tuned_eval: dict, p
     if tuned_eval.get("task_method"):  # the tuned model's task answers came another way than the base's (a head)
         strongest = (base_eval.get("baselines") or {}).get(base_eval.get("strongest") or "", {}).get("method")
         task += f"\nTuned = {tuned_eval.get('task_method')}; base = {strongest or base_eval.get('task_method')}.\n"
+    task += _preference(tuned_eval)
     samples = ""
     for s_base, s_tuned in zip(base_eval.get("samples", []), tuned_eval.get("samples", []), strict=False):
         samples += f"\n**Prompt:** {s_base['prompt']}\n\n- base: {s_base['answer']}\n- tuned: {s_tuned['answer']}\n"

@@ -49,7 +49,10 @@ def total_steps(cfg: TrainConfig, n_examples: int) -> int:
 def data_fingerprint(rows: list[Encoded]) -> str:
     digest = hashlib.sha256()
     for r in rows:
-        digest.update(json.dumps([r.input_ids, r.labels, r.target]).encode())
+        parts = [r.input_ids, r.labels, r.target]
+        if r.rejected is not None:  # a preference pair: both sides
+            parts += [r.rejected.input_ids, r.rejected.labels]
+        digest.update(json.dumps(parts).encode())
     return digest.hexdigest()[:16]
 
 

@@ -130,7 +130,7 @@ class Objective(Protocol):
     def __call__(self, model: nn.Module, batch: Batch) -> LossParts: ...
 
 
-def _backbone_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+def backbone_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     """The decoder stack and the output projection of a causal LM (through a peft wrapper), when the model's
     logits are a plain projection of its last hidden state; None for models that post-process logits."""
     inner = unwrap(model)
@@ -165,7 +165,7 @@ class CausalLMObjective:
         soft = None
         if self.kl and batch.teacher_ids is not None:
             soft = Soft(batch.teacher_ids[:, 1:][keep], batch.teacher_logp[:, 1:][keep], self.kl)
-        parts = _backbone_and_head(model)
+        parts = backbone_and_head(model)
         if parts is None:
             logits = model(**batch.model_inputs()).logits[:, :-1][keep]
         else:

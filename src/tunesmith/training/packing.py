@@ -39,6 +39,12 @@ def best_fit_decreasing(lengths: list[int], capacity: int) -> list[list[int]]:
 
 def pack(rows: list[Encoded], pad_id: int, capacity: int):
     """A packed Batch of `rows` (token-level rows only): bins of <= capacity tokens, padded to the longest bin."""
+    batch, placed = pack_placed(rows, pad_id, capacity)
+    return batch.with_teacher(placed)
+
+
+def pack_placed(rows: list[Encoded], pad_id: int, capacity: int):
+    """pack's Batch (without teachers) and where each row went: (bin, start, row), in the order placed."""
     from tunesmith.training.objectives import Batch  # the Batch type lives with collate; imported late: no cycle
 
     bins = best_fit_decreasing([len(r.input_ids) for r in rows], capacity)
@@ -64,4 +70,4 @@ def pack(rows: list[Encoded], pad_id: int, capacity: int):
             start = end
         # The padding after the last row counts on from 0 too: one more row, of padding, that no real token sees.
         positions[b, start:] = torch.arange(width - start)
-    return Batch(ids, real, labels, position_ids=positions).with_teacher(placed)
+    return Batch(ids, real, labels, position_ids=positions), placed
