@@ -55,6 +55,11 @@ class Encoded:
         return 1 if self.target is not None else sum(1 for x in self.labels if x != IGNORE)
 
     @property
+    def sides(self) -> list[Encoded]:
+        """The sequences the model computes for this row: itself, and a preference pair's rejected side."""
+        return [self] if self.rejected is None else [self, self.rejected]
+
+    @property
     def target_positions(self) -> list[int]:
         """Positions whose token the loss predicts: trained labels from position 1 on (position 0 is never a target:
         predictions read position p - 1)."""
@@ -196,7 +201,8 @@ class Renderer:
             instead = (
                 "train the label word generatively: template: 'Text: {text}\\nLabel:' with fields: {label: completion}"
                 if example.kind is Kind.classification
-                else "train the chosen side as chat: fields: {chosen: messages}"
+                else "train them with method: {type: dpo} (or simpo, orpo), or the chosen side as chat: "
+                "fields: {chosen: messages}"
             )
             raise TemplateError(
                 f"{example.kind} rows cannot be trained by the causal-LM objective yet ({example.source}); {instead}"

@@ -63,9 +63,9 @@ class Method(Protocol):
         these train settings (train.packing asks for it; a method that cannot pack says False)."""
         ...
 
-    def attach(self, prepared: Prepared, model: nn.Module, pad_id: int, device: torch.device, autocast, log) -> None:
+    def attach(self, prepared: Prepared, base: LoadedBase, device: torch.device, autocast, log) -> None:
         """Anything the rows need from the base model before training, read once (DPO: the reference
-        log-probabilities of every pair). `model` is the base causal LM, before any adapter or update."""
+        log-probabilities of every pair). `base.model` is the base causal LM, before any adapter or update."""
         ...
 
     def make_batch(self, rows: list[Encoded], pad_id: int, pack_to: int | None = None) -> Batch:

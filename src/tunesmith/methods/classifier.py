@@ -84,7 +84,7 @@ class Classifier:
     def make_batch(self, rows: list[Encoded], pad_id: int, pack_to: int | None = None) -> Batch:
         return collate_classes(rows, pad_id)
 
-    def attach(self, prepared, model: nn.Module, pad_id: int, device: torch.device, autocast, log) -> None:
+    def attach(self, prepared, base: LoadedBase, device: torch.device, autocast, log) -> None:
         """Nothing to read before training: the rows are complete."""
 
     def build_model(self, base: LoadedBase, out: RunDir | None, device: torch.device, dtype: torch.dtype) -> nn.Module:

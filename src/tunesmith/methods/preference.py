@@ -21,6 +21,8 @@ bias), side-by-side answers and forgetting on the general probes.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,7 +38,11 @@ from tunesmith.eval.runner import generate_answers
 from tunesmith.faults import fault
 from tunesmith.methods.base import EvalContext
 from tunesmith.methods.sft import SFT
+from tunesmith.models.loading import LoadedBase
+from tunesmith.models.registry import cache_root, weights_signature
+from tunesmith.rundir import write_text
 from tunesmith.training.chunked_ce import CE_CHUNK
+from tunesmith.training.loop import data_fingerprint
 from tunesmith.training.preference import PairBatch, PreferenceObjective, make_pair_batch, pair_losses, read_logprobs
 
 METRIC_NAMES = {
@@ -70,20 +76,42 @@ class Preference(SFT):
     def needs_reference(self) -> bool:
         return self.cfg.method.type == "dpo"
 
-    def attach(self, prepared, model: nn.Module, pad_id: int, device: torch.device, autocast, log) -> None:
-        """DPO: the reference log-probabilities of every pair, read from the model before training (training pairs
-        as training computes them, held-out pairs as evaluation does)."""
+    def attach(self, prepared, base: LoadedBase, device: torch.device, autocast, log) -> None:
+        """DPO: the reference log-probabilities of every pair, read from the base before training (training pairs
+        as training computes them, held-out pairs as evaluation does), or from the cache when read before."""
         if not self.needs_reference:
             return
         cfg = self.cfg
         pack_to = cfg.data.max_length if self.packs(cfg.train) else None
         micro = cfg.train.micro_batch_size
-        for rows, precision, batch in ((prepared.train, autocast, micro), (prepared.eval, None, cfg.eval.batch_size)):
-            for row, (logp, _) in zip(
-                rows, read_logprobs(model, rows, pad_id, device, precision, batch, pack_to), strict=True
-            ):
+        for name, rows, precision, batch in (
+            ("training", prepared.train, autocast, micro),
+            ("held-out", prepared.eval, None, cfg.eval.batch_size),
+        ):
+            key = hashlib.sha256(
+                json.dumps(
+                    [
+                        str(base.weights_dir),
+                        weights_signature(base.weights_dir),
+                        str(next(base.model.parameters()).dtype),
+                        str(precision),
+                        data_fingerprint(rows),
+                        batch,
+                        pack_to,
+                    ]
+                ).encode()
+            ).hexdigest()[:24]
+            cached = cache_root() / "reference" / f"{key}.json"
+            if cached.is_file():
+                reference = [tuple(x) for x in json.loads(cached.read_text(encoding="utf-8"))]
+                log(f"reference log-probabilities of {len(rows)} {name} pairs: read from {cached}")
+            else:
+                read = read_logprobs(base.model, rows, base.tokenizer.pad_token_id, device, precision, batch, pack_to)
+                reference = [logp for logp, _ in read]
+                write_text(cached, json.dumps(reference))
+                log(f"reference log-probabilities of {len(rows)} {name} pairs: read from the base (cached)")
+            for row, logp in zip(rows, reference, strict=True):
                 row.reference = logp
-        log(f"reference log-probabilities read: {len(prepared.train)} training, {len(prepared.eval)} held-out pairs")
 
     # --- evaluation ---------------------------------------------------------------------------------------------
 

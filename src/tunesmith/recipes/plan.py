@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from tunesmith.config import Config
+from tunesmith.data.templates import IGNORE
 from tunesmith.methods import build_method
 from tunesmith.models.loading import count_parameters
 from tunesmith.recipes.setup import load, pack_length, trainable_model
@@ -112,7 +113,7 @@ def make_plan(cfg: Config, calibration_steps: int = 3, log=print) -> Plan:
     run = _run_batches(cfg, epoch_rows, steps, train_order(cfg, prepared, method.packs(cfg.train)))
     per_epoch = steps_per_epoch(epoch_rows, cfg.train.batch_size)
     epoch = run[:per_epoch]
-    lengths = [len(r.input_ids) for r in rows]
+    lengths = [[len(side.input_ids) for side in r.sides] for r in rows]  # both sides of a preference pair
 
     pack_to = pack_length(cfg, method)
 
@@ -121,16 +122,17 @@ def make_plan(cfg: Config, calibration_steps: int = 3, log=print) -> Plan:
 
     def padded_size(micro: list[int]) -> int:
         """Tokens the model computes on for this micro-batch: padded rows, or packed sequences."""
+        sizes = [n for i in micro for n in lengths[i]]
         if pack_to is None:
-            return len(micro) * max(lengths[i] for i in micro)
-        bins = best_fit_decreasing([lengths[i] for i in micro], pack_to)
-        return len(bins) * max(sum(lengths[micro[k]] for k in b) for b in bins)
+            return len(sizes) * max(sizes)
+        bins = best_fit_decreasing(sizes, pack_to)
+        return len(bins) * max(sum(sizes[k] for k in b) for b in bins)
 
     padded = sum(padded_size(m) for step in epoch for m in step)
     # The largest micro-batch this run will see (its seeded order is known), and the largest any order could
     # produce: the micro_batch_size longest rows together.
     largest = max((m for step in run for m in step), key=padded_size)
-    longest = sorted(range(len(rows)), key=lambda i: lengths[i], reverse=True)[: cfg.train.micro_batch_size]
+    longest = sorted(range(len(rows)), key=lambda i: max(lengths[i]), reverse=True)[: cfg.train.micro_batch_size]
     biggest, worst = make_batch(largest), make_batch(longest)
     dtype_bytes = torch.finfo(dtype).bits // 8
     grads, optim = static_bytes(total, trainable, dtype_bytes)
@@ -139,7 +141,9 @@ def make_plan(cfg: Config, calibration_steps: int = 3, log=print) -> Plan:
     process = current_rss() if device.type == "cpu" else torch.cuda.memory_allocated(device)
 
     def breakdown(batch, checkpointing: bool) -> MemoryBreakdown:
-        act = activation_bytes(model.config, batch.input_ids.numel(), batch.trained_tokens, dtype_bytes, checkpointing)
+        # Positions the output projection runs on (a head's batch has one label per row).
+        labelled = batch.trained_tokens if batch.labels.dim() < 2 else int((batch.labels[:, 1:] != IGNORE).sum())
+        act = activation_bytes(model.config, batch.input_ids.numel(), labelled, dtype_bytes, checkpointing)
         return MemoryBreakdown(process, grads, optim, act)
 
     ckpt = cfg.train.activation_checkpointing
@@ -203,9 +207,9 @@ def make_plan(cfg: Config, calibration_steps: int = 3, log=print) -> Plan:
         eval_rows=len(prepared.eval),
         steps_per_epoch=len(epoch),
         total_steps=steps,
-        tokens_per_epoch=sum(lengths),
+        tokens_per_epoch=sum(map(sum, lengths)),
         padded_tokens_per_epoch=padded,
-        trained_tokens_per_epoch=sum(r.trained_tokens for r in rows),
+        trained_tokens_per_epoch=sum(side.trained_tokens for r in rows for side in r.sides),
         largest_batch=tuple(biggest.input_ids.shape),
         longest_possible_batch=tuple(worst.input_ids.shape),
         memory_any_order=memory_any,

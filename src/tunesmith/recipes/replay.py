@@ -31,7 +31,7 @@ from tunesmith.data.formats import Example
 from tunesmith.data.templates import Encoded, Renderer
 from tunesmith.errors import TunesmithError
 from tunesmith.eval.runner import generate_answers
-from tunesmith.models.registry import cache_root
+from tunesmith.models.registry import cache_root, weights_signature
 from tunesmith.rundir import RunDir, write_text
 from tunesmith.training.objectives import collate
 from tunesmith.training.prepare import Prepared, prepare_data
@@ -45,12 +45,6 @@ def general_prompts() -> list[str]:
     return [json.loads(line)["prompt"] for line in text.splitlines() if line.strip()]
 
 
-def _weights_signature(folder: Path) -> str:
-    """Names, sizes and modification times of a model folder's files: a changed model is another cache entry."""
-    parts = [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(folder.iterdir()) if p.is_file()]
-    return "|".join(parts)
-
-
 def self_answers(cfg: Config, base_path: Path, model, renderer: Renderer, device, log) -> list[tuple[str, str]]:
     """(prompt, the base's greedy answer) for every general prompt; read from the cache when made before."""
     prompts = general_prompts()
@@ -58,7 +52,7 @@ def self_answers(cfg: Config, base_path: Path, model, renderer: Renderer, device
         json.dumps(
             [
                 str(base_path),
-                _weights_signature(base_path) if base_path.is_dir() else "",
+                weights_signature(base_path),
                 prompts,
                 cfg.data.replay.max_new_tokens,
                 renderer.chat,

@@ -61,7 +61,7 @@ def load(cfg: Config, method: Method, log: Callable[[str], object] = print) -> L
     parent = parent_prepared(cfg, renderer)  # read once: retention and parent replay both use it
     lineage = add_retention(cfg, prepared, parent, log)
     add_replay(cfg, prepared, parent, renderer, base.weights_dir, base.model, device, log, autocast)
-    method.attach(prepared, base.model, base.tokenizer.pad_token_id, device, autocast, log)
+    method.attach(prepared, base, device, autocast, log)
     return Loaded(device, dtype, autocast, base, renderer, prepared, lineage)
 
 

@@ -46,6 +46,10 @@ def total_steps(cfg: TrainConfig, n_examples: int) -> int:
     return max(1, math.ceil(cfg.epochs * steps_per_epoch(n_examples, cfg.batch_size)))
 
 
+# What the progress line shows of an evaluation during training, beside the loss, when the method reports it.
+EVAL_SHOWN = (("perplexity", 2), ("accuracy", 3), ("preference_accuracy", 3), ("reward_margin", 3))
+
+
 def data_fingerprint(rows: list[Encoded]) -> str:
     digest = hashlib.sha256()
     for r in rows:
@@ -311,7 +315,8 @@ def fit(loop: Loop, position: Position) -> Position:
                 check(result.get("loss"), "the held-out eval loss", position.step)
                 evaluated = True
                 loop.metrics.write({"step": position.step, "split": "eval", **result})
-                bar.write(f"step {position.step}: eval loss {result['loss']:.4f}, ppl {result['perplexity']:.2f}")
+                shown = "".join(f", {k} {result[k]:.{d}f}" for k, d in EVAL_SHOWN if k in result)
+                bar.write(f"step {position.step}: eval loss {result['loss']:.4f}{shown}")
                 model.train()
                 if loop.on_eval is not None:
                     loop.on_eval(position.step, result)
