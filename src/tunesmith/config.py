@@ -366,6 +366,13 @@ class EvalConfig(Strict):
         description="How much general ability the run may lose, checked at every evaluation during training and at "
         "the end; exceeding it is said at once (and stops the run with `stop`).",
     )
+    judge: str | None = Field(
+        None,
+        description="Preference methods: a finished reward-model run (method.type: reward_model, trained on other "
+        "pairs than this run's) that scores the base's and the tuned model's greedy answers to held-out prompts; "
+        "reported as the tuned model's win rate with a 95% interval.",
+    )
+    judge_rows: int = Field(64, ge=1, description="Held-out prompts answered by both models for eval.judge.")
     samples: int = Field(3, ge=0, description="Held-out prompts answered by base and tuned model, side by side.")
     max_new_tokens: int = Field(96, ge=1, description="Generation length for the side-by-side samples.")
     batch_size: int = Field(8, ge=1, description="Examples per forward pass during evaluation.")
@@ -488,7 +495,21 @@ class ORPOMethod(Strict):
     beta: float = Field(0.1, gt=0, description="Weight of the odds-ratio term next to the chosen answer's NLL.")
 
 
-PREFERENCE_TYPES = ("dpo", "simpo", "orpo")
+class RewardModelMethod(Strict):
+    """A reward model: the base with a scalar head, trained on preference pairs to score the chosen answer above the
+    rejected one (Bradley-Terry), for judging answers (methods/reward.py)."""
+
+    type: Literal["reward_model"] = Field(
+        "reward_model", description="reward_model: a scalar score per answer, trained on preference pairs."
+    )
+    center: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of (r_chosen + r_rejected)^2 in the loss, which keeps the scores centred on 0 (0: off).",
+    )
+
+
+PREFERENCE_TYPES = ("dpo", "simpo", "orpo", "reward_model")
 
 
 def _method_type(value: Any) -> str | None:
@@ -504,13 +525,15 @@ METHOD_SECTIONS = {
     "dpo": DPOMethod,
     "simpo": SimPOMethod,
     "orpo": ORPOMethod,
+    "reward_model": RewardModelMethod,
 }
 MethodConfig = Annotated[
     Annotated[SFTMethod, Tag("sft")]
     | Annotated[ClassifierMethod, Tag("classifier")]
     | Annotated[DPOMethod, Tag("dpo")]
     | Annotated[SimPOMethod, Tag("simpo")]
-    | Annotated[ORPOMethod, Tag("orpo")],
+    | Annotated[ORPOMethod, Tag("orpo")]
+    | Annotated[RewardModelMethod, Tag("reward_model")],
     Discriminator(_method_type, custom_error_type="method_type", custom_error_message="unknown method type"),
 ]
 
@@ -609,6 +632,8 @@ class Config(Strict):
                 raise ValueError(f"method.labels: a head needs distinct labels, got {labels}")
             # Set on the models' dicts: assignment would validate each section again, mid-way.
             task.__dict__["labels"] = method.__dict__["labels"] = list(labels)
+        if self.eval.judge and method.type not in ("dpo", "simpo", "orpo"):
+            raise ValueError("eval.judge scores generated answers of a preference run: method.type dpo, simpo or orpo")
         if method.type in PREFERENCE_TYPES and task.type != "none":
             raise ValueError(
                 f"method.type: {method.type} is scored on held-out pairs (preference accuracy, margins); "

@@ -479,7 +479,7 @@ def test_preference_plain_rows_keep_empty_sides(tmp_path: Path) -> None:
     assert result.examples[1].chosen == ""  # kept: the audit reports empty sides
     assert errors(result) == [
         f"{path}:3: rejected: missing field; preference rows need chosen and rejected",
-        f"{path}:4: chosen: expected string, got list",
+        f"{path}:4: chosen: expected a string, or a list of exactly one assistant message",
     ]
     with pytest.raises(DataError, match=r"template applies to .* not preference rows"):
         load(path, template="{prompt}")

@@ -302,7 +302,7 @@ def test_dpo_raises_preference_accuracy_and_reports_it(dpo_run):
     assert set(dpo_run.tuned["lengths"]) == {"base", "tuned"}
     assert len(dpo_run.tuned["samples"]) == 1 and dpo_run.tuned["samples"][0]["reference"].startswith("the answer")
     card = (dpo_run.run_dir / "MODEL_CARD.md").read_text(encoding="utf-8")
-    assert "## Preference" in card and "preference accuracy" in card
+    assert "## Preference" in card and "Ranking accuracy" in card
     assert "preference accuracy" in (dpo_run.run_dir / "report.html").read_text(encoding="utf-8")
 
 
@@ -381,3 +381,197 @@ def test_plan_counts_both_sides_of_every_pair(tiny_model_dir, tmp_path):
             assert plan.largest_batch[0] == 2 * cfg.train.micro_batch_size
         assert plan.epoch_seconds > 0
     assert not (tmp_path / "run").exists()
+
+
+# --- the reward model ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reward_run(tiny_model_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("reward")
+    data = write_pair_data(tmp / "pairs.jsonl", n=64)
+    cfg = pair_config(tiny_model_dir, data, tmp / "run", {"type": "reward_model"}, max_steps=30, lr=1e-2)
+    return run_training(build_config(cfg), **quiet)
+
+
+def test_reward_loss_is_bradley_terry_on_the_last_token_score(pairs, tiny_model_dir):
+    from tunesmith.methods.reward import RewardObjective
+    from tunesmith.models.loading import load_classifier
+
+    _, rows, pad_id = pairs
+    torch.manual_seed(0)
+    model = load_classifier(tiny_model_dir, ["reward"], pad_id, torch.device("cpu"), torch.float32).eval()
+    objective = RewardObjective(center=0.3)
+    batch = make_pair_batch(rows[:4], pad_id)
+    with torch.no_grad():
+        parts = objective(model, batch)
+    expected, correct = 0.0, 0
+    for row in rows[:4]:
+        with torch.no_grad():  # each side alone, no padding: the score at its last token
+            c, r = (float(model(input_ids=torch.tensor([s.input_ids])).logits[0, 0]) for s in row.sides)
+        expected += -_logsig(c - r) + 0.3 * (c + r) ** 2
+        correct += c > r
+    assert float(parts.loss_sum) == pytest.approx(expected, rel=1e-4)
+    assert parts.tokens == 4 and parts.correct == correct
+
+
+def test_reward_model_learns_to_rank_and_beats_the_base_lm_baseline_honestly(reward_run):
+    base, tuned = reward_run.base, reward_run.tuned
+    assert base["metrics"]["rows"] == tuned["metrics"]["rows"] == 16
+    assert tuned["metrics"]["loss"] < base["metrics"]["loss"]
+    assert tuned["metrics"]["accuracy"] >= 0.9
+    gain = tuned["preference"]
+    # The baseline is the base LM's own ranking of the same pairs, not the untrained head.
+    assert gain["base"] == pytest.approx(base["baseline"]["accuracy"]) and len(base["prefers"]) == 16
+    assert gain["low"] <= gain["diff"] <= gain["high"]
+    assert "## Preference" in (reward_run.run_dir / "MODEL_CARD.md").read_text(encoding="utf-8")
+
+
+PLAIN_REWARD = r"""
+import json, sys
+import torch
+from peft import AutoPeftModelForSequenceClassification
+from transformers import AutoTokenizer
+
+final, texts = sys.argv[1], json.loads(sys.argv[2])
+model = AutoPeftModelForSequenceClassification.from_pretrained(final).eval()
+tokenizer = AutoTokenizer.from_pretrained(final)
+with torch.no_grad():
+    scores = []
+    for prompt, answer in texts:
+        chat = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+        ids = tokenizer.apply_chat_template(chat, tokenize=True, return_dict=False)
+        scores.append(float(model(input_ids=torch.tensor([ids])).logits[0, 0]))
+assert not [m for m in sys.modules if m.split(".")[0] == "tunesmith"]
+print(json.dumps(scores))
+"""
+
+
+def test_reward_final_scores_with_plain_transformers_as_tunesmith_does(reward_run):
+    import os
+    import subprocess
+    import sys
+
+    from tunesmith.eval.reward import load_reward_model
+
+    scorer = load_reward_model(reward_run.run_dir)
+    prompts = ["what is 2 plus 3?", "what is 4 plus 4? please"]
+    answers = ["the answer is 5.", "it is 11, i think."]
+    ours = scorer.score(prompts, answers)
+    texts = [[p, a] for p, a in zip(prompts, answers, strict=True)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    out = subprocess.run(
+        [sys.executable, "-c", PLAIN_REWARD, str(reward_run.run_dir / "final"), json.dumps(texts)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    assert json.loads(out.stdout) == pytest.approx(ours, abs=1e-4)
+    assert ours[0] > ours[1]  # the right sum scores above a wrong one
+
+
+def test_a_reward_model_judges_base_and_tuned_answers_as_a_win_rate(reward_run, tiny_model_dir, tmp_path):
+    data = write_pair_data(tmp_path / "other.jsonl", seed=1)  # other pairs than the judge was trained on
+    cfg = pair_config(tiny_model_dir, data, tmp_path / "run", {"type": "dpo"}, max_steps=6, lr=2e-2)
+    cfg["eval"] |= {"judge": str(reward_run.run_dir), "judge_rows": 6, "max_new_tokens": 6}
+    result = run_training(build_config(cfg), **quiet)
+    judged = result.tuned["win_rate"]
+    assert judged["rows"] == 6 and judged["judge"] == str(reward_run.run_dir)
+    assert 0.0 <= judged["low"] <= judged["win_rate"] <= judged["high"] <= 1.0
+    assert len(result.base["judge_answers"]) == len(result.tuned["judge_answers"]) == 6
+    # The win rate is the judge's verdict on these very answers.
+    from tunesmith.eval.reward import load_reward_model
+
+    scorer = load_reward_model(reward_run.run_dir)
+    prompts = [json.loads(x)["prompt"] for x in data.read_text().splitlines()]
+    assert scorer.score(prompts[:1], ["the answer is 5."]) != scorer.score(prompts[:1], ["it is 11, i think."])
+    assert "Judged by the reward model" in (result.run_dir / "MODEL_CARD.md").read_text(encoding="utf-8")
+
+
+def test_judge_is_refused_outside_preference_runs_and_a_classifier_is_no_judge(tiny_model_dir, tmp_path):
+    data = write_pair_data(tmp_path / "pairs.jsonl", n=8)
+    cfg = pair_config(tiny_model_dir, data, tmp_path / "run", {"type": "reward_model"})
+    with pytest.raises(ConfigError, match=r"eval.judge scores generated answers of a preference run"):
+        build_config({**cfg, "eval": {**cfg["eval"], "judge": "runs/x"}})
+    from tunesmith.eval.reward import NotARewardModel, load_reward_model
+
+    with pytest.raises(NotARewardModel, match="no finished model here"):
+        load_reward_model(tmp_path)
+
+
+# --- OpenAI's preference format, uploads and jobs -------------------------------------------------------------------
+
+
+def openai_rows(path: Path, n: int = 24) -> Path:
+    """write_pair_data's pairs in OpenAI's preference fine-tuning format."""
+    rows = [json.loads(x) for x in write_pair_data(path.with_suffix(".pairs"), n=n).read_text().splitlines()]
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "input": {"messages": [{"role": "user", "content": r["prompt"]}]},
+                    "preferred_output": [{"role": "assistant", "content": r["chosen"]}],
+                    "non_preferred_output": [{"role": "assistant", "content": r["rejected"]}],
+                }
+            )
+            + "\n"
+            for r in rows
+        ),
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_openai_preference_rows_read_as_pairs_and_bad_ones_are_named(tiny_tokenizer, tmp_path):
+    from tunesmith.config import DatasetSpec, Kind
+    from tunesmith.data.loading import load_dataset
+    from tunesmith.serve.uploads import UploadRejected, check_upload
+
+    path = openai_rows(tmp_path / "prefs.jsonl", n=6)
+    result = load_dataset(DatasetSpec(path=str(path)))
+    assert result.kind is Kind.preference and not result.errors
+    first = result.examples[0]
+    assert first.messages == [{"role": "user", "content": first.prompt}] and first.chosen.startswith("the answer is")
+    renderer = Renderer(tiny_tokenizer, "auto", 128)
+    assert check_upload(path, "prefs.jsonl", 100, renderer).kind == "preference"
+
+    rows = path.read_text().splitlines()
+    broken = [json.loads(r) for r in rows]
+    broken[1]["preferred_output"] = [{"role": "user", "content": "hi"}]
+    broken[2]["input"]["messages"].append({"role": "assistant", "content": "so?"})
+    broken[3]["non_preferred_output"] = broken[3]["preferred_output"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in broken), encoding="utf-8")
+    with pytest.raises(UploadRejected) as rejected:
+        check_upload(path, "prefs.jsonl", 100, renderer)
+    message = str(rejected.value)
+    assert "prefs.jsonl:2: preferred_output: expected a string, or a list of exactly one assistant message" in message
+    assert "prefs.jsonl:3: input: the conversation's last message is the assistant's" in message
+    assert "prefs.jsonl:4: rejected: the same text as chosen" in message
+
+
+def test_a_dpo_job_config_carries_beta_and_the_method(tmp_path):
+    from tunesmith.serve.jobs import job_config, job_json
+    from tunesmith.serve.schemas import JobCreate
+    from tunesmith.serve.store import JobRecord
+
+    body = JobCreate(
+        model="m",
+        training_file="file-1",
+        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.25, "n_epochs": 2}}},
+    )
+    hyper = body.resolved_hyperparameters().model_dump()
+    job = JobRecord(
+        id="ftjob-1", created_at=0, model="m", base="m", base_id="m", training_file="file-1", validation_file=None,
+        hyperparameters=hyper, suffix=None, seed=1, status="queued", run_name="r", method=body.method_type,
+    )  # fmt: skip
+    data = openai_rows(tmp_path / "prefs.jsonl", n=8)
+    cfg, resolved = job_config(job, data, None, 8, tmp_path / "run", False)
+    assert cfg.method.type == "dpo" and cfg.method.beta == 0.25 and cfg.train.epochs == 2
+    assert resolved.as_json()["beta"] == 0.25
+    shown = job_json(job)["method"]
+    assert shown["type"] == "dpo" and shown["dpo"]["hyperparameters"]["beta"] == 0.25
+    auto = JobCreate(model="m", training_file="file-1", method={"type": "dpo"}).resolved_hyperparameters()
+    assert auto.model_dump()["beta"] == "auto"
+    job.hyperparameters = auto.model_dump()
+    assert job_config(job, data, None, 8, tmp_path / "run", False)[0].method.beta == 0.1

@@ -52,6 +52,12 @@ EXTRA_MAX_COLUMNS = 32
 # Layouts of common public datasets, tried in order when a spec maps nothing: (columns needed, renames,
 # columns that veto the rule). A rule never renames onto a column that already exists.
 _ALIASES: list[tuple[set[str], dict[str, str], set[str]]] = [
+    # OpenAI's preference fine-tuning rows: input.messages, then one assistant message on each side.
+    (
+        {"input", "preferred_output", "non_preferred_output"},
+        {"input": "prompt", "preferred_output": "chosen", "non_preferred_output": "rejected"},
+        set(),
+    ),
     ({"conversations"}, {"conversations": "messages"}, set()),
     ({"question", "answer"}, {"question": "prompt", "answer": "completion"}, set()),
     ({"question", "response"}, {"question": "prompt", "response": "completion"}, set()),
@@ -438,10 +444,15 @@ class RowRules:
         for canon in ("chosen", "rejected"):
             if canon not in mapped:
                 raise RowProblem(self.name(canon), f"missing field; preference rows need {self._needs()}")
+            if isinstance(mapped[canon], list):  # OpenAI's format: a list holding one assistant message
+                mapped[canon] = self._one_reply(canon, mapped[canon])
             if not isinstance(mapped[canon], str):
                 raise RowProblem(self.name(canon), f"expected string, got {_type_name(mapped[canon])}")
             sides.append(mapped[canon])
         ex.chosen, ex.rejected = sides
+        if isinstance(mapped.get("prompt"), dict):  # OpenAI's format: input: {messages: [...]}
+            self._input_conversation(mapped["prompt"], ex)
+            return
         prompt = self._optional_text(mapped, "prompt")
         if prompt.strip():
             ex.prompt = prompt
@@ -458,6 +469,27 @@ class RowRules:
             raise RowProblem(self.name("chosen"), str(err)) from None
         if self.system:
             ex.messages.insert(0, {"role": "system", "content": self.system})
+
+    def _one_reply(self, canon: str, value: list) -> Any:
+        """The text of a side given as [{"role": "assistant", "content": TEXT}]."""
+        if len(value) != 1 or not isinstance(value[0], dict) or value[0].get("role") != "assistant":
+            raise RowProblem(self.name(canon), "expected a string, or a list of exactly one assistant message")
+        return value[0].get("content")
+
+    def _input_conversation(self, value: dict, ex: Example) -> None:
+        """input.messages as the conversation both answers reply to; it ends with the user's turn."""
+        src = self.name("prompt")
+        if not isinstance(value.get("messages"), list) or not value["messages"]:
+            raise RowProblem(src, "expected an object with a non-empty messages list")
+        messages = [self._message(item, f"{src}.messages[{i}]") for i, item in enumerate(value["messages"])]
+        if messages[-1]["role"] != "user":
+            raise RowProblem(
+                src,
+                f"the conversation's last message is the {messages[-1]['role']}'s; both answers reply to a user",
+            )
+        if self.system and messages[0]["role"] != "system":
+            messages.insert(0, {"role": "system", "content": self.system})
+        ex.messages, ex.prompt = messages, messages[-1]["content"]
 
     # --- chat -----------------------------------------------------------------------------------------------
 

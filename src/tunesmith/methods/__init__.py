@@ -4,6 +4,7 @@
     method: {type: sft}                                                   # methods/sft.py
     method: {type: classifier, loss: focal, class_weights: balanced}      # methods/classifier.py
     method: {type: dpo, beta: 0.1}          # also simpo, orpo: preference pairs, methods/preference.py
+    method: {type: reward_model}            # a scalar score per answer, from pairs: methods/reward.py
 
 Adding a method is one module, its settings section in config.py's `MethodConfig`, and one line in METHODS.
 The modules are imported when first asked for: a server that only lists runs never imports a training method.
@@ -25,6 +26,7 @@ METHODS = {
     "dpo": "tunesmith.methods.preference:Preference",
     "simpo": "tunesmith.methods.preference:Preference",
     "orpo": "tunesmith.methods.preference:Preference",
+    "reward_model": "tunesmith.methods.reward:RewardModel",
 }
 
 

@@ -34,6 +34,7 @@ from tunesmith.data.pairs import PairEncoder
 from tunesmith.data.templates import Encoded, Renderer
 from tunesmith.eval.bootstrap import paired_bootstrap_scores
 from tunesmith.eval.general import forgetting
+from tunesmith.eval.reward import load_reward_model
 from tunesmith.eval.runner import generate_answers
 from tunesmith.faults import fault
 from tunesmith.methods.base import EvalContext
@@ -151,6 +152,8 @@ class Preference(SFT):
             "prefers": stats["prefers"],
             "samples": pair_samples(model, ctx),
         }
+        if ctx.cfg.eval.judge:
+            result["judge_answers"] = judge_answers(model, ctx)
         if ctx.cfg.eval.general:
             result["general"] = self.general(model, ctx)
         ctx.log(
@@ -179,6 +182,9 @@ class Preference(SFT):
             "base": _mean_words(base_eval.get("samples", [])),
             "tuned": _mean_words(result["samples"]),
         }
+        if cfg.eval.judge and base_eval.get("judge_answers"):
+            result["judge_answers"] = judge_answers(model, ctx)
+            result["win_rate"] = win_rate(base_eval["judge_answers"], result["judge_answers"], ctx)
         if result["metrics"]["chosen_logp"] < base_eval["metrics"]["chosen_logp"]:
             ctx.log(
                 "note: the chosen answers' log-probability fell during training "
@@ -209,20 +215,64 @@ def _mean_words(samples: list[dict]) -> float | None:
     return sum(len(s["answer"].split()) for s in samples) / len(samples) if samples else None
 
 
+def _contexts(ctx: EvalContext, n: int) -> tuple[list, list[list[dict]]]:
+    """The first `n` held-out pairs and their prompts as the conversation so far."""
+    examples = [ex for ex, _ in ctx.prepared.eval_examples[:n]]
+    return examples, [ex.messages or [{"role": "user", "content": ex.prompt or ""}] for ex in examples]
+
+
+def _answer(model: nn.Module, ctx: EvalContext, contexts: list[list[dict]]) -> list[str]:
+    """Greedy answers, as many tokens as eval.max_new_tokens, rendered as the run renders a prompt."""
+    renderer = ctx.renderer
+    answers: list[str] = []
+    for start in range(0, len(contexts), ctx.cfg.eval.batch_size):
+        answers += generate_answers(
+            model,
+            renderer.tokenizer,
+            [renderer.prompt_ids(c) for c in contexts[start : start + ctx.cfg.eval.batch_size]],
+            ctx.cfg.eval.max_new_tokens,
+            ctx.device,
+            renderer.stop_ids(),
+        )
+    return answers
+
+
 def pair_samples(model: nn.Module, ctx: EvalContext) -> list[dict]:
     """Greedy answers to the first held-out prompts, beside the pair's chosen answer."""
-    renderer, cfg = ctx.renderer, ctx.cfg
-    examples = [ex for ex, _ in ctx.prepared.eval_examples[: cfg.eval.samples]]
-    contexts = [ex.messages or [{"role": "user", "content": ex.prompt or ""}] for ex in examples]
-    answers = generate_answers(
-        model,
-        renderer.tokenizer,
-        [renderer.prompt_ids(c) for c in contexts],
-        cfg.eval.max_new_tokens,
-        ctx.device,
-        renderer.stop_ids(),
-    )
+    examples, contexts = _contexts(ctx, ctx.cfg.eval.samples)
+    answers = _answer(model, ctx, contexts)
     return [
         {"prompt": c[-1]["content"], "reference": ex.chosen, "answer": a}
         for c, ex, a in zip(contexts, examples, answers, strict=True)
     ]
+
+
+def judge_answers(model: nn.Module, ctx: EvalContext) -> list[str]:
+    """The answers eval.judge scores: greedy, to the first eval.judge_rows held-out prompts."""
+    return _answer(model, ctx, _contexts(ctx, ctx.cfg.eval.judge_rows)[1])
+
+
+def win_rate(base_answers: list[str], tuned_answers: list[str], ctx: EvalContext) -> dict:
+    """The share of held-out prompts whose tuned answer the judge scores above the base's (a tie counts half),
+    with a 95% bootstrap interval; the judge's scores are kept beside."""
+    cfg = ctx.cfg
+    scorer = load_reward_model(cfg.eval.judge, ctx.device)
+    contexts = _contexts(ctx, len(base_answers))[1]
+    base_scores = scorer.score(contexts, base_answers, cfg.eval.batch_size)
+    tuned_scores = scorer.score(contexts, tuned_answers, cfg.eval.batch_size)
+    wins = [1.0 if t > b else 0.5 if t == b else 0.0 for b, t in zip(base_scores, tuned_scores, strict=True)]
+    versus_even = paired_bootstrap_scores([0.5] * len(wins), wins, seed=cfg.train.seed)
+    result = {
+        "judge": cfg.eval.judge,
+        "rows": len(wins),
+        "win_rate": versus_even.tuned,
+        "low": 0.5 + versus_even.low,
+        "high": 0.5 + versus_even.high,
+        "base_score": sum(base_scores) / max(1, len(wins)),
+        "tuned_score": sum(tuned_scores) / max(1, len(wins)),
+    }
+    ctx.log(
+        f"judged by {cfg.eval.judge}: the tuned answer wins {result['win_rate']:.3f} "
+        f"[{result['low']:.3f}, {result['high']:.3f}] of {len(wins)} held-out prompts against the base's"
+    )
+    return result

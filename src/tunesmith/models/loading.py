@@ -292,7 +292,8 @@ def load_classifier(
             trust_remote_code=trust_remote_code,
         )
     model.config.pad_token_id = pad_id
-    model.config.problem_type = "single_label_classification"
+    # One label is a score (a reward model), more are classes.
+    model.config.problem_type = "regression" if len(labels) == 1 else "single_label_classification"
     model.config.architectures = [type(model).__name__]  # the base's config still names its causal-LM class
     return model.to(device)
 

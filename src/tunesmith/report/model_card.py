@@ -31,11 +31,21 @@ def _preference(tuned_eval: dict) -> str:
     gain = tuned_eval.get("preference")
     if not gain:
         return ""
+    how_base = gain.get("base_method", "likelier per token")
+    how_tuned = gain.get("tuned_method", "likelier per token")
     text = (
-        f"\n## Preference ({tuned_eval['metrics']['rows']} held-out pairs)\n\nPreference accuracy (the chosen answer "
-        f"likelier per token than the rejected one): base {gain['base']:.3f}, tuned {gain['tuned']:.3f}, change "
+        f"\n## Preference ({tuned_eval['metrics']['rows']} held-out pairs)\n\nRanking accuracy (the chosen answer "
+        f"ranked above the rejected one; base: {how_base}, tuned: {how_tuned}): base {gain['base']:.3f}, "
+        f"tuned {gain['tuned']:.3f}, change "
         f"{gain['diff']:+.3f} [{gain['low']:+.3f}, {gain['high']:+.3f}] (paired bootstrap, 95%).\n"
     )
+    judged = tuned_eval.get("win_rate")
+    if judged:
+        text += (
+            f"Judged by the reward model `{judged['judge']}` on {judged['rows']} held-out prompts, the tuned model's "
+            f"answer scores above the base's in {judged['win_rate']:.3f} of them [{judged['low']:.3f}, "
+            f"{judged['high']:.3f}] (95%; ties count half).\n"
+        )
     lengths = tuned_eval.get("lengths") or {}
     if lengths.get("base") is not None and lengths.get("tuned") is not None:
         text += f"Generated answers: {lengths['base']:.1f} words (base), {lengths['tuned']:.1f} words (tuned).\n"

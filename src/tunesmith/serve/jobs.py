@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunesmith.config import Config, TrainConfig, build_config
+from tunesmith.config import Config, DPOMethod, TrainConfig, build_config
 from tunesmith.config_yaml import parse_override
 from tunesmith.errors import TunesmithError
 from tunesmith.serve.store import JobRecord
 from tunesmith.training.loop import total_steps
 
 BASE_LR = TrainConfig.model_fields["lr"].default
+DEFAULT_BETA = DPOMethod.model_fields["beta"].default
 MIN_EXAMPLES, MAX_EXAMPLES, DEFAULT_EPOCHS, MAX_EPOCHS = 100, 25_000, 3, 25
 # Sections a job may tune beyond the hyperparameters; paths, the model and the output folder stay the server's.
 OVERRIDABLE = ("train.", "adapter.", "eval.", "audit.allow", "data.max_length", "data.eval_fraction",
@@ -41,13 +42,17 @@ class Resolved:
     n_epochs: int
     batch_size: int
     learning_rate_multiplier: float
+    beta: float | None = None  # dpo jobs only
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "n_epochs": self.n_epochs,
             "batch_size": self.batch_size,
             "learning_rate_multiplier": self.learning_rate_multiplier,
         }
+        if self.beta is not None:
+            out["beta"] = self.beta
+        return out
 
 
 def resolve_hyperparameters(requested: dict[str, Any], rows: int) -> Resolved:
@@ -62,7 +67,9 @@ def resolve_hyperparameters(requested: dict[str, Any], rows: int) -> Resolved:
     if batch == "auto":
         batch = 1 << max(0, min(3, int(math.log2(max(1, rows // 8)))))  # 1..8, so a tiny file still takes steps
     rate = requested.get("learning_rate_multiplier", "auto")
-    return Resolved(int(epochs), int(batch), 1.0 if rate == "auto" else float(rate))
+    beta = requested.get("beta")  # present for dpo jobs
+    beta = DEFAULT_BETA if beta == "auto" else None if beta is None else float(beta)
+    return Resolved(int(epochs), int(batch), 1.0 if rate == "auto" else float(rate), beta)
 
 
 def check_overrides(overrides: list[str]) -> None:
@@ -100,6 +107,8 @@ def job_config(
     }
     if valid_file is not None:
         raw["data"]["eval"] = [{"path": str(valid_file), "format": "jsonl"}]
+    if job.method == "dpo":
+        raw["method"] = {"type": "dpo", "beta": hyper.beta or DEFAULT_BETA}
     overrides = job.overrides or []
     try:
         cfg = build_config(raw, overrides, source=f"job {job.id}")
@@ -117,7 +126,7 @@ def job_config(
 def job_json(job: JobRecord) -> dict[str, Any]:
     """The job in OpenAI's FineTuningJob shape."""
     hyper = dict(job.hyperparameters)
-    for key in ("n_epochs", "batch_size", "learning_rate_multiplier"):
+    for key in ("n_epochs", "batch_size", "learning_rate_multiplier", *(("beta",) if job.method == "dpo" else ())):
         hyper.setdefault(key, "auto")
     return {
         "object": "fine_tuning.job",
@@ -127,7 +136,7 @@ def job_json(job: JobRecord) -> dict[str, Any]:
         "training_file": job.training_file,
         "validation_file": job.validation_file,
         "hyperparameters": hyper,
-        "method": {"type": "supervised", "supervised": {"hyperparameters": hyper}},
+        "method": {"type": job.method, job.method: {"hyperparameters": hyper}},
         "status": job.status,
         "fine_tuned_model": job.fine_tuned_model,
         "finished_at": job.finished_at,

@@ -21,6 +21,7 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from tunesmith.config import Kind
 from tunesmith.serve.catalog import UnknownModel
 from tunesmith.serve.errors import ApiError
 from tunesmith.serve.jobs import JobError, check_overrides, job_json
@@ -144,14 +145,15 @@ def _job(state: ServerState, job_id: str) -> JobRecord:
     return job
 
 
-def _training_file(state: ServerState, file_id: str | None, param: str) -> None:
+def _training_file(state: ServerState, file_id: str | None, param: str) -> FileRecord | None:
     if file_id is None:
-        return
+        return None
     record = state.store.get_file(file_id) if is_file_id(file_id) else None
     if record is None:
         raise ApiError(400, f"{param} {file_id!r} does not exist", param, "invalid_training_file")
     if record.purpose != "fine-tune":
         raise ApiError(400, f"{param} {file_id} has purpose {record.purpose!r}, not 'fine-tune'", param)
+    return record
 
 
 @router.post("/fine_tuning/jobs", summary="Create a fine-tuning job", description=JobCreate.__doc__)
@@ -166,8 +168,14 @@ async def create_job(body: JobCreate, request: Request) -> dict[str, Any]:
         raise ApiError(400, str(err), err.param) from None
     if not entry.generative:
         raise ApiError(400, f"{entry.id} is a classification run; jobs train chat and completion models", "model")
-    _training_file(state, body.training_file, "training_file")
-    _training_file(state, body.validation_file, "validation_file")
+    for param in ("training_file", "validation_file"):
+        record = _training_file(state, getattr(body, param), param)
+        preference = record is not None and record.kind == Kind.preference.value
+        if record is not None and preference != (body.method_type == "dpo"):
+            needs = "preference rows" if body.method_type == "dpo" else "chat or prompt/completion rows"
+            raise ApiError(
+                400, f"{param} {record.id} holds {record.kind} rows; method {body.method_type} trains on {needs}", param
+            )
     if body.suffix is not None and not SUFFIX.match(body.suffix):
         raise ApiError(400, "suffix takes up to 64 letters, digits, '-' and '_', starting with a letter or digit",
                        "suffix")  # fmt: skip
@@ -181,6 +189,7 @@ async def create_job(body: JobCreate, request: Request) -> dict[str, Any]:
         training_file=body.training_file, validation_file=body.validation_file, hyperparameters=hyper,
         suffix=body.suffix, seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
         status="validating_files", run_name=run_name, overrides=body.overrides, metadata=body.metadata,
+        method=body.method_type,
     )  # fmt: skip
     state.store.add_job(job)
     state.store.add_event(job_id, f"Created fine-tuning job: {job_id}")

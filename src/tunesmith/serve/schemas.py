@@ -183,9 +183,30 @@ class Supervised(Lenient):
     hyperparameters: Hyperparameters | None = None
 
 
+class DPOHyperparameters(Hyperparameters):
+    beta: float | Literal["auto"] = Field(
+        "auto", description="How far the tuned model may move from the base (auto: 0.1); higher keeps it closer."
+    )
+
+    @field_validator("beta")
+    @classmethod
+    def _positive_beta(cls, value: float | str) -> float | str:
+        if isinstance(value, float | int) and not 0 < value <= 100:
+            raise ValueError("must be 'auto' or a number above 0 and at most 100")
+        return value
+
+
+class DPO(Lenient):
+    hyperparameters: DPOHyperparameters | None = None
+
+
 class Method(Lenient):
-    type: Literal["supervised"] = Field(description="Only supervised fine-tuning is served.")
+    type: Literal["supervised", "dpo"] = Field(
+        description="supervised: chat or prompt/completion rows; dpo: preference rows in OpenAI's format "
+        "(input.messages, preferred_output, non_preferred_output)."
+    )
     supervised: Supervised | None = None
+    dpo: DPO | None = None
 
 
 class JobCreate(RequestBody):
@@ -212,7 +233,15 @@ class JobCreate(RequestBody):
             raise ValueError("metadata takes up to 16 pairs, keys of at most 64 and values of at most 512 characters")
         return value
 
+    @property
+    def method_type(self) -> str:
+        return self.method.type if self.method is not None else "supervised"
+
     def resolved_hyperparameters(self) -> Hyperparameters:
-        if self.method is not None and self.method.supervised and self.method.supervised.hyperparameters:
-            return self.method.supervised.hyperparameters
+        method = self.method
+        if method is not None and method.type == "dpo":
+            given = method.dpo.hyperparameters if method.dpo else None
+            return given or DPOHyperparameters(**(self.hyperparameters.model_dump() if self.hyperparameters else {}))
+        if method is not None and method.supervised and method.supervised.hyperparameters:
+            return method.supervised.hyperparameters
         return self.hyperparameters or Hyperparameters()

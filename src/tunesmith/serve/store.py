@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     seed INTEGER NOT NULL, status TEXT NOT NULL, run_name TEXT NOT NULL, fine_tuned_model TEXT,
     finished_at INTEGER, error TEXT, trained_tokens INTEGER, result_files TEXT NOT NULL DEFAULT '[]',
     overrides TEXT NOT NULL DEFAULT '[]', metadata TEXT, logged_step INTEGER NOT NULL DEFAULT 0,
-    logged_eval_step INTEGER NOT NULL DEFAULT -1
+    logged_eval_step INTEGER NOT NULL DEFAULT -1, method TEXT NOT NULL DEFAULT 'supervised'
 );
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, job_id TEXT NOT NULL, created_at INTEGER NOT NULL,
@@ -83,6 +83,7 @@ class JobRecord:
     metadata: dict[str, str] | None = None
     logged_step: int = 0  # the last training step whose metrics were turned into an event
     logged_eval_step: int = -1  # the same for held-out evaluations (step 0 is the base model's)
+    method: str = "supervised"  # OpenAI's method.type: supervised or dpo
 
 
 @dataclass
@@ -133,6 +134,10 @@ class Store:
         try:
             db.execute("PRAGMA journal_mode=WAL")  # persistent: readers never wait for the one writer
             db.executescript(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+            if "method" not in columns:  # a store made before jobs had a method: they were all supervised
+                db.execute("ALTER TABLE jobs ADD COLUMN method TEXT NOT NULL DEFAULT 'supervised'")
+                db.commit()
         finally:
             db.close()
 

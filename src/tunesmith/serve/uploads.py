@@ -1,6 +1,8 @@
 """Check an uploaded fine-tuning file with tunesmith's own loader, row by row, before it is stored.
 
-A file is JSONL in OpenAI's chat format (`{"messages": [...]}` per line) or its prompt/completion format; every
+A file is JSONL in OpenAI's chat format (`{"messages": [...]}` per line), its prompt/completion format, or its
+preference format for dpo jobs (`{"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output":
+[...]}`, also prompt/chosen/rejected); every
 bad row is reported as `FILENAME:LINE: field: reason`, the way `tunesmith data check` reports it. As there, each row
 is also rendered and tokenized the way training encodes it (with the tokenizer of the server's first base model), so
 a file that passes here does not fail when a job trains on it.
@@ -15,11 +17,12 @@ from pathlib import Path
 from tunesmith.config import DataConfig, DatasetSpec, Kind
 from tunesmith.data.check import encode_errors
 from tunesmith.data.loading import DataError, load_dataset
+from tunesmith.data.pairs import PairEncoder
 from tunesmith.data.templates import Renderer
 from tunesmith.errors import TunesmithError
 
 SHOWN_ERRORS = 20
-ACCEPTED_KINDS = (Kind.chat, Kind.completion)
+ACCEPTED_KINDS = (Kind.chat, Kind.completion, Kind.preference)
 
 
 class UploadRejected(Exception):
@@ -69,9 +72,12 @@ def check_upload(path: Path, filename: str, max_rows: int, renderer: Renderer | 
     if result.kind not in ACCEPTED_KINDS:
         raise UploadRejected(
             f"{filename}: rows look like {result.kind.value} records; fine-tuning files hold "
-            '{"messages": [{"role": ..., "content": ...}, ...]} (chat) or {"prompt": ..., "completion": ...} per line'
+            '{"messages": [{"role": ..., "content": ...}, ...]} (chat), {"prompt": ..., "completion": ...} or, for '
+            'method dpo, {"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]} '
+            "per line"
         )
-    rendered = encode_errors(result, renderer)[0] if renderer is not None else []
+    encoder = PairEncoder(renderer) if renderer is not None and result.kind is Kind.preference else renderer
+    rendered = encode_errors(result, encoder)[0] if encoder is not None else []
     errors = sorted(result.errors + rendered, key=lambda e: e.line)
     if errors:
         shown = "\n".join(f"{filename}:{e.line}: {e.field}: {e.reason}" for e in errors[:SHOWN_ERRORS])
