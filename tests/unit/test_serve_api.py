@@ -13,7 +13,7 @@ import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import load_file, save_file
 from test_classify import head_config, write_toy
-from tiny_runs import tiny_config, write_chat_data
+from tiny_runs import tiny_config, write_chat_data, write_pair_data
 
 from tunesmith.config import build_config
 from tunesmith.recipes.train import run_training
@@ -38,7 +38,7 @@ def _lively_adapter(final: Path, seed: int) -> None:
 
 @pytest.fixture(scope="module")
 def runs(tiny_model_dir, tmp_path_factory) -> Path:
-    """A runs directory with two LoRA chat runs of the tiny base and one classification-head run."""
+    """A runs directory with two LoRA chat runs of the tiny base, one classification-head run and a reward model."""
     root = tmp_path_factory.mktemp("serve")
     runs_dir = root / "runs"
     data = write_chat_data(root / "train.jsonl", n=24)
@@ -50,6 +50,9 @@ def runs(tiny_model_dir, tmp_path_factory) -> Path:
     head = head_config(tiny_model_dir, write_toy(root / "toy.jsonl", n=32), runs_dir / "moderation", max_steps=1)
     head["eval"]["general"] = False
     run_training(build_config(head), **quiet)
+    pairs = tiny_config(tiny_model_dir, write_pair_data(root / "pairs.jsonl", n=16), runs_dir / "judge", max_steps=2)
+    pairs["method"] = {"type": "reward_model"}
+    run_training(build_config(pairs), **quiet)
     return runs_dir
 
 
@@ -173,8 +176,40 @@ def test_classifications_answer_with_labels_and_probabilities(client, runs):
     assert r.status_code == 400
 
 
+def test_rewards_score_answers_as_the_run_does_and_other_runs_are_sent_elsewhere(client, runs):
+    from tunesmith.eval.reward import load_reward_model
+
+    conversation = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, *CHAT]
+    items = [
+        {"prompt": "what is 2 plus 3?", "answer": "the answer is 5."},
+        {"prompt": "what is 2 plus 3?", "answer": "it is 9, i think."},
+        {"prompt": conversation, "answer": "the answer is 5."},
+    ]
+    r = client.post("/v1/rewards", json={"model": "ft:tiny-llama:judge", "input": items})
+    assert r.status_code == 200, r.text
+    scorer = load_reward_model(runs / "judge")
+    expected = scorer.score([i["prompt"] for i in items], [i["answer"] for i in items])
+    assert [d["score"] for d in r.json()["data"]] == pytest.approx(expected, abs=1e-5)
+    assert [d["index"] for d in r.json()["data"]] == [0, 1, 2] and r.json()["usage"]["prompt_tokens"] > 0
+    assert {"id": "ft:tiny-llama:judge", "task": "reward"}.items() <= next(
+        m for m in client.get("/v1/models").json()["data"] if m["id"] == "ft:tiny-llama:judge"
+    ).items()
+    for model, route in (
+        ("ft:tiny-llama:alpha", "/v1/chat/completions"),
+        ("ft:tiny-llama:moderation", "/v1/classifications"),
+    ):
+        r = client.post("/v1/rewards", json={"model": model, "input": items[:1]})
+        assert r.status_code == 400 and route in r.json()["error"]["message"]
+    r = client.post("/v1/classifications", json={"model": "ft:tiny-llama:judge", "input": "x"})
+    assert r.status_code == 400 and "/v1/rewards" in r.json()["error"]["message"]
+    bad = {"prompt": [{"role": "assistant", "content": "hi"}], "answer": "x"}
+    r = client.post("/v1/rewards", json={"model": "ft:tiny-llama:judge", "input": [bad]})
+    assert r.status_code == 400 and "end with the user's message" in r.json()["error"]["message"]
+
+
 def test_openapi_schema_documents_every_route(client):
     paths = client.get("/openapi.json").json()["paths"]
+    assert "reward-model run" in paths["/v1/rewards"]["post"]["description"]
     for route in ("/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/classifications", "/v1/files",
                   "/v1/files/{file_id}", "/v1/fine_tuning/jobs", "/v1/fine_tuning/jobs/{job_id}/cancel",
                   "/v1/fine_tuning/jobs/{job_id}/events", "/v1/fine_tuning/jobs/{job_id}/checkpoints"):  # fmt: skip

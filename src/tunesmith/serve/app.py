@@ -138,7 +138,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         version="1",
         description="OpenAI-compatible inference for base models and tuned runs, plus files and fine-tuning jobs "
         "that train with tunesmith. Tuned models are addressed as `ft:<base>:<run-name>`; classification-head runs "
-        "answer at POST /v1/classifications.",
+        "answer at POST /v1/classifications, reward-model runs score answers at POST /v1/rewards.",
         lifespan=lifespan,
     )
     install_handlers(app)

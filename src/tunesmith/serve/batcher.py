@@ -71,6 +71,15 @@ class Classification:
         return self.predictions, self.tokens
 
 
+@dataclass(eq=False)
+class Scoring(Classification):
+    """Answers scored by a reward-model run: `texts` holds (prompt, answer) pairs; the result is (scores, tokens)."""
+
+    @property
+    def key(self) -> tuple:
+        return ("score", self.entry.id)
+
+
 Work = Generation | Classification
 
 
@@ -224,6 +233,16 @@ class Batcher:
         self.batches += 1
         self.batched_requests += len(parts)
         first = parts[0].work
+        if isinstance(first, Scoring):
+            scorer = self.engines.reward(first.entry)
+            pairs = [item for p in parts for item in p.items]
+            scores = scorer.score([q for q, _ in pairs], [a for _, a in pairs])
+            start = 0
+            for part in parts:
+                mine = part.items
+                part.answer = (scores[start : start + len(mine)], sum(len(scorer.ids(q, a)) for q, a in mine))
+                start += len(mine)
+            return
         if isinstance(first, Classification):
             head = self.engines.head(first.entry)
             predictions = head.predict([t for p in parts for t in p.items])

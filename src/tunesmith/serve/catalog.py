@@ -44,13 +44,17 @@ class ModelEntry:
     def is_run(self) -> bool:
         return self.run_dir is not None
 
+    @property
+    def is_reward(self) -> bool:
+        return self.method == "reward_model"
+
     def as_json(self) -> dict:
         return {
             "id": self.id,
             "object": "model",
             "created": self.created,
             "owned_by": "user" if self.is_run else "tunesmith",
-            "task": "generation" if self.generative else "classification",
+            "task": "generation" if self.generative else "reward" if self.is_reward else "classification",
         }
 
 

@@ -169,6 +169,22 @@ class Engines:
         with loaded.model.disable_adapter() if isinstance(loaded.model, PeftModel) else nullcontext():
             yield loaded.model
 
+    # --- reward models ---------------------------------------------------------------------------------------
+
+    def reward(self, entry: ModelEntry):
+        """A reward-model run as eval/reward.py's RewardScorer (loaded once per final/ version)."""
+        from tunesmith.eval.reward import load_reward_model
+
+        final = _final(entry)
+        require_safetensors(final)
+        base = adapter_base(final)
+        if base is not None and base.is_dir():
+            require_safetensors(base)
+        key = (final, final.stat().st_mtime)
+        if key not in self._heads:
+            self._heads[key] = load_reward_model(entry.run_dir, self.device)
+        return self._heads[key]
+
     # --- classification heads --------------------------------------------------------------------------------
 
     def head(self, entry: ModelEntry):

@@ -1,4 +1,4 @@
-"""Inference routes: GET /v1/models, POST /v1/chat/completions, /v1/completions and /v1/classifications.
+"""Inference routes: GET /v1/models, POST /v1/chat/completions, /v1/completions, /v1/classifications and /v1/rewards.
 
 Prompts are tokenized here (the tokenizer loads without the weights) so that a bad request fails with a 400 before
 it queues; the model thread (batcher.py) decodes it with whatever arrived at the same time. Tokenizing runs in the
@@ -19,12 +19,18 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from tunesmith.errors import TunesmithError
-from tunesmith.serve.batcher import Classification, Generation
+from tunesmith.serve.batcher import Classification, Generation, Scoring
 from tunesmith.serve.catalog import ModelEntry, UnknownModel
 from tunesmith.serve.decode import Sampling, Sequence
 from tunesmith.serve.engines import Profile
 from tunesmith.serve.errors import ApiError, error_body
-from tunesmith.serve.schemas import ChatCompletionRequest, ClassificationRequest, CompletionRequest, Sampled
+from tunesmith.serve.schemas import (
+    ChatCompletionRequest,
+    ClassificationRequest,
+    CompletionRequest,
+    RewardRequest,
+    Sampled,
+)
 from tunesmith.serve.state import ServerState
 
 router = APIRouter(prefix="/v1")
@@ -260,6 +266,8 @@ async def classifications(req: ClassificationRequest, request: Request) -> dict[
     entry = _entry(state, req.model)
     if entry.generative:
         raise ApiError(400, f"{entry.id} is not a classification run: it answers at /v1/chat/completions", "model")
+    if entry.is_reward:
+        raise ApiError(400, f"{entry.id} is a reward model: it scores answers at POST /v1/rewards", "model")
     work = Classification(entry, list(req.input))
     try:
         predictions, tokens = await asyncio.wrap_future(state.batcher.submit(work))
@@ -270,4 +278,20 @@ async def classifications(req: ClassificationRequest, request: Request) -> dict[
         for i, p in enumerate(predictions)
     ]
     return {"object": "list", "model": req.model, "data": data,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}  # fmt: skip
+
+
+@router.post("/rewards", summary="Score answers with a reward-model run", description=RewardRequest.__doc__)
+async def rewards(req: RewardRequest, request: Request) -> dict[str, Any]:
+    state = _state(request)
+    entry = _entry(state, req.model)
+    if not entry.is_reward:
+        answers_at = "/v1/chat/completions" if entry.generative else "/v1/classifications"
+        raise ApiError(400, f"{entry.id} is not a reward-model run: it answers at {answers_at}", "model")
+    work = Scoring(entry, [(item.prompt, item.answer) for item in req.input])
+    try:
+        scores, tokens = await asyncio.wrap_future(state.batcher.submit(work))
+    except TunesmithError as err:
+        raise ApiError(400, str(err), "input") from None
+    return {"object": "list", "model": req.model, "data": [{"index": i, "score": s} for i, s in enumerate(scores)],
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}  # fmt: skip

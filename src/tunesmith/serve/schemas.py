@@ -157,6 +157,43 @@ class ClassificationRequest(RequestBody):
         return texts
 
 
+class ScoredAnswer(Lenient):
+    prompt: str | list[dict[str, str]] = Field(
+        description="The user's message, or the conversation so far as chat messages (ending with the user's)."
+    )
+    answer: str = Field(description="The assistant's reply to score.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _conversation(cls, value: str | list[dict[str, str]]) -> str | list[dict[str, str]]:
+        if isinstance(value, list):
+            if not value or any(set(m) != {"role", "content"} for m in value):
+                raise ValueError("a conversation is a non-empty list of {role, content} messages")
+            if value[-1]["role"] != "user":
+                raise ValueError("the conversation must end with the user's message")
+        return value
+
+
+class RewardRequest(RequestBody):
+    """POST /v1/rewards: score answers with a reward-model run (trained with method.type: reward_model).
+
+    Each input is a prompt (or the conversation so far) and an answer, rendered as the run's training pairs were
+    (its chat template and system message); the score is the head's output, higher for answers the run's data
+    preferred. Scores compare answers to the same prompt; they have no fixed scale. The response lists, per input in
+    order: `{"object": "list", "model": ..., "data": [{"index": 0, "score": 1.73}], "usage": {"prompt_tokens": N,
+    "total_tokens": N}}`."""
+
+    model: str = Field(description="`ft:<base>:<run-name>` of a reward-model run.")
+    input: list[ScoredAnswer] = Field(description="1 to 256 answers to score.")
+
+    @field_validator("input")
+    @classmethod
+    def _inputs(cls, value: list[ScoredAnswer]) -> list[ScoredAnswer]:
+        if not value or len(value) > 256:
+            raise ValueError("input takes 1 to 256 answers")
+        return value
+
+
 class Hyperparameters(Lenient):
     n_epochs: int | Literal["auto"] = Field("auto", description="Passes over the training file (auto: by its size).")
     batch_size: int | Literal["auto"] = Field("auto", description="Examples per optimizer step.")
