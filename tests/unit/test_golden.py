@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from test_classify import LABELS, write_toy
-from tiny_runs import tiny_config, write_chat_data
+from tiny_runs import tiny_config, write_chat_data, write_pair_data
 
 from tunesmith.config import build_config
 from tunesmith.recipes.train import run_training
@@ -41,12 +41,23 @@ def classifier(model_dir: Path, folder: Path, **settings) -> dict:
     return cfg
 
 
+def pairs(model_dir: Path, folder: Path, method: str = "dpo", **settings) -> dict:
+    cfg = tiny_config(model_dir, write_pair_data(folder / "pairs.jsonl", n=32), folder / "run", max_steps=STEPS,
+                      eval_every=2, lr=2e-2, **settings)  # fmt: skip
+    cfg["method"] = {"type": method}
+    cfg["data"]["eval_fraction"] = 0.25
+    return cfg
+
+
 # name -> (config builder, settings); every method and the batching variants that change how rows meet the loss.
 CASES = {
     "sft-lora-packed": (sft, {}),
     "sft-lora-padded": (sft, {"packing": False}),
     "sft-full": (sft, {"method": "full", "lr": 1e-4}),
     "classifier-lora-focal-balanced": (classifier, {}),
+    "dpo-lora-packed": (pairs, {"packing": True}),
+    "simpo-lora-padded": (pairs, {"method": "simpo", "packing": False}),
+    "reward-model-lora": (pairs, {"method": "reward_model"}),
 }
 
 # Per case: the train loss of steps 1..3, then every eval loss in metrics.jsonl (base at step 0, mid-run, final).
@@ -81,6 +92,30 @@ GOLDEN: dict[str, list[float]] = {
         5.963794708251953,
         5.91949953351702,
         5.913387298583984,
+    ],
+    "dpo-lora-packed": [
+        0.6931471824645996,
+        0.5450212359428406,
+        0.45598624646663666,
+        0.6931471824645996,
+        0.4788500852882862,
+        0.4327702224254608,
+    ],
+    "reward-model-lora": [
+        0.6950928866863251,
+        0.5917830169200897,
+        0.4253039211034775,
+        0.6950594782829285,
+        0.4591788649559021,
+        0.1831611692905426,
+    ],
+    "simpo-lora-padded": [
+        1.2634872794151306,
+        0.9874991178512573,
+        0.8360398411750793,
+        1.244132548570633,
+        0.8305247202515602,
+        0.7391667291522026,
     ],
 }
 
