@@ -495,6 +495,25 @@ class ORPOMethod(Strict):
     beta: float = Field(0.1, gt=0, description="Weight of the odds-ratio term next to the chosen answer's NLL.")
 
 
+class KTOMethod(Strict):
+    """KTO: single answers marked desirable or undesirable (no pairs needed), against the frozen base as the
+    reference (methods/preference.py)."""
+
+    type: Literal["kto"] = Field("kto", description="kto: desirable answers likelier, undesirable ones unlikelier.")
+    beta: float = Field(0.1, gt=0, description="How far the policy may move from the reference (higher: less).")
+    desirable_weight: float = Field(
+        1.0,
+        gt=0,
+        description="lambda_D, the weight of desirable answers' loss; with unbalanced data keep "
+        "lambda_D x n_desirable / (lambda_U x n_undesirable) between 1 and 4/3.",
+    )
+    undesirable_weight: float = Field(1.0, gt=0, description="lambda_U, the weight of undesirable answers' loss.")
+    label_field: str = Field(
+        "label",
+        description="The column marking each row desirable (true, 1, yes, good) or undesirable (false, 0, no, bad).",
+    )
+
+
 class RewardModelMethod(Strict):
     """A reward model: the base with a scalar head, trained on preference pairs to score the chosen answer above the
     rejected one (Bradley-Terry), for judging answers (methods/reward.py)."""
@@ -509,7 +528,8 @@ class RewardModelMethod(Strict):
     )
 
 
-PREFERENCE_TYPES = ("dpo", "simpo", "orpo", "reward_model")
+PREFERENCE_TYPES = ("dpo", "simpo", "orpo", "kto", "reward_model")
+GENERATIVE_PREFERENCE = ("dpo", "simpo", "orpo", "kto")  # the preference methods that train the causal LM
 
 
 def _method_type(value: Any) -> str | None:
@@ -525,6 +545,7 @@ METHOD_SECTIONS = {
     "dpo": DPOMethod,
     "simpo": SimPOMethod,
     "orpo": ORPOMethod,
+    "kto": KTOMethod,
     "reward_model": RewardModelMethod,
 }
 MethodConfig = Annotated[
@@ -533,6 +554,7 @@ MethodConfig = Annotated[
     | Annotated[DPOMethod, Tag("dpo")]
     | Annotated[SimPOMethod, Tag("simpo")]
     | Annotated[ORPOMethod, Tag("orpo")]
+    | Annotated[KTOMethod, Tag("kto")]
     | Annotated[RewardModelMethod, Tag("reward_model")],
     Discriminator(_method_type, custom_error_type="method_type", custom_error_message="unknown method type"),
 ]
@@ -632,8 +654,9 @@ class Config(Strict):
                 raise ValueError(f"method.labels: a head needs distinct labels, got {labels}")
             # Set on the models' dicts: assignment would validate each section again, mid-way.
             task.__dict__["labels"] = method.__dict__["labels"] = list(labels)
-        if self.eval.judge and method.type not in ("dpo", "simpo", "orpo"):
-            raise ValueError("eval.judge scores generated answers of a preference run: method.type dpo, simpo or orpo")
+        if self.eval.judge and method.type not in GENERATIVE_PREFERENCE:
+            kinds = ", ".join(GENERATIVE_PREFERENCE)
+            raise ValueError(f"eval.judge scores generated answers of a preference run: method.type {kinds}")
         if method.type in PREFERENCE_TYPES and task.type != "none":
             raise ValueError(
                 f"method.type: {method.type} is scored on held-out pairs (preference accuracy, margins); "

@@ -66,3 +66,18 @@ def write_pair_data(path: Path, n: int = 48, seed: int = 0) -> Path:
         )
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def write_kto_data(path: Path, n: int = 48, seed: int = 0) -> Path:
+    """Single answers to the arithmetic questions marked desirable (the right sum) or not (a wrong one), in TRL's
+    unpaired layout (prompt, completion, label); about two in three desirable."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        a, b = rng.randint(0, 9), rng.randint(0, 9)
+        pad = rng.randint(0, 6)
+        good = i % 3 != 2
+        answer = f"the answer is {a + b}." if good else f"it is {(a + b + rng.randint(1, 9)) % 19}, i think."
+        rows.append({"prompt": f"what is {a} plus {b}?{f' {PADDING[pad]}' * pad}", "completion": answer, "label": good})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path

@@ -15,7 +15,7 @@ import torch
 import yaml
 from test_speed import assert_close_grads, lora_model
 from test_training import assert_same_weights, final_trainable
-from tiny_runs import tiny_config, write_pair_data
+from tiny_runs import tiny_config, write_kto_data, write_pair_data
 
 from tunesmith.cli import main
 from tunesmith.config import ConfigError, build_config
@@ -302,7 +302,7 @@ def test_dpo_raises_preference_accuracy_and_reports_it(dpo_run):
     assert set(dpo_run.tuned["lengths"]) == {"base", "tuned"}
     assert len(dpo_run.tuned["samples"]) == 1 and dpo_run.tuned["samples"][0]["reference"].startswith("the answer")
     card = (dpo_run.run_dir / "MODEL_CARD.md").read_text(encoding="utf-8")
-    assert "## Preference" in card and "Ranking accuracy" in card
+    assert "## Preference" in card and "Preference accuracy (the chosen answer likelier per token" in card
     assert "preference accuracy" in (dpo_run.run_dir / "report.html").read_text(encoding="utf-8")
 
 
@@ -575,3 +575,77 @@ def test_a_dpo_job_config_carries_beta_and_the_method(tmp_path):
     assert auto.model_dump()["beta"] == "auto"
     job.hyperparameters = auto.model_dump()
     assert job_config(job, data, None, 8, tmp_path / "run", False)[0].method.beta == 0.1
+
+
+# --- KTO -----------------------------------------------------------------------------------------------------------
+
+
+def test_kto_rows_read_labels_and_each_gets_its_prompt_with_the_next_answer(tiny_model_dir, tiny_tokenizer, tmp_path):
+    from tunesmith.data.pairs import KTOEncoder, answer_start, with_kl_sides
+
+    data = write_kto_data(tmp_path / "kto.jsonl", n=9)
+    cfg = build_config(pair_config(tiny_model_dir, data, tmp_path / "run", {"type": "kto"}))
+    rows = prepare_data(cfg, KTOEncoder(Renderer(tiny_tokenizer, "auto", 128))).train
+    labels = {json.loads(x)["completion"]: json.loads(x)["label"] for x in data.read_text().splitlines()}
+    for row in rows:
+        answer = tiny_tokenizer.decode([x for x in row.labels if x != IGNORE], skip_special_tokens=True).strip()
+        assert row.desirable is labels[answer]
+    with_kl_sides(rows, 128)
+    for i, row in enumerate(rows):
+        other, kl = rows[(i + 1) % len(rows)], row.rejected
+        start, theirs = answer_start(row), answer_start(other)
+        assert kl.input_ids == row.input_ids[:start] + other.input_ids[theirs:]
+        assert [x for x in kl.labels if x != IGNORE] == [x for x in other.labels if x != IGNORE]
+
+
+def test_bad_kto_rows_are_row_errors(tiny_model_dir, tmp_path):
+    data = tmp_path / "kto.jsonl"
+    rows = [json.loads(x) for x in write_kto_data(tmp_path / "good.jsonl", n=6).read_text().splitlines()]
+    rows[1]["label"] = "maybe"
+    del rows[2]["label"]
+    rows[3] = {"messages": [{"role": "assistant", "content": "hi"}, {"role": "user", "content": "2+2?"}], "label": 1}
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    cfg = pair_config(tiny_model_dir, data, tmp_path / "run", {"type": "kto"})
+    with pytest.raises(DataRefused) as refused:
+        run_training(build_config(cfg), **quiet)
+    message = str(refused.value)
+    assert f"{data}:2: label: 'maybe' is not a desirable/undesirable mark" in message
+    assert f"{data}:3: label: missing: kto needs each answer marked desirable or not" in message
+    pairs = write_pair_data(tmp_path / "pairs.jsonl", n=4)
+    with pytest.raises(TemplateError, match=r"preference rows cannot train method kto .*method.type: dpo"):
+        run_training(build_config(pair_config(tiny_model_dir, pairs, tmp_path / "r2", {"type": "kto"})), **quiet)
+
+
+def test_kto_loss_matches_a_hand_computation(pairs):
+    from tunesmith.config import KTOMethod
+
+    method = KTOMethod(beta=0.4, desirable_weight=1.5, undesirable_weight=0.7)
+    logp = torch.tensor([[-10.0, -30.0], [-12.0, -28.0], [-9.0, -26.0]])
+    reference = torch.tensor([[-11.0, -31.5], [-11.0, -27.0], [-9.5, -25.0]])
+    desirable = torch.tensor([True, False, True])
+    losses, margin = pair_losses(method, logp, torch.ones(3, 2), reference, desirable)
+    z0 = max(0.0, ((-30 + 31.5) + (-28 + 27) + (-26 + 25)) / 3)  # KL estimate, clamped at 0: here 0
+    rewards = [1.0, -1.0, 0.5]
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    expected = [1.5 * (1 - sig(0.4 * (1.0 - z0))), 0.7 * (1 - sig(0.4 * (z0 + 1.0))), 1.5 * (1 - sig(0.4 * (0.5 - z0)))]
+    assert losses.tolist() == pytest.approx(expected, rel=1e-6)
+    assert margin.tolist() == pytest.approx([rewards[0] - z0, z0 - rewards[1], rewards[2] - z0])
+    shifted = reference.clone()
+    shifted[:, 1] -= 2.0  # the policy now sits 2 nats above the reference on the KL sides: z0 = 2 - 1/3 ... > 0
+    losses, margin = pair_losses(method, logp, torch.ones(3, 2), shifted, desirable)
+    z0 = ((-30 + 33.5) + (-28 + 29) + (-26 + 27)) / 3
+    assert margin.tolist() == pytest.approx([1.0 - z0, z0 + 1.0, 0.5 - z0])
+
+
+def test_kto_trains_desirable_answers_up_and_undesirable_down(tiny_model_dir, tmp_path):
+    data = write_kto_data(tmp_path / "kto.jsonl")
+    cfg = pair_config(tiny_model_dir, data, tmp_path / "run", {"type": "kto"}, max_steps=12, lr=2e-2, packing=True)
+    result = run_training(build_config(cfg), **quiet)
+    base, tuned = result.base["metrics"], result.tuned["metrics"]
+    assert base["loss"] == pytest.approx(0.5, abs=1e-6)  # every implicit reward 0: 1 - sigmoid(0) per row
+    assert tuned["loss"] < base["loss"] and tuned["reward_accuracy"] >= 0.9
+    assert tuned["desirable_logp"] > base["desirable_logp"] and tuned["undesirable_logp"] < base["undesirable_logp"]
+    gain = result.tuned["preference"]
+    assert gain["what"] == "signed log-probability per token" and gain["tuned"] > gain["base"]
+    assert gain["tuned"] == pytest.approx(tuned["signed_logp"])
+    assert "Signed log-probability per token" in (result.run_dir / "MODEL_CARD.md").read_text(encoding="utf-8")

@@ -49,6 +49,9 @@ class Encoded:
     # the reference model's summed log-probabilities of (chosen, rejected) answers, read once before training.
     rejected: Encoded | None = None
     reference: tuple[float, float] | None = None
+    # KTO (data/pairs.py): whether the row's answer is desirable; `rejected` then holds the row's prompt with another
+    # row's answer, the mismatched sequence KTO's KL estimate reads.
+    desirable: bool | None = None
 
     @property
     def trained_tokens(self) -> int:

@@ -3,7 +3,8 @@
 
     method: {type: sft}                                                   # methods/sft.py
     method: {type: classifier, loss: focal, class_weights: balanced}      # methods/classifier.py
-    method: {type: dpo, beta: 0.1}          # also simpo, orpo: preference pairs, methods/preference.py
+    method: {type: dpo, beta: 0.1}          # also simpo, orpo: preference pairs; kto: single answers marked
+                                            # desirable or not; methods/preference.py
     method: {type: reward_model}            # a scalar score per answer, from pairs: methods/reward.py
 
 Adding a method is one module, its settings section in config.py's `MethodConfig`, and one line in METHODS.
@@ -26,6 +27,7 @@ METHODS = {
     "dpo": "tunesmith.methods.preference:Preference",
     "simpo": "tunesmith.methods.preference:Preference",
     "orpo": "tunesmith.methods.preference:Preference",
+    "kto": "tunesmith.methods.preference:Preference",
     "reward_model": "tunesmith.methods.reward:RewardModel",
 }
 

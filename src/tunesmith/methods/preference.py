@@ -29,8 +29,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tunesmith.config import TrainConfig
-from tunesmith.data.pairs import PairEncoder
+from tunesmith.config import Kind, TrainConfig
+from tunesmith.data.formats import Example
+from tunesmith.data.pairs import KTOEncoder, PairEncoder, with_kl_sides
 from tunesmith.data.templates import Encoded, Renderer
 from tunesmith.eval.bootstrap import paired_bootstrap_scores
 from tunesmith.eval.general import forgetting
@@ -54,13 +55,33 @@ METRIC_NAMES = {
     "chosen_logp": "chosen log-probability (sum)",
     "rejected_logp": "rejected log-probability (sum)",
 }
+KTO_METRIC_NAMES = {
+    "loss": "kto loss (per row)",
+    "signed_logp": "signed log-probability per token (+ desirable, - undesirable)",
+    "reward_accuracy": "implicit reward on the label's side",
+    "reward_margin": "implicit reward margin (label-signed, minus the KL baseline)",
+    "desirable_logp": "desirable answers' log-probability (sum)",
+    "undesirable_logp": "undesirable answers' log-probability (sum)",
+}
+# What each kind of run's proof of gain measures per held-out row (the paired bootstrap compares base and tuned).
+PROOF = {
+    "pairs": ("preference accuracy", "the chosen answer likelier per token than the rejected one"),
+    "kto": (
+        "signed log-probability per token",
+        "+ per-token log-probability of a desirable answer, - of an undesirable one",
+    ),
+}
 
 
 class Preference(SFT):
     trains_every_row = True  # a pair whose answer is cut to nothing is a row error (data/pairs.py)
 
+    @property
+    def kto(self) -> bool:
+        return self.cfg.method.type == "kto"
+
     def encoder(self, renderer: Renderer) -> PairEncoder:
-        return PairEncoder(renderer)
+        return KTOEncoder(renderer, self.cfg.method.label_field) if self.kto else PairEncoder(renderer)
 
     def packs(self, train: TrainConfig) -> bool:
         return train.packing
@@ -75,14 +96,18 @@ class Preference(SFT):
 
     @property
     def needs_reference(self) -> bool:
-        return self.cfg.method.type == "dpo"
+        return self.cfg.method.type in ("dpo", "kto")
 
     def attach(self, prepared, base: LoadedBase, device: torch.device, autocast, log) -> None:
-        """DPO: the reference log-probabilities of every pair, read from the base before training (training pairs
-        as training computes them, held-out pairs as evaluation does), or from the cache when read before."""
+        """DPO and KTO: the reference log-probabilities of every pair (for KTO every row and its mismatched KL
+        side, paired here), read from the base before training (training rows as training computes them, held-out
+        rows as evaluation does), or from the cache when read before."""
         if not self.needs_reference:
             return
         cfg = self.cfg
+        if self.kto:
+            with_kl_sides(prepared.train, cfg.data.max_length)
+            with_kl_sides(prepared.eval, cfg.data.max_length)
         pack_to = cfg.data.max_length if self.packs(cfg.train) else None
         micro = cfg.train.micro_batch_size
         for name, rows, precision, batch in (
@@ -117,48 +142,56 @@ class Preference(SFT):
     # --- evaluation ---------------------------------------------------------------------------------------------
 
     def _pair_stats(self, model: nn.Module, ctx: EvalContext) -> dict[str, list[float]]:
-        """Per held-out pair: loss, implicit reward margin, log-probabilities and token counts of both sides."""
+        """Per held-out row: loss, implicit reward margin, the log-probabilities of the answers that should rise
+        ("good": chosen or desirable) and fall ("bad"), token counts, and the per-row score of the proof of gain."""
         cfg, rows = ctx.cfg, ctx.prepared.eval
         pack_to = cfg.data.max_length if self.packs(cfg.train) else None
         read = read_logprobs(model, rows, ctx.pad_id, ctx.device, None, cfg.eval.batch_size, pack_to)
         logp = torch.tensor([x for x, _ in read], dtype=torch.float32).view(-1, 2)
         counts = torch.tensor([n for _, n in read], dtype=torch.float32).view(-1, 2)
-        reference = None
+        reference = desirable = None
         if self.needs_reference:
             reference = torch.tensor([r.reference for r in rows], dtype=torch.float32).view(-1, 2)
-        losses, margin = pair_losses(self.cfg.method, logp, counts, reference)
+        if self.kto:
+            desirable = torch.tensor([bool(r.desirable) for r in rows], dtype=torch.bool)
+        losses, margin = pair_losses(self.cfg.method, logp, counts, reference, desirable)
         mean = logp / counts.clamp(min=1)
-        return {
-            "loss": losses.tolist(),
-            "margin": margin.tolist(),
-            "chosen": logp[:, 0].tolist(),
-            "rejected": logp[:, 1].tolist(),
-            "prefers": (mean[:, 0] > mean[:, 1]).float().tolist(),
-            "tokens": counts.sum(1).tolist(),
-        }
+        stats = {"loss": losses.tolist(), "margin": margin.tolist()}
+        if desirable is not None:  # KTO: one answer per row; column 1 is the KL side, no answer of the row
+            answer = logp[:, 0].tolist()
+            stats["good"] = [x for x, d in zip(answer, desirable.tolist(), strict=True) if d]
+            stats["bad"] = [x for x, d in zip(answer, desirable.tolist(), strict=True) if not d]
+            stats["proof"] = torch.where(desirable, mean[:, 0], -mean[:, 0]).tolist()
+            stats["tokens"] = counts[:, 0].tolist()
+        else:
+            stats["good"], stats["bad"] = logp[:, 0].tolist(), logp[:, 1].tolist()
+            stats["proof"] = (mean[:, 0] > mean[:, 1]).float().tolist()
+            stats["tokens"] = counts.sum(1).tolist()
+        return stats
 
     def evaluate(self, model: nn.Module, ctx: EvalContext) -> dict:
         fault("eval")
         stats = self._pair_stats(model, ctx)
-        return _summary(stats)
+        return _summary(stats, self.kto)
 
     def base_eval(self, model: nn.Module, base_lm: nn.Module, ctx: EvalContext) -> dict:
         stats = self._pair_stats(model, ctx)
-        metrics = _summary(stats)
+        metrics = _summary(stats, self.kto)
         result = {
             "model": ctx.cfg.model.base,
             "metrics": metrics,
-            "metric_names": METRIC_NAMES,
-            "prefers": stats["prefers"],
+            "metric_names": KTO_METRIC_NAMES if self.kto else METRIC_NAMES,
+            "prefers": stats["proof"],
             "samples": pair_samples(model, ctx),
         }
         if ctx.cfg.eval.judge:
             result["judge_answers"] = judge_answers(model, ctx)
         if ctx.cfg.eval.general:
             result["general"] = self.general(model, ctx)
+        what = PROOF["kto" if self.kto else "pairs"][0]
         ctx.log(
-            f"base model: preference accuracy {metrics['preference_accuracy']:.3f} on {metrics['rows']} held-out "
-            f"pairs, {self.cfg.method.type} loss {metrics['loss']:.4f}"
+            f"base model: {what} {sum(stats['proof']) / max(1, len(stats['proof'])):.3f} on {metrics['rows']} "
+            f"held-out rows, {self.cfg.method.type} loss {metrics['loss']:.4f}"
         )
         return result
 
@@ -167,15 +200,16 @@ class Preference(SFT):
         stats = self._pair_stats(model, ctx)
         result = {
             "model": str(final),
-            "metrics": _summary(stats),
-            "metric_names": METRIC_NAMES,
+            "metrics": _summary(stats, self.kto),
+            "metric_names": KTO_METRIC_NAMES if self.kto else METRIC_NAMES,
             "samples": pair_samples(model, ctx),
         }
         if base_eval.get("prefers"):
-            gain = paired_bootstrap_scores(base_eval["prefers"], stats["prefers"], seed=cfg.train.seed)
-            result["preference"] = gain.as_dict()
+            gain = paired_bootstrap_scores(base_eval["prefers"], stats["proof"], seed=cfg.train.seed)
+            what, how = PROOF["kto" if self.kto else "pairs"]
+            result["preference"] = {**gain.as_dict(), "what": what, "base_method": how, "tuned_method": how}
             ctx.log(
-                f"preference accuracy: base {gain.base:.3f} -> tuned {gain.tuned:.3f}, "
+                f"{what}: base {gain.base:.3f} -> tuned {gain.tuned:.3f}, "
                 f"{gain.diff:+.3f} [{gain.low:+.3f}, {gain.high:+.3f}] (paired bootstrap, 95%)"
             )
         result["lengths"] = {
@@ -185,11 +219,12 @@ class Preference(SFT):
         if cfg.eval.judge and base_eval.get("judge_answers"):
             result["judge_answers"] = judge_answers(model, ctx)
             result["win_rate"] = win_rate(base_eval["judge_answers"], result["judge_answers"], ctx)
-        if result["metrics"]["chosen_logp"] < base_eval["metrics"]["chosen_logp"]:
+        good = "desirable_logp" if self.kto else "chosen_logp"
+        if result["metrics"][good] < base_eval["metrics"][good]:
             ctx.log(
-                "note: the chosen answers' log-probability fell during training "
-                f"({base_eval['metrics']['chosen_logp']:.2f} -> {result['metrics']['chosen_logp']:.2f}): "
-                "the model prefers them by making the rejected ones unlikelier, a known failure of DPO"
+                f"note: the {'desirable' if self.kto else 'chosen'} answers' log-probability fell during training "
+                f"({base_eval['metrics'][good]:.2f} -> {result['metrics'][good]:.2f}): the model prefers them by "
+                "making the others unlikelier, a known failure of preference tuning"
             )
         if cfg.eval.general and "general" in base_eval:
             result["general"] = self.general(model, ctx)
@@ -197,28 +232,50 @@ class Preference(SFT):
         return result
 
 
-def _summary(stats: dict[str, list[float]]) -> dict:
+def _summary(stats: dict[str, list[float]], kto: bool = False) -> dict:
     n = max(1, len(stats["loss"]))
-    return {
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / max(1, len(values))
+
+    metrics = {
         "loss": sum(stats["loss"]) / n,
-        "preference_accuracy": sum(stats["prefers"]) / n,
         "reward_accuracy": sum(m > 0 for m in stats["margin"]) / n,
         "reward_margin": sum(stats["margin"]) / n,
-        "chosen_logp": sum(stats["chosen"]) / n,
-        "rejected_logp": sum(stats["rejected"]) / n,
         "rows": len(stats["loss"]),
         "tokens": int(sum(stats["tokens"])),
     }
+    if kto:
+        return {**metrics, "signed_logp": mean(stats["proof"]), "desirable_logp": mean(stats["good"]),
+                "undesirable_logp": mean(stats["bad"])}  # fmt: skip
+    return {**metrics, "preference_accuracy": mean(stats["proof"]), "chosen_logp": mean(stats["good"]),
+            "rejected_logp": mean(stats["bad"])}  # fmt: skip
 
 
 def _mean_words(samples: list[dict]) -> float | None:
     return sum(len(s["answer"].split()) for s in samples) / len(samples) if samples else None
 
 
+def _context(example: Example) -> list[dict]:
+    """The conversation an answer of this row replies to: a pair's prompt, or a KTO row's turns before its answer."""
+    if example.kind is Kind.chat:
+        return list(example.messages or [])[:-1]
+    if example.kind is Kind.preference and example.messages:
+        return example.messages
+    return [{"role": "user", "content": example.prompt or ""}]
+
+
+def _reference(example: Example) -> str:
+    """The row's own answer, shown beside the models': a pair's chosen answer, a KTO row's answer."""
+    if example.kind is Kind.chat:
+        return (example.messages or [{"content": ""}])[-1]["content"]
+    return example.chosen if example.kind is Kind.preference else example.completion or ""
+
+
 def _contexts(ctx: EvalContext, n: int) -> tuple[list, list[list[dict]]]:
-    """The first `n` held-out pairs and their prompts as the conversation so far."""
+    """The first `n` held-out rows and the conversations their answers reply to."""
     examples = [ex for ex, _ in ctx.prepared.eval_examples[:n]]
-    return examples, [ex.messages or [{"role": "user", "content": ex.prompt or ""}] for ex in examples]
+    return examples, [_context(ex) for ex in examples]
 
 
 def _answer(model: nn.Module, ctx: EvalContext, contexts: list[list[dict]]) -> list[str]:
@@ -242,7 +299,7 @@ def pair_samples(model: nn.Module, ctx: EvalContext) -> list[dict]:
     examples, contexts = _contexts(ctx, ctx.cfg.eval.samples)
     answers = _answer(model, ctx, contexts)
     return [
-        {"prompt": c[-1]["content"], "reference": ex.chosen, "answer": a}
+        {"prompt": c[-1]["content"], "reference": _reference(ex), "answer": a}
         for c, ex, a in zip(contexts, examples, answers, strict=True)
     ]
 

@@ -31,12 +31,13 @@ def _preference(tuned_eval: dict) -> str:
     gain = tuned_eval.get("preference")
     if not gain:
         return ""
-    how_base = gain.get("base_method", "likelier per token")
-    how_tuned = gain.get("tuned_method", "likelier per token")
+    what = gain.get("what", "preference accuracy")
+    how_base = gain.get("base_method", "the chosen answer likelier per token than the rejected one")
+    how_tuned = gain.get("tuned_method", how_base)
+    how = how_base if how_base == how_tuned else f"base: {how_base}; tuned: {how_tuned}"
     text = (
-        f"\n## Preference ({tuned_eval['metrics']['rows']} held-out pairs)\n\nRanking accuracy (the chosen answer "
-        f"ranked above the rejected one; base: {how_base}, tuned: {how_tuned}): base {gain['base']:.3f}, "
-        f"tuned {gain['tuned']:.3f}, change "
+        f"\n## Preference ({tuned_eval['metrics']['rows']} held-out rows)\n\n{what[0].upper()}{what[1:]} ({how}): "
+        f"base {gain['base']:.3f}, tuned {gain['tuned']:.3f}, change "
         f"{gain['diff']:+.3f} [{gain['low']:+.3f}, {gain['high']:+.3f}] (paired bootstrap, 95%).\n"
     )
     judged = tuned_eval.get("win_rate")

@@ -56,6 +56,8 @@ def data_fingerprint(rows: list[Encoded]) -> str:
         parts = [r.input_ids, r.labels, r.target]
         if r.rejected is not None:  # a preference pair: both sides
             parts += [r.rejected.input_ids, r.rejected.labels]
+        if r.desirable is not None:  # a KTO row
+            parts.append(r.desirable)
         digest.update(json.dumps(parts).encode())
     return digest.hexdigest()[:16]
 

@@ -14,6 +14,9 @@ nr, and the reference model's c0, r0 (read once before training, methods/prefere
 - dpo hinge:   loss = max(0, 1 - beta h)
 - simpo:       z = beta (c / nc - r / nr) - gamma; loss = -(1 - e) log s(z) - e log s(-z)
 - orpo:        loss = -c / nc + beta x -log s(log odds(c / nc) - log odds(r / nr)), odds(p) = p / (1 - p)
+- kto:         a row is one answer y (sequence 2i) and its prompt with another row's answer y' (2i + 1, the KL side);
+               r = c - c0, z0 = max(0, mean over the batch of (r' - r0')) (no gradient), then
+               desirable: lambda_D (1 - s(beta (r - z0))), undesirable: lambda_U (1 - s(beta (z0 - r)))
 
 The loop normalises by the pairs of the step (a pair batch counts pairs as its trained units), so the logged loss
 is the mean loss per pair; `correct` counts pairs whose implicit reward ranks the chosen answer first.
@@ -27,12 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tunesmith.config import DPOMethod, ORPOMethod, SimPOMethod
+from tunesmith.config import DPOMethod, KTOMethod, ORPOMethod, SimPOMethod
 from tunesmith.data.templates import IGNORE, Encoded
 from tunesmith.training.chunked_ce import CE_CHUNK
 from tunesmith.training.objectives import Batch, LossParts, backbone_and_head, collate
 
-PreferenceConfig = DPOMethod | SimPOMethod | ORPOMethod
+PreferenceConfig = DPOMethod | SimPOMethod | ORPOMethod | KTOMethod
 
 
 @dataclass
@@ -43,6 +46,7 @@ class PairBatch(Batch):
     seq_of: torch.Tensor | None = None
     pairs: int = 0
     reference: torch.Tensor | None = None
+    desirable: torch.Tensor | None = None  # KTO: (pairs,) bool, whether each row's answer is desirable
 
     @property
     def trained_tokens(self) -> int:
@@ -51,7 +55,10 @@ class PairBatch(Batch):
     def to(self, device: torch.device) -> PairBatch:
         moved = super().to(device)
         reference = None if self.reference is None else self.reference.to(device)
-        return PairBatch(**vars(moved), seq_of=self.seq_of.to(device), pairs=self.pairs, reference=reference)
+        desirable = None if self.desirable is None else self.desirable.to(device)
+        return PairBatch(
+            **vars(moved), seq_of=self.seq_of.to(device), pairs=self.pairs, reference=reference, desirable=desirable
+        )
 
 
 def sequences(pairs: list[Encoded]) -> list[Encoded]:
@@ -75,7 +82,10 @@ def make_pair_batch(pairs: list[Encoded], pad_id: int, pack_to: int | None = Non
     reference = None
     if all(p.reference is not None for p in pairs):
         reference = torch.tensor([p.reference for p in pairs], dtype=torch.float32)
-    return PairBatch(**vars(batch), seq_of=seq_of, pairs=len(pairs), reference=reference)
+    desirable = None
+    if all(p.desirable is not None for p in pairs):
+        desirable = torch.tensor([p.desirable for p in pairs], dtype=torch.bool)
+    return PairBatch(**vars(batch), seq_of=seq_of, pairs=len(pairs), reference=reference, desirable=desirable)
 
 
 class _TokenLogprobs(torch.autograd.Function):
@@ -160,10 +170,23 @@ def _log_odds(mean_logp: torch.Tensor) -> torch.Tensor:
 
 
 def pair_losses(
-    method: PreferenceConfig, logp: torch.Tensor, counts: torch.Tensor, reference: torch.Tensor | None
+    method: PreferenceConfig,
+    logp: torch.Tensor,
+    counts: torch.Tensor,
+    reference: torch.Tensor | None,
+    desirable: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss per pair, implicit reward margin per pair: positive when the chosen answer ranks first)."""
+    """(loss per pair, implicit reward margin per pair: positive when the chosen answer ranks first; for KTO when
+    the row's implicit reward sides with its label)."""
     mean = logp / counts.clamp(min=1)
+    if method.type == "kto":
+        if reference is None or desirable is None:
+            raise ValueError("kto needs the reference log-probabilities and the label of every row")
+        ratio = logp - reference
+        z0 = ratio[:, 1].mean().clamp(min=0).detach()
+        margin = torch.where(desirable, ratio[:, 0] - z0, z0 - ratio[:, 0])
+        weight = torch.where(desirable, method.desirable_weight, method.undesirable_weight)
+        return weight * (1 - torch.sigmoid(method.beta * margin)), margin
     if method.type == "dpo":
         if reference is None:
             raise ValueError("dpo needs the reference log-probabilities of every pair")
@@ -195,7 +218,7 @@ class PreferenceObjective:
 
     def __call__(self, model: nn.Module, batch: PairBatch) -> LossParts:
         logp, counts = answer_logprobs(model, batch, self.chunk)
-        losses, margin = pair_losses(self.method, logp, counts, batch.reference)
+        losses, margin = pair_losses(self.method, logp, counts, batch.reference, batch.desirable)
         return LossParts(losses.sum(), batch.pairs, int((margin.detach() > 0).sum()))
 
 
@@ -216,7 +239,7 @@ def read_logprobs(
     out = []
     with torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
         for start in range(0, len(pairs), batch):
-            chunk = [replace(p, reference=None) for p in pairs[start : start + batch]]
+            chunk = [replace(p, reference=None, desirable=None) for p in pairs[start : start + batch]]
             logp, counts = answer_logprobs(model, make_pair_batch(chunk, pad_id, pack_to).to(device))
             out += [
                 ((float(a), float(b)), (int(x), int(y)))
