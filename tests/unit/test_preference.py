@@ -649,3 +649,24 @@ def test_kto_trains_desirable_answers_up_and_undesirable_down(tiny_model_dir, tm
     assert gain["what"] == "signed log-probability per token" and gain["tuned"] > gain["base"]
     assert gain["tuned"] == pytest.approx(tuned["signed_logp"])
     assert "Signed log-probability per token" in (result.run_dir / "MODEL_CARD.md").read_text(encoding="utf-8")
+
+
+def test_dpo_continues_an_sft_run_and_trains_full_weights(tiny_model_dir, tmp_path):
+    """model.base: a finished SFT run is the start and the reference (its merged weights); full fine-tuning trains
+    every weight against the same reference, read before the first update."""
+    from tiny_runs import write_chat_data
+
+    sft = tiny_config(tiny_model_dir, write_chat_data(tmp_path / "chat.jsonl", n=24), tmp_path / "sft", max_steps=3)
+    run_training(build_config(sft), **quiet)
+    data = write_pair_data(tmp_path / "pairs.jsonl")
+    for adapter in ("lora", "full"):
+        cfg = pair_config(tiny_model_dir, data, tmp_path / adapter, {"type": "dpo"}, max_steps=6, lr=2e-2)
+        cfg["model"]["base"] = str(tmp_path / "sft")
+        if adapter == "full":
+            cfg["adapter"] = {"method": "full"}
+            cfg["train"]["lr"] = 1e-3
+        result = run_training(build_config(cfg), **quiet)
+        assert result.base["metrics"]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+        assert result.tuned["metrics"]["loss"] < result.base["metrics"]["loss"]
+        manifest = json.loads((result.run_dir / "manifest.json").read_text(encoding="utf-8"))
+        assert manifest["parent"]["run"] == str(tmp_path / "sft")

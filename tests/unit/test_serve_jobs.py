@@ -225,3 +225,29 @@ def test_a_killed_worker_is_restarted_and_resumes_the_job(server, training_file)
     assert job.status == "succeeded", job.error
     assert any(m.startswith("Resuming training from checkpoint step") for m in messages(server, job.id))
     assert worker not in _children(server.proc.pid)
+
+
+@pytest.mark.slow
+def test_a_dpo_job_trains_on_openai_preference_rows_and_a_chat_file_is_refused(server, training_file, tmp_path):
+    from test_preference import openai_rows
+
+    client = server.client
+    with open(openai_rows(tmp_path / "prefs.jsonl", n=16), "rb") as fh:
+        prefs = client.files.create(file=fh, purpose="fine-tune")
+    dpo = {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2, "n_epochs": 1, "batch_size": 4}}}
+    with pytest.raises(openai.BadRequestError, match="holds chat rows; method dpo trains on preference rows"):
+        client.fine_tuning.jobs.create(model="tiny-llama", training_file=training_file, method=dpo)
+    job = client.fine_tuning.jobs.create(
+        model="tiny-llama", training_file=prefs.id, method=dpo, suffix="prefs",
+        extra_body={"overrides": [*FAST, "train.max_steps=2"]},
+    )  # fmt: skip
+    assert job.method.type == "dpo" and job.method.dpo.hyperparameters.beta == 0.2
+    job = wait_for(server, job.id, lambda j: j.status in ("succeeded", "failed", "cancelled"))
+    assert job.status == "succeeded", job.error
+    run = server.runs_dir / f"prefs-{job.id[6:14]}"
+    saved = (run / "config.yaml").read_text(encoding="utf-8")
+    assert "type: dpo" in saved and "beta: 0.2" in saved
+    answer = client.chat.completions.create(
+        model=job.fine_tuned_model, messages=[{"role": "user", "content": "what is 2 plus 3?"}], max_tokens=4
+    )
+    assert answer.choices[0].finish_reason in ("stop", "length")
