@@ -1,5 +1,5 @@
 """Write the judge's pairs: rows 1000-1479 of HH-RLHF helpful-base (test.jsonl.gz), none of which the tuned runs
-(the first 560 rows) train or are scored on, so the reward model judges answers to prompts it never saw.
+(the first 400 rows) train or are scored on, so the reward model judges answers to prompts it never saw.
 
     python benchmarks/preference/split.py runs/bench-preference/judge-pairs.jsonl
 """

@@ -169,36 +169,30 @@ class Engines:
         with loaded.model.disable_adapter() if isinstance(loaded.model, PeftModel) else nullcontext():
             yield loaded.model
 
-    # --- reward models ---------------------------------------------------------------------------------------
+    # --- classification heads and reward models ---------------------------------------------------------------
 
-    def reward(self, entry: ModelEntry):
-        """A reward-model run as eval/reward.py's RewardScorer (loaded once per final/ version)."""
-        from tunesmith.eval.reward import load_reward_model
-
-        final = _final(entry)
-        require_safetensors(final)
-        base = adapter_base(final)
-        if base is not None and base.is_dir():
-            require_safetensors(base)
-        key = (final, final.stat().st_mtime)
-        if key not in self._heads:
-            self._heads[key] = load_reward_model(entry.run_dir, self.device)
-        return self._heads[key]
-
-    # --- classification heads --------------------------------------------------------------------------------
-
-    def head(self, entry: ModelEntry):
-        """A classifier run as eval/predict.py's HeadModel (loaded once per final/ version)."""
-        from tunesmith.eval.predict import load_head
-
+    def _scorer(self, entry: ModelEntry, load):
+        """`load(run_dir, device)` of a head run's final/ (safetensors only), once per final/ version."""
         final = _final(entry)
         require_safetensors(final)
         base = adapter_base(final)
         if base is not None and base.is_dir():
             require_safetensors(base)
         if model_kind(final) != "classifier":
-            raise TunesmithError(f"{entry.id} is not a classification run")
+            raise TunesmithError(f"{entry.id} is not a classification or reward-model run")
         key = (final, final.stat().st_mtime)
         if key not in self._heads:
-            self._heads[key] = load_head(entry.run_dir, self.device)
+            self._heads[key] = load(entry.run_dir, self.device)
         return self._heads[key]
+
+    def head(self, entry: ModelEntry):
+        """A classifier run as eval/predict.py's HeadModel."""
+        from tunesmith.eval.predict import load_head
+
+        return self._scorer(entry, load_head)
+
+    def reward(self, entry: ModelEntry):
+        """A reward-model run as eval/reward.py's RewardScorer."""
+        from tunesmith.eval.reward import load_reward_model
+
+        return self._scorer(entry, load_reward_model)
