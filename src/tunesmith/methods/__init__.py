@@ -1,5 +1,5 @@
 """Training methods: each is one module behind the `Method` protocol (methods/base.py), chosen by the config's
-`method:` section (a union on `type`, config.py).
+`method:` section (a union on `type`, config_methods.py).
 
     method: {type: sft}                                                   # methods/sft.py
     method: {type: classifier, loss: focal, class_weights: balanced}      # methods/classifier.py
@@ -7,7 +7,7 @@
                                             # desirable or not; methods/preference.py
     method: {type: reward_model}            # a scalar score per answer, from pairs: methods/reward.py
 
-Adding a method is one module, its settings section in config.py's `MethodConfig`, and one line in METHODS.
+Adding a method is one module, its settings section in config_methods.py's `MethodConfig`, and one line in METHODS.
 The modules are imported when first asked for: a server that only lists runs never imports a training method.
 """
 
