@@ -3,11 +3,11 @@ invocation, one tool at a time on an otherwise idle machine.
 
     python benchmarks/preference/speed.py --out runs/bench-dpo-speed --trl-python /path/to/trl-venv/bin/python
 
-Both train SmolLM2-135M-Instruct with LoRA r16 on every linear layer, 1 epoch of the first 96 helpful-base pairs
-(max_length 512), effective batch 8 (micro-batches of 4), lr 5e-5 cosine, beta 0.1, bf16 autocast, and then score
-the DPO loss on the same 32 held-out pairs (rows 2001-2032). Wall seconds are whole commands (loading, the reference,
-training, the held-out loss); "training" is each tool's own timing of its loop (TRL computes the reference inside
-it, tunesmith reads it once before, shown apart).
+Both train SmolLM2-135M-Instruct with LoRA r16 on every linear layer, 1 epoch of the helpful-base pairs among the first
+100 that fit 512 tokens whole (so neither tool truncates), effective batch 8 (micro-batches of 4), lr 5e-5 cosine,
+beta 0.1, bf16 autocast, and then score the DPO loss on the same held-out pairs (those of rows 2001-2036 that fit).
+Wall seconds are whole commands (loading, the reference, training, the held-out loss); "training" is each tool's own
+timing of its loop (TRL computes the reference inside it, tunesmith reads it once before, shown apart).
 """
 
 from __future__ import annotations
@@ -25,11 +25,21 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE.parents[1].parent / "shared" / "data" / "hh_rlhf" / "helpful-base" / "test.jsonl.gz"
-TRAIN, HELD = (0, 96), (2000, 2032)
+TRAIN, HELD = (0, 100), (2000, 2036)
+MAX_LENGTH = 512
 
 
-def pairs(span: tuple[int, int]) -> list[dict]:
-    """Conversational pairs, split as tunesmith splits HH-RLHF transcripts (the shared turns, then two replies)."""
+def fits(tokenizer, prompt: list[dict], answer: list[dict]) -> bool:
+    """Whether the whole conversation renders within MAX_LENGTH tokens, so neither tool truncates it (they truncate
+    differently: tunesmith refuses a pair whose answer would be cut away, TRL cuts the prompt's start)."""
+    ids = tokenizer.apply_chat_template(prompt + answer, tokenize=True)
+    ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+    return len(ids) <= MAX_LENGTH
+
+
+def pairs(span: tuple[int, int], tokenizer) -> list[dict]:
+    """Conversational pairs, split as tunesmith splits HH-RLHF transcripts (the shared turns, then two replies); only
+    pairs that fit MAX_LENGTH whole, so both tools train the same tokens."""
     from tunesmith.data.formats import split_pair, transcript_turns
 
     with gzip.open(SOURCE, "rt", encoding="utf-8") as fh:
@@ -40,13 +50,13 @@ def pairs(span: tuple[int, int]) -> list[dict]:
         if split is None:
             continue
         prompt, chosen, rejected = split
-        out.append(
-            {
-                "prompt": transcript_turns(prompt),
-                "chosen": [{"role": "assistant", "content": chosen}],
-                "rejected": [{"role": "assistant", "content": rejected}],
-            }
-        )
+        row = {
+            "prompt": transcript_turns(prompt),
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}],
+        }
+        if fits(tokenizer, row["prompt"], row["chosen"]) and fits(tokenizer, row["prompt"], row["rejected"]):
+            out.append(row)
     return out
 
 
@@ -79,16 +89,19 @@ def main() -> int:
     args = parser.parse_args()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    train, held = pairs(TRAIN), pairs(HELD)
+    from transformers import AutoTokenizer
+
     from tunesmith.models.registry import resolve_base
 
     model_dir = resolve_base(args.model).path
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    train, held = pairs(TRAIN, tokenizer), pairs(HELD, tokenizer)
     config = {
         "model": {"base": args.model},
         "data": {
             "train": [{"path": str(flat(out / "train.jsonl", train))}],
             "eval": [{"path": str(flat(out / "held.jsonl", held))}],
-            "max_length": 512,
+            "max_length": MAX_LENGTH,
         },
         "method": {"type": "dpo", "beta": 0.1},
         "adapter": {"method": "lora", "r": 16, "alpha": 32, "dropout": 0.0},

@@ -81,3 +81,39 @@ def write_kto_data(path: Path, n: int = 48, seed: int = 0) -> Path:
         rows.append({"prompt": f"what is {a} plus {b}?{f' {PADDING[pad]}' * pad}", "completion": answer, "label": good})
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+LABELS = ["account", "friendly"]
+ACCOUNT = ["password", "reset", "settings", "account", "page", "click", "open"]
+FRIENDLY = ["hello", "thanks", "help", "today", "there", "how", "you"]
+FILLER = ["the", "quick", "brown", "fox", "lazy", "dog", "over"]
+
+
+def write_toy(path: Path, n: int = 96, seed: int = 0) -> Path:
+    """A learnable two-class task of uneven lengths, in a davidson-like layout (tweet, class as 0/1)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        cls = i % 2
+        words = rng.choices((ACCOUNT, FRIENDLY)[cls], k=rng.randint(2, 5)) + rng.choices(FILLER, k=rng.randint(0, 5))
+        rng.shuffle(words)
+        rows.append({"tweet": " ".join(words), "class": cls})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def head_config(model_dir: Path, data: Path, out: Path, **train) -> dict:
+    cfg = tiny_config(model_dir, data, out, **train)
+    cfg["data"]["train"] = [
+        {"path": str(data), "fields": {"tweet": "text", "class": "label"}, "labels": {0: "account", 1: "friendly"}}
+    ]
+    cfg["data"]["eval_fraction"] = 0.25
+    cfg["method"] = {"type": "classifier"}
+    cfg["task"] = {
+        "type": "classification",
+        "labels": LABELS,
+        "max_new_tokens": 4,
+        "bootstrap_resamples": 200,
+    }
+    cfg["audit"] = {"allow": ["leakage"]}  # short toy rows from a small vocabulary overlap by design
+    return cfg

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from test_training import assert_same_weights, final_trainable, fitted_weights
-from tiny_runs import tiny_config
+from tiny_runs import LABELS, head_config, tiny_config, write_toy
 
 from tunesmith.cli import main
 from tunesmith.config import Config, ConfigError, Kind, build_config
@@ -30,41 +29,7 @@ from tunesmith.training.checkpoint import list_checkpoints
 from tunesmith.training.objectives import ClassificationObjective, collate, collate_classes
 from tunesmith.training.prepare import DataRefused
 
-LABELS = ["account", "friendly"]
-ACCOUNT = ["password", "reset", "settings", "account", "page", "click", "open"]
-FRIENDLY = ["hello", "thanks", "help", "today", "there", "how", "you"]
-FILLER = ["the", "quick", "brown", "fox", "lazy", "dog", "over"]
 quiet = {"log": lambda *_: None}
-
-
-def write_toy(path: Path, n: int = 96, seed: int = 0) -> Path:
-    """A learnable two-class task of uneven lengths, in a davidson-like layout (tweet, class as 0/1)."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        cls = i % 2
-        words = rng.choices((ACCOUNT, FRIENDLY)[cls], k=rng.randint(2, 5)) + rng.choices(FILLER, k=rng.randint(0, 5))
-        rng.shuffle(words)
-        rows.append({"tweet": " ".join(words), "class": cls})
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def head_config(model_dir: Path, data: Path, out: Path, **train) -> dict:
-    cfg = tiny_config(model_dir, data, out, **train)
-    cfg["data"]["train"] = [
-        {"path": str(data), "fields": {"tweet": "text", "class": "label"}, "labels": {0: "account", 1: "friendly"}}
-    ]
-    cfg["data"]["eval_fraction"] = 0.25
-    cfg["method"] = {"type": "classifier"}
-    cfg["task"] = {
-        "type": "classification",
-        "labels": LABELS,
-        "max_new_tokens": 4,
-        "bootstrap_resamples": 200,
-    }
-    cfg["audit"] = {"allow": ["leakage"]}  # short toy rows from a small vocabulary overlap by design
-    return cfg
 
 
 @pytest.fixture(scope="module")

@@ -283,3 +283,21 @@ def resolve_base(base: str) -> ResolvedBase:
         f"model.base {base!r} is neither a registered name ({names}), an HF model directory with config.json, "
         "a .gguf file, nor a finished run directory"
     )
+
+
+def source_gguf(base: str, seen: frozenset[Path] = frozenset()) -> Path | None:
+    """The GGUF file a base's weights came from: a registered name's, a .gguf base itself, or, for a run that
+    continued from another, that run's base's (followed back). None for an HF folder that came from no GGUF."""
+    entry = _REGISTRY.get(base.lower())
+    if entry is not None:
+        return registry_gguf(entry)
+    path = Path(base).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return path.resolve()
+    if is_run_dir(path) and path.resolve() not in seen:
+        return source_gguf(RunDir(path).config().model.base, seen | {path.resolve()})
+    source = path / "SOURCE"  # an HF folder convert_gguf wrote
+    if source.is_file():
+        named = Path(source.read_text(encoding="utf-8").strip())
+        return named if named.is_file() else None
+    return None

@@ -1,0 +1,280 @@
+"""`tunesmith export RUN --to merged gguf ollama [--quant f16 q8_0 q4_k_m] [--out DIR]`: leave with a model that runs
+elsewhere, proven equal to the one the run trained.
+
+    tunesmith export runs/quickstart --to merged gguf ollama          # into runs/quickstart/export/
+
+- merged: the LoRA folded into the base weights, saved as plain HF safetensors with the tokenizer and its chat
+  template (a classification head's run: an HF sequence-classification model);
+- gguf: one file per --quant, written with the `gguf` package (models/gguf_write.py), the run's chat template and
+  lineage in its metadata;
+- ollama: a Modelfile beside the first GGUF, whose TEMPLATE, stop tokens and system message reproduce the prompt the
+  run trained on (models/ollama.py checks its rendering token for token against the training render).
+
+Every artifact is read back by a reader that is not its writer (transformers for the merged folder, transformers'
+GGUF loader, which de-quantizes, for each GGUF) and measured against the run's own model, the adapter on its base in
+fp32, on the run's held-out rows (eval/parity.py). export.json holds the table; an artifact below its threshold makes
+the command exit 1. Everything is written into a staging folder renamed into place at the end, so an interrupted
+export leaves no half-written folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from tunesmith.data.templates import Encoded
+from tunesmith.errors import TunesmithError
+from tunesmith.eval.parity import Parity, Reference, measure, measure_head
+from tunesmith.methods import build_method
+from tunesmith.models.gguf_write import QUANTS, gguf_architecture, write_gguf
+from tunesmith.models.loading import _quiet_transformers, loading
+from tunesmith.models.ollama import modelfile, ollama_check, training_chat_template
+from tunesmith.models.registry import source_gguf
+from tunesmith.models.trained import NoFinishedModel, load_run, model_kind, shared_system
+from tunesmith.recipes.evaluate import held_out
+from tunesmith.rundir import RunDir, write_json, write_text
+
+FORMATS = ("merged", "gguf", "ollama")
+DEFAULT_QUANTS = ("f16", "q8_0")
+
+
+def _finished(path: Path) -> RunDir:
+    run = RunDir(path)
+    if not run.path.is_dir():
+        raise TunesmithError(f"{path}: no such run folder")
+    if not run.is_run:
+        raise TunesmithError(
+            f"{path}: not a finished run (no final/ beside config.yaml); finish it with "
+            f"`tunesmith train {run.config_file} --resume` first"
+            if run.config_file.is_file()
+            else f"{path}: not a run folder (no config.yaml and final/)"
+        )
+    return run
+
+
+def _target(out: Path) -> Path:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise TunesmithError(f"{out}: the export folder exists and is not empty; choose another --out or remove it")
+    return out
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def _lineage(run: RunDir) -> dict[str, str]:
+    manifest = run.manifest() if run.manifest_file.is_file() else {}
+    return {
+        "tunesmith.run": str(run.path.resolve()),
+        "tunesmith.config_sha256": _sha256(run.config_file),
+        "tunesmith.base": str(run.config().model.base),
+        "tunesmith.data_sha256": ",".join(str(d.get("sha256", "")) for d in manifest.get("data", [])),
+    }
+
+
+def _plan(run: RunDir, formats: list[str], quants: list[str]) -> tuple[str, Path | None]:
+    """Refuse what cannot be exported before anything is loaded or written: (model kind, source GGUF)."""
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise TunesmithError(f"--to {unknown[0]}: unknown format (choose from {', '.join(FORMATS)})")
+    bad = [q for q in quants if q not in QUANTS]
+    if bad:
+        raise TunesmithError(f"--quant {bad[0]}: unknown quantisation (choose from {', '.join(QUANTS)})")
+    try:
+        kind = model_kind(run.final)
+    except NoFinishedModel as err:
+        raise TunesmithError(str(err)) from None
+    if kind == "classifier" and formats != ["merged"]:
+        raise TunesmithError(
+            f"{run.path}: a classification head's run exports only --to merged (an HF sequence-classification "
+            "model); GGUF runtimes generate text"
+        )
+    source = source_gguf(str(run.config().model.base)) if {"gguf", "ollama"} & set(formats) else None
+    return kind, source
+
+
+def export_command(
+    run_path: str, formats: list[str], quants: list[str] | None, out: Path | None, rows: int, threads: int | None
+) -> int:
+    run = _finished(Path(run_path))
+    formats = list(dict.fromkeys(formats))
+    quants = list(dict.fromkeys(quants or DEFAULT_QUANTS))
+    kind, source = _plan(run, formats, quants)
+    target = _target(out or run.path / "export")
+    if threads:
+        torch.set_num_threads(threads)
+    staging = target.with_name(f".{target.name}.part-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        summary = _export(run, kind, source, formats, quants, staging, rows)
+        if target.exists():
+            target.rmdir()  # checked empty above
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _print_table(summary, target)
+    failed = [p for p in summary["parity"] if not p["passed"]]
+    for p in failed:
+        print(f"parity failed: {p['artifact']}: {'; '.join(p['reasons'])}")
+    return 1 if failed else 0
+
+
+def _export(
+    run: RunDir, kind: str, source: Path | None, formats: list[str], quants: list[str], staging: Path, rows: int
+) -> dict:
+    device = torch.device("cpu")
+    cfg = run.config()
+    _quiet_transformers()
+    print(f"loading {run.path} as it trained (adapter on its base, fp32): the reference", flush=True)
+    reference = load_run(run, device, torch.float32)
+    renderer = reference.settings.renderer(reference.tokenizer)
+    files: dict[str, dict] = {}
+    if kind == "classifier":
+        parity = [_export_head(run, reference, renderer, staging, rows, device)]
+        files["merged"] = {"path": "merged", "bytes": _size(staging / "merged")}
+        return _summary(run, staging, formats, [], 0 if not parity else parity[0].prompts, files, parity, None)
+    pairs = held_out(cfg, renderer)[:rows]
+    encoded = [renderer.encode(example, spec.system) for example, spec in pairs]
+    keep = [i for i, e in enumerate(encoded) if isinstance(e, Encoded)]
+    pairs, encoded = [pairs[i] for i in keep], [encoded[i] for i in keep]
+    print(f"reading the reference's answers and log-probabilities on {len(pairs)} held-out rows", flush=True)
+    ref = Reference.read(reference.model, renderer, encoded, pairs, cfg, device)
+    del reference
+    merged = load_run(run, device, torch.float32, merged=True).model
+    parity: list[Parity] = []
+    if "merged" in formats:
+        folder = staging / "merged"
+        merged.save_pretrained(folder)
+        renderer.tokenizer.chat_template = training_chat_template(renderer)
+        renderer.tokenizer.save_pretrained(folder)
+        files["merged"] = {"path": "merged", "bytes": _size(folder)}
+        parity.append(_check_merged(ref, folder, cfg, device))
+    ggufs: dict[str, Path] = {}
+    if {"gguf", "ollama"} & set(formats):
+        gguf_architecture(merged)  # an unsupported architecture is refused before any file is written
+        template = training_chat_template(renderer)
+        for quant in quants:
+            path = staging / f"model-{quant}.gguf"
+            print(f"writing {path.name}", flush=True)
+            write_gguf(merged, source, path, quant, template, _lineage(run), renderer.tokenizer, renderer.adds_bos)
+            ggufs[quant] = path
+            files[path.name] = {"path": path.name, "bytes": path.stat().st_size, "sha256": _sha256(path)}
+            parity.append(_check_gguf(ref, path, quant, cfg, device))
+    ollama = None
+    if "ollama" in formats:
+        text = modelfile(ggufs[quants[0]].name, renderer, shared_system(cfg))
+        ollama = ollama_check(text, renderer)
+        write_text(staging / "Modelfile", text)
+        files["Modelfile"] = {"path": "Modelfile", "bytes": len(text.encode())}
+    return _summary(run, staging, formats, quants if ggufs else [], len(pairs), files, parity, ollama)
+
+
+def _summary(
+    run: RunDir,
+    staging: Path,
+    formats: list[str],
+    quants: list[str],
+    rows: int,
+    files: dict,
+    parity: list[Parity],
+    ollama: dict | None,
+) -> dict:
+    summary = {
+        "run": str(run.path.resolve()),
+        "formats": formats,
+        "quants": quants,
+        "rows": rows,
+        "files": files,
+        "parity": [p.as_dict() for p in parity],
+        "ollama_template": ollama,
+        "lineage": _lineage(run),
+        "passed": all(p.passed for p in parity),
+    }
+    write_json(staging / "export.json", summary)
+    return summary
+
+
+def _export_head(run: RunDir, reference, renderer, staging: Path, rows: int, device: torch.device) -> Parity:
+    """A classification or reward head: the adapter folded into the decoder, saved as an HF sequence-classification
+    model (labels in its config), and its logits on held-out rows against the run's own."""
+    from transformers import AutoModelForSequenceClassification
+
+    cfg = run.config()
+    method = build_method(cfg)
+    encoder = method.encoder(renderer)
+    pairs = held_out(cfg, encoder)[:rows]
+    encoded = [e for e in (encoder.encode(ex, spec.system) for ex, spec in pairs) if isinstance(e, Encoded)]
+    model = reference.model
+    merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+    folder = staging / "merged"
+    merged.save_pretrained(folder)
+    renderer.tokenizer.save_pretrained(folder)
+    with loading(folder):
+        saved = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32)
+    original = load_run(run, device, torch.float32).model  # merge_and_unload changed the reference in place
+    labels = list(getattr(cfg.method, "labels", None) or [])
+    print(f"measuring merged against the reference on {len(encoded)} held-out rows", flush=True)
+    return measure_head(original, saved, encoded, labels, renderer.tokenizer.pad_token_id, device)
+
+
+def _check_merged(ref: Reference, folder: Path, cfg, device: torch.device) -> Parity:
+    from transformers import AutoModelForCausalLM
+
+    with loading(folder):
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    print("measuring merged against the reference", flush=True)
+    return measure(ref, model, "merged", "merged", cfg, device)
+
+
+def _check_gguf(ref: Reference, path: Path, quant: str, cfg, device: torch.device) -> Parity:
+    from transformers import AutoModelForCausalLM
+
+    with loading(path):  # transformers' GGUF reader de-quantizes: not the code that wrote the file
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    print(f"measuring {path.name} (read back by transformers) against the reference", flush=True)
+    return measure(ref, model, path.name, quant, cfg, device)
+
+
+def _print_table(summary: dict, target: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"export parity on {summary['rows']} held-out rows")
+    for column in ("artifact", "size", "answers identical", "tokens identical", "mean KL", "loss delta", "task delta",
+                   "passed"):  # fmt: skip
+        table.add_column(column)
+    sizes = {f["path"]: f["bytes"] for f in summary["files"].values()}
+    for p in summary["parity"]:
+        task = ""
+        for metric, values in p["task"].items():
+            diff = values.get("diff")
+            task = (
+                f"{metric} {diff['diff']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]"
+                if diff
+                else f"{metric} {values['reference']:.3f} -> {values['artifact']:.3f}"
+            )
+        table.add_row(
+            p["artifact"],
+            f"{sizes.get(p['artifact'], 0) / 2**20:.0f} MiB",
+            f"{p['answers_identical']:.1%}",
+            f"{p['tokens_identical']:.1%}",
+            f"{p['mean_kl']:.2e}",
+            f"{p['loss_delta']:+.4f}",
+            task,
+            "yes" if p["passed"] else "NO",
+        )
+    Console().print(table)
+    print(f"exported to {target} (export.json holds every number)")

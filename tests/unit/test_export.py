@@ -1,0 +1,173 @@
+"""`tunesmith export`: merged weights, GGUF and an Ollama Modelfile from tiny runs of the on-disk Llama, each read
+back by a reader that is not its writer (plain transformers, transformers' GGUF loader) and compared with the run's
+own model; the Modelfile's TEMPLATE rendered and compared token for token with the training render; refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gguf
+import pytest
+import torch
+import yaml
+from tiny_runs import head_config, tiny_config, write_chat_data, write_toy
+
+from tunesmith.cli import main
+from tunesmith.data.templates import Renderer, _plain_prompt
+from tunesmith.models.ollama import CHATML, PLAIN, PLAIN_JINJA, SAMPLES, modelfile, ollama_check, render_go
+from tunesmith.models.trained import load_run
+from tunesmith.rundir import RunDir
+
+
+def _train(root: Path, model_dir: Path, name: str, **extra) -> Path:
+    data = write_chat_data(root / f"{name}.jsonl", n=32)
+    cfg = tiny_config(model_dir, data, root / name, max_steps=3, lr=5e-2, **extra)
+    cfg["audit"] = {"enabled": False}
+    cfg["data"]["eval_fraction"] = 0.25  # 8 held-out rows for the parity report
+    (root / f"{name}.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    assert main(["train", str(root / f"{name}.yaml")]) == 0
+    return root / name
+
+
+@pytest.fixture(scope="module")
+def lora_run(tiny_model_dir, tmp_path_factory) -> Path:
+    return _train(tmp_path_factory.mktemp("export"), tiny_model_dir, "lora")
+
+
+@pytest.fixture(scope="module")
+def exported(lora_run) -> Path:
+    out = lora_run.parent / "lora-export"
+    code = main(["export", str(lora_run), "--to", "merged", "gguf", "ollama", "--quant", "f16", "q8_0",
+                 "--out", str(out), "--rows", "8"])  # fmt: skip
+    assert code == 0
+    return out
+
+
+def _logits(model, ids: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([ids])).logits[0].float()
+
+
+IDS = [1, 40, 41, 42, 43, 44, 45, 46, 47, 48, 2]
+
+
+def test_merged_export_is_plain_transformers_and_the_same_model(lora_run, exported):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    reference = load_run(RunDir(lora_run), torch.device("cpu"), torch.float32).model
+    merged = AutoModelForCausalLM.from_pretrained(exported / "merged", dtype=torch.float32)
+    assert not (exported / "merged" / "adapter_config.json").exists()
+    torch.testing.assert_close(_logits(merged, IDS), _logits(reference, IDS), atol=1e-5, rtol=1e-5)
+    tokenizer = AutoTokenizer.from_pretrained(exported / "merged")
+    assert tokenizer.chat_template == load_run(RunDir(lora_run), torch.device("cpu")).tokenizer.chat_template
+
+
+def test_gguf_reads_back_through_transformers_as_the_same_model(lora_run, exported):
+    from transformers import AutoModelForCausalLM
+
+    reference = load_run(RunDir(lora_run), torch.device("cpu"), torch.float32).model
+    want = _logits(reference, IDS)
+    f16 = AutoModelForCausalLM.from_pretrained(exported, gguf_file="model-f16.gguf", dtype=torch.float32)
+    q8 = AutoModelForCausalLM.from_pretrained(exported, gguf_file="model-q8_0.gguf", dtype=torch.float32)
+    f16_err = (_logits(f16, IDS) - want).abs().max()
+    q8_err = (_logits(q8, IDS) - want).abs().max()
+    assert f16_err < 0.02  # f16 rounding of each weight; a wrong permutation or name gives errors of order 1
+    assert f16_err < q8_err < 0.2
+
+
+def test_gguf_metadata_has_the_training_template_tokenizer_and_lineage(lora_run, exported):
+    reader = gguf.GGUFReader(exported / "model-q8_0.gguf")
+    fields = {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+    run = RunDir(lora_run)
+    tokenizer = load_run(run, torch.device("cpu")).tokenizer
+    assert fields["general.architecture"] == "llama"
+    assert fields["tokenizer.chat_template"] == tokenizer.chat_template
+    assert fields["tokenizer.ggml.model"] == "gpt2"
+    assert fields["tokenizer.ggml.tokens"][: len(tokenizer)] == [
+        tokenizer.convert_ids_to_tokens(i) for i in range(len(tokenizer))
+    ]
+    assert fields["tokenizer.ggml.eos_token_id"] == tokenizer.eos_token_id
+    assert fields["tunesmith.run"] == str(lora_run.resolve())
+    assert fields["general.file_type"] == 7  # MOSTLY_Q8_0
+    kinds = {t.name: t.tensor_type.name for t in reader.tensors}
+    assert kinds["blk.0.attn_q.weight"] == "Q8_0" and kinds["blk.0.attn_norm.weight"] == "F32"
+    assert "output.weight" not in kinds  # tied to token_embd, as llama.cpp expects
+
+
+def test_export_json_holds_a_passing_parity_report(exported):
+    summary = json.loads((exported / "export.json").read_text())
+    parity = {p["artifact"]: p for p in summary["parity"]}
+    assert set(parity) == {"merged", "model-f16.gguf", "model-q8_0.gguf"}
+    assert summary["passed"] and summary["rows"] == 8
+    assert parity["merged"]["answers_identical"] == 1.0 and parity["merged"]["mean_kl"] < 1e-6
+    assert parity["model-q8_0.gguf"]["mean_kl"] >= parity["model-f16.gguf"]["mean_kl"]
+    assert all(abs(p["loss_delta"]) < 0.05 for p in parity.values())
+    assert summary["ollama_template"]["identical"] and summary["files"]["model-q8_0.gguf"]["sha256"]
+    assert not list(exported.parent.glob(".lora-export.part-*"))  # the staging folder was renamed, not left
+
+
+def test_modelfile_reproduces_the_training_prompt(lora_run, exported):
+    text = (exported / "Modelfile").read_text()
+    assert text.startswith("FROM ./model-f16.gguf\n")
+    assert 'PARAMETER stop "<|im_end|>"' in text
+    assert 'SYSTEM """You are a tiny test assistant."""' in text  # the template's own default system message
+    tokenizer = load_run(RunDir(lora_run), torch.device("cpu")).tokenizer
+    renderer = Renderer(tokenizer)
+    for messages in SAMPLES:
+        rendered = render_go(CHATML, messages, "You are a tiny test assistant.")
+        assert rendered == renderer.render_prompt(messages)
+
+
+def test_ollama_check_catches_a_template_that_differs(tiny_tokenizer):
+    renderer = Renderer(tiny_tokenizer)
+    good = modelfile("m.gguf", renderer, None)
+    assert ollama_check(good, renderer)["identical"]
+    with pytest.raises(Exception, match="does not reproduce the training prompt"):
+        ollama_check(good.replace("<|im_start|>assistant\n", "<|im_start|>assistant"), renderer)
+    with pytest.raises(Exception, match="does not reproduce the training prompt"):
+        ollama_check(good.replace("You are a tiny test assistant.", "Other."), renderer)
+
+
+def test_plain_format_templates_render_as_training(tiny_tokenizer):
+    from jinja2 import Template
+
+    for messages in [[{"role": "user", "content": "Review: fine.\nIs it good?"}], *SAMPLES]:
+        want = _plain_prompt(messages)
+        assert render_go(PLAIN, messages, None) == want
+        assert Template(PLAIN_JINJA).render(messages=messages, add_generation_prompt=True) == want
+
+
+def test_export_refusals_are_one_line_and_exit_2(lora_run, tmp_path, capsys):
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "mine.txt").write_text("keep")
+    assert main(["export", str(lora_run), "--out", str(busy)]) == 2
+    assert "not empty" in capsys.readouterr().err and (busy / "mine.txt").read_text() == "keep"
+    assert main(["export", str(lora_run), "--to", "gguf", "--quant", "q3", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown quantisation" in capsys.readouterr().err
+    assert main(["export", str(tmp_path), "--out", str(tmp_path / "y")]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.yaml").write_text((lora_run / "config.yaml").read_text())
+    assert main(["export", str(unfinished), "--out", str(tmp_path / "z")]) == 2
+    assert "not a finished run" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
+
+
+def test_a_classifier_run_exports_as_a_sequence_classification_model(tiny_model_dir, tmp_path, capsys):
+    from transformers import AutoModelForSequenceClassification
+
+    root = tmp_path
+    cfg = head_config(tiny_model_dir, write_toy(root / "labels.jsonl"), root / "head", max_steps=2, lr=5e-2)
+    (root / "head.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    assert main(["train", str(root / "head.yaml")]) == 0
+    assert main(["export", str(root / "head"), "--to", "gguf", "--out", str(root / "g")]) == 2
+    assert "exports only --to merged" in capsys.readouterr().err
+    assert main(["export", str(root / "head"), "--out", str(root / "m"), "--rows", "6"]) == 0
+    merged = AutoModelForSequenceClassification.from_pretrained(root / "m" / "merged", dtype=torch.float32)
+    reference = load_run(RunDir(root / "head"), torch.device("cpu"), torch.float32).model
+    torch.testing.assert_close(_logits(merged, IDS[:-1])[-1], _logits(reference, IDS[:-1])[-1], atol=1e-5, rtol=1e-5)
+    summary = json.loads((root / "m" / "export.json").read_text())
+    assert summary["passed"] and summary["parity"][0]["max_logit_diff"] < 1e-4
