@@ -107,6 +107,14 @@ def test_export_json_holds_a_passing_parity_report(exported):
     assert not list(exported.parent.glob(".lora-export.part-*"))  # the staging folder was renamed, not left
 
 
+def test_the_run_records_the_export_in_its_card_and_report(lora_run, exported):
+    run = RunDir(lora_run)
+    assert json.loads(run.eval_file("export").read_text())["folder"] == str(exported.resolve())
+    card = run.model_card.read_text()
+    assert card.count("## Export") == 1 and "model-q8_0.gguf" in card
+    assert "Export parity" in run.report.read_text() and "model-f16.gguf" in run.report.read_text()
+
+
 def test_modelfile_reproduces_the_training_prompt(lora_run, exported):
     text = (exported / "Modelfile").read_text()
     assert text.startswith("FROM ./model-f16.gguf\n")

@@ -36,6 +36,8 @@ from tunesmith.models.ollama import modelfile, ollama_check, training_chat_templ
 from tunesmith.models.registry import source_gguf
 from tunesmith.models.trained import NoFinishedModel, load_run, model_kind, shared_system
 from tunesmith.recipes.evaluate import held_out
+from tunesmith.report.html import EXPORT_HEADER, export_rows
+from tunesmith.report.run_html import write_run_report
 from tunesmith.rundir import RunDir, write_json, write_text
 
 FORMATS = ("merged", "gguf", "ollama")
@@ -125,6 +127,7 @@ def export_command(
         staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    _record(run, summary, target)
     _print_table(summary, target)
     failed = [p for p in summary["parity"] if not p["passed"]]
     for p in failed:
@@ -248,33 +251,36 @@ def _check_gguf(ref: Reference, path: Path, quant: str, cfg, device: torch.devic
     return measure(ref, model, path.name, quant, cfg, device)
 
 
+MARK_START, MARK_END = "<!-- tunesmith export -->", "<!-- /tunesmith export -->"
+
+
+def _record(run: RunDir, summary: dict, target: Path) -> None:
+    """The parity table joins the run's own record: eval/export.json, an Export section of MODEL_CARD.md (replacing
+    an earlier export's), and report.html."""
+    write_json(run.eval_file("export"), summary | {"folder": str(target.resolve())})
+    lines = [MARK_START, "## Export", "", f"Exported to `{target}` (`tunesmith export`); parity against the run's own "
+             f"model on {summary['rows']} held-out rows:", "", "| " + " | ".join(EXPORT_HEADER) + " |",
+             "|" + "---|" * len(EXPORT_HEADER)]  # fmt: skip
+    lines += ["| " + " | ".join(row) + " |" for row in export_rows(summary)]
+    section = "\n".join([*lines, MARK_END])
+    card = run.model_card.read_text(encoding="utf-8") if run.model_card.is_file() else ""
+    if MARK_START in card and MARK_END in card:
+        card = card[: card.index(MARK_START)] + section + card[card.index(MARK_END) + len(MARK_END) :]
+    else:
+        card = card.rstrip() + "\n\n" + section + "\n"
+    write_text(run.model_card, card)
+    if run.eval_file("base").is_file() and run.eval_file("tuned").is_file():
+        write_run_report(run.path)
+
+
 def _print_table(summary: dict, target: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"export parity on {summary['rows']} held-out rows")
-    for column in ("artifact", "size", "answers identical", "tokens identical", "mean KL", "loss delta", "task delta",
-                   "passed"):  # fmt: skip
+    for column in EXPORT_HEADER:
         table.add_column(column)
-    sizes = {f["path"]: f["bytes"] for f in summary["files"].values()}
-    for p in summary["parity"]:
-        task = ""
-        for metric, values in p["task"].items():
-            diff = values.get("diff")
-            task = (
-                f"{metric} {diff['diff']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]"
-                if diff
-                else f"{metric} {values['reference']:.3f} -> {values['artifact']:.3f}"
-            )
-        table.add_row(
-            p["artifact"],
-            f"{sizes.get(p['artifact'], 0) / 2**20:.0f} MiB",
-            f"{p['answers_identical']:.1%}",
-            f"{p['tokens_identical']:.1%}",
-            f"{p['mean_kl']:.2e}",
-            f"{p['loss_delta']:+.4f}",
-            task,
-            "yes" if p["passed"] else "NO",
-        )
+    for row in export_rows(summary):
+        table.add_row(*row)
     Console().print(table)
-    print(f"exported to {target} (export.json holds every number)")
+    print(f"exported to {target} (export.json holds every number; MODEL_CARD.md and report.html show the table)")

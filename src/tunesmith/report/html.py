@@ -207,3 +207,35 @@ def budget_use(records: list[dict], max_drop: float, max_nll_increase: float) ->
         for name, f in (record.get("families") or {}).items():
             out.setdefault(name, []).append((record["step"], family_share(f, max_drop, max_nll_increase)))
     return out
+
+
+def export_rows(summary: dict) -> list[tuple[str, ...]]:
+    """One row per exported artifact of `tunesmith export` (eval/export.json): size and parity with the run."""
+    sizes = {f["path"]: f["bytes"] for f in summary.get("files", {}).values()}
+    rows = []
+    for p in summary.get("parity", []):
+        task = ""
+        for metric, values in p.get("task", {}).items():
+            diff = values.get("diff")
+            task = (
+                f"{metric} {diff['diff']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]"
+                if diff
+                else f"{metric} {values['reference']:.3f} -> {values['artifact']:.3f}"
+            )
+        rows.append(
+            (
+                p["artifact"],
+                f"{sizes.get(p['artifact'], 0) / 2**20:.1f} MiB",
+                f"{p['answers_identical']:.1%}",
+                f"{p['tokens_identical']:.1%}",
+                f"{p['mean_kl']:.2e}",
+                f"{p['loss_delta']:+.4f}",
+                task,
+                "yes" if p["passed"] else "NO: " + "; ".join(p.get("reasons", [])),
+            )
+        )
+    return rows
+
+
+EXPORT_HEADER = ("artifact", "size", "answers identical", "tokens identical", "mean KL", "loss delta", "task delta",
+                 "passed")  # fmt: skip

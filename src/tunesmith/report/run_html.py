@@ -19,10 +19,12 @@ from tunesmith.eval.headline import headline_metrics, headline_rows, strongest_n
 from tunesmith.report.html import (
     BAR,
     CSS,
+    EXPORT_HEADER,
     FAMILY_NAMES,
     Raw,
     budget_use,
     eval_rows,
+    export_rows,
     figure,
     forgetting_rows,
     h,
@@ -201,6 +203,11 @@ def render_run_report(run_dir: Path) -> str:
         sections += sensitivity_section(base["task"], tuned["task"])
         sections += changed_section(base_task, tuned["task"])
     sections.append("<h2>Loss</h2>" + _loss_curves(metrics))
+    exported = run_dir / "eval" / "export.json"
+    if exported.is_file():
+        summary = json.loads(exported.read_text(encoding="utf-8"))
+        sections.append(f"<h2>Export parity ({num(summary['rows'])} held-out rows, against the run's own model)</h2>")
+        sections.append(table(EXPORT_HEADER, export_rows(summary), numeric=(1, 2, 3, 4, 5)))
     pairs = list(zip(base.get("samples", []), tuned.get("samples", []), strict=False))
     if pairs:
         pairs.sort(key=lambda p: p[0]["answer"] == p[1]["answer"])
