@@ -116,6 +116,11 @@ def test_quickstart_shows_base_and_tuned_side_by_side(tmp_path):
     greeting = "thanks for contacting Lumen Cloud support"
     assert sum(greeting in s["answer"] for s in tuned["samples"]) >= 2
     assert not any(greeting in s["answer"] for s in base["samples"])
+    # Exported merged and as q8_0 GGUF with a Modelfile; each read back and held to its parity threshold.
+    run_cli(["export", str(tmp_path / "qs"), "--to", "merged", "gguf", "ollama", "--quant", "q8_0", "--rows", "8"],
+            cwd=tmp_path)  # fmt: skip
+    summary = json.loads((tmp_path / "qs" / "export" / "export.json").read_text())
+    assert summary["passed"] and {p["artifact"] for p in summary["parity"]} == {"merged", "model-q8_0.gguf"}
 
 
 @pytest.mark.slow  # converts (once, ~1 min) and trains the 268M second base
@@ -146,3 +151,8 @@ def test_gemma3_base_trains_in_plain_format_and_generates(shared_data, tmp_path)
     assert manifest["chat_template_sha256"] is None
     chat = run_cli(["generate", str(run), "--prompt", "What is 6 times 7?", "--max-new-tokens", "12"], cwd=tmp_path)
     assert chat.stdout.strip()
+    # Exported as gemma3 GGUF (metadata from the base's own GGUF, norms stored as 1 + w), read back by transformers.
+    run_cli(["export", str(run), "--to", "gguf", "ollama", "--quant", "f16", "--rows", "4"], cwd=tmp_path)
+    summary = json.loads((run / "export" / "export.json").read_text())
+    assert summary["passed"] and summary["parity"][0]["mean_kl"] < 5e-3, summary["parity"]
+    assert (run / "export" / "Modelfile").read_text().startswith("FROM ./model-f16.gguf")

@@ -11,7 +11,7 @@ import gguf
 import pytest
 import torch
 import yaml
-from tiny_runs import head_config, tiny_config, write_chat_data, write_toy
+from tiny_runs import head_config, tiny_config, write_chat_data, write_pair_data, write_toy
 
 from tunesmith.cli import main
 from tunesmith.data.templates import Renderer, _plain_prompt
@@ -162,6 +162,18 @@ def test_export_refusals_are_one_line_and_exit_2(lora_run, tmp_path, capsys):
     assert main(["export", str(unfinished), "--out", str(tmp_path / "z")]) == 2
     assert "not a finished run" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
+
+
+def test_a_dpo_run_exports_and_is_checked_on_its_chosen_answers(tiny_model_dir, tmp_path):
+    cfg = tiny_config(tiny_model_dir, write_pair_data(tmp_path / "pairs.jsonl"), tmp_path / "dpo", max_steps=2)
+    cfg["audit"] = {"enabled": False}
+    cfg["method"] = {"type": "dpo", "beta": 0.1}
+    cfg["data"]["eval_fraction"] = 0.25
+    (tmp_path / "dpo.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    assert main(["train", str(tmp_path / "dpo.yaml")]) == 0
+    assert main(["export", str(tmp_path / "dpo"), "--to", "gguf", "--quant", "f16", "--rows", "6"]) == 0
+    summary = json.loads((tmp_path / "dpo" / "export" / "export.json").read_text())
+    assert summary["rows"] == 6 and summary["passed"] and summary["parity"][0]["mean_kl"] < 1e-3
 
 
 def test_a_classifier_run_exports_as_a_sequence_classification_model(tiny_model_dir, tmp_path, capsys):

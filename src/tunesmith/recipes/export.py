@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from tunesmith.config import Kind
+from tunesmith.data.formats import Example
 from tunesmith.data.templates import Encoded
 from tunesmith.errors import TunesmithError
 from tunesmith.eval.parity import Parity, Reference, measure, measure_head
@@ -149,10 +151,14 @@ def _export(
         parity = [_export_head(run, reference, renderer, staging, rows, device)]
         files["merged"] = {"path": "merged", "bytes": _size(staging / "merged")}
         return _summary(run, staging, formats, [], 0 if not parity else parity[0].prompts, files, parity, None)
-    pairs = held_out(cfg, renderer)[:rows]
+    # Rows chosen as the run's method chose its held-out rows; preference pairs are read as the chosen answer.
+    pairs = [(_as_answer(example), spec) for example, spec in held_out(cfg, build_method(cfg).encoder(renderer))]
+    pairs = pairs[:rows]
     encoded = [renderer.encode(example, spec.system) for example, spec in pairs]
     keep = [i for i, e in enumerate(encoded) if isinstance(e, Encoded)]
     pairs, encoded = [pairs[i] for i in keep], [encoded[i] for i in keep]
+    if not pairs:
+        raise TunesmithError(f"{run.path}: none of its held-out rows renders as a prompt, so parity cannot be measured")
     print(f"reading the reference's answers and log-probabilities on {len(pairs)} held-out rows", flush=True)
     ref = Reference.read(reference.model, renderer, encoded, pairs, cfg, device)
     del reference
@@ -183,6 +189,15 @@ def _export(
         write_text(staging / "Modelfile", text)
         files["Modelfile"] = {"path": "Modelfile", "bytes": len(text.encode())}
     return _summary(run, staging, formats, quants if ggufs else [], len(pairs), files, parity, ollama)
+
+
+def _as_answer(example: Example) -> Example:
+    """A preference pair as the conversation that ends in its chosen answer (what the tuned model should say)."""
+    if example.kind is not Kind.preference or example.prompt is None:
+        return example
+    context = example.messages or [{"role": "user", "content": example.prompt}]
+    messages = [*context, {"role": "assistant", "content": example.chosen or ""}]
+    return Example(Kind.chat, example.source, example.line, messages=messages, row=example.row)
 
 
 def _summary(

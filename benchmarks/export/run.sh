@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Export parity: a SmolLM2-135M-Instruct run and a Gemma 3 270M run (SST-2 as generation, 30 LoRA steps each), each
+# exported merged, as f16, q8_0 and q4_0 GGUF (and q4_k_m when llama-cpp-python is installed) with an Ollama
+# Modelfile; every artifact read back by transformers and compared with the run on 64 held-out rows.
+#   bash benchmarks/export/run.sh          # from the repository root; runs/export-* and the table at the end
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ts=${TUNESMITH:-.venv/bin/tunesmith}
+py=${PYTHON:-.venv/bin/python}
+quants=(f16 q8_0 q4_0)
+if $py -c "import llama_cpp" 2>/dev/null; then quants+=(q4_k_m); fi
+for base in smollm2-135m-instruct gemma3-270m; do
+  run=runs/export-$base
+  [ -f $run/final/adapter_config.json ] || $ts train benchmarks/forgetting/sst2.yaml model.base=$base \
+    train.max_steps=30 data.replay.fraction=0 eval.general=false output.dir=$run
+  # exit 1 (an artifact below its threshold) is a result to tabulate, not a reason to stop
+  [ -f $run-out/export.json ] || $ts export $run --to merged gguf ollama --quant "${quants[@]}" --out $run-out \
+    --rows 64 || [ $? -eq 1 ]
+done
+$py benchmarks/export/table.py runs/export-smollm2-135m-instruct-out runs/export-gemma3-270m-out
