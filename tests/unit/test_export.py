@@ -164,6 +164,21 @@ def test_export_refusals_are_one_line_and_exit_2(lora_run, tmp_path, capsys):
     assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
 
 
+def test_an_unsupported_architecture_is_refused_before_anything_is_written(lora_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(lora_run, run)
+    base = tmp_path / "gpt2-base"
+    shutil.copytree(json.loads((run / "final" / "adapter_config.json").read_text())["base_model_name_or_path"], base)
+    config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps(config | {"model_type": "gpt2"}))
+    adapter = json.loads((run / "final" / "adapter_config.json").read_text())
+    (run / "final" / "adapter_config.json").write_text(json.dumps(adapter | {"base_model_name_or_path": str(base)}))
+    assert main(["export", str(run), "--to", "gguf", "--out", str(tmp_path / "out")]) == 2
+    assert "'gpt2' model" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
 def test_a_dpo_run_exports_and_is_checked_on_its_chosen_answers(tiny_model_dir, tmp_path):
     cfg = tiny_config(tiny_model_dir, write_pair_data(tmp_path / "pairs.jsonl"), tmp_path / "dpo", max_steps=2)
     cfg["audit"] = {"enabled": False}

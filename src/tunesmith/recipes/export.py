@@ -20,6 +20,7 @@ export leaves no half-written folder.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -32,11 +33,11 @@ from tunesmith.data.templates import Encoded
 from tunesmith.errors import TunesmithError
 from tunesmith.eval.parity import Parity, Reference, measure, measure_head
 from tunesmith.methods import build_method
-from tunesmith.models.gguf_write import QUANTS, gguf_architecture, write_gguf
+from tunesmith.models.gguf_write import ARCHITECTURES, QUANTS, gguf_architecture, write_gguf
 from tunesmith.models.loading import _quiet_transformers, loading
 from tunesmith.models.ollama import modelfile, ollama_check, training_chat_template
 from tunesmith.models.registry import source_gguf
-from tunesmith.models.trained import NoFinishedModel, load_run, model_kind, shared_system
+from tunesmith.models.trained import NoFinishedModel, adapter_base, load_run, model_kind, shared_system
 from tunesmith.recipes.evaluate import held_out
 from tunesmith.report.html import EXPORT_HEADER, export_rows
 from tunesmith.report.run_html import write_run_report
@@ -105,7 +106,17 @@ def _plan(run: RunDir, formats: list[str], quants: list[str]) -> tuple[str, Path
             f"{run.path}: a classification head's run exports only --to merged (an HF sequence-classification "
             "model); GGUF runtimes generate text"
         )
-    source = source_gguf(str(run.config().model.base)) if {"gguf", "ollama"} & set(formats) else None
+    source = None
+    if {"gguf", "ollama"} & set(formats):
+        weights = adapter_base(run.final) or run.final
+        model_type = json.loads((weights / "config.json").read_text(encoding="utf-8")).get("model_type")
+        if model_type not in ARCHITECTURES:
+            supported = ", ".join(sorted(set(ARCHITECTURES.values())))
+            raise TunesmithError(
+                f"{run.path}: its base is a {model_type!r} model; --to gguf writes {supported} (export --to merged "
+                "and convert with llama.cpp's convert_hf_to_gguf.py)"
+            )
+        source = source_gguf(str(run.config().model.base))
     return kind, source
 
 
