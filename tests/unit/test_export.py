@@ -206,3 +206,21 @@ def test_a_classifier_run_exports_as_a_sequence_classification_model(tiny_model_
     torch.testing.assert_close(_logits(merged, IDS[:-1])[-1], _logits(reference, IDS[:-1])[-1], atol=1e-5, rtol=1e-5)
     summary = json.loads((root / "m" / "export.json").read_text())
     assert summary["passed"] and summary["parity"][0]["max_logit_diff"] < 1e-4
+
+
+def test_serve_answers_from_a_merged_export_as_from_the_run(lora_run, exported, tiny_model_dir):
+    from fastapi.testclient import TestClient
+
+    from tunesmith.serve.app import create_app
+    from tunesmith.serve.settings import ServeSettings
+
+    settings = ServeSettings(runs_dir=lora_run.parent, bases=[str(tiny_model_dir), str(exported / "merged")], workers=0)
+    messages = [{"role": "user", "content": "what is 3 plus 4?"}]
+    with TestClient(create_app(settings)) as client:
+        answers = {}
+        for model in ("merged", "ft:tiny-llama:lora"):
+            body = {"model": model, "messages": messages, "max_tokens": 12, "temperature": 0}
+            response = client.post("/v1/chat/completions", json=body)
+            assert response.status_code == 200, response.text
+            answers[model] = response.json()["choices"][0]["message"]["content"]
+    assert answers["merged"] == answers["ft:tiny-llama:lora"]
