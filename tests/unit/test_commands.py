@@ -31,6 +31,7 @@ VERBS = [
     "data",
     "generate",
     "predict",
+    "export",
     "config",
     "models",
     "serve",
@@ -56,7 +57,7 @@ def test_each_verb_is_registered_by_a_command_module_in_the_same_order():
     leaves = [(name, sub) for name, sub in verbs.items() if sub.get_default("func") is not None]
     for group in ("data", "config"):
         leaves += [(f"{group} {name}", sub) for name, sub in subcommands(verbs[group]).items()]
-    assert len(leaves) == 16
+    assert len(leaves) == 17
     for name, sub in leaves:
         assert sub.get_default("func").__module__.startswith("tunesmith.commands."), name
 

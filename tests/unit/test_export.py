@@ -15,6 +15,7 @@ from tiny_runs import head_config, tiny_config, write_chat_data, write_pair_data
 
 from tunesmith.cli import main
 from tunesmith.data.templates import Renderer, _plain_prompt
+from tunesmith.models.gguf_write import ExportError, _bpe_pre
 from tunesmith.models.ollama import CHATML, PLAIN, PLAIN_JINJA, SAMPLES, modelfile, ollama_check, render_go
 from tunesmith.models.trained import load_run
 from tunesmith.rundir import RunDir
@@ -97,7 +98,7 @@ def test_gguf_metadata_has_the_training_template_tokenizer_and_lineage(lora_run,
 
 def test_export_json_holds_a_passing_parity_report(exported):
     summary = json.loads((exported / "export.json").read_text())
-    parity = {p["artifact"]: p for p in summary["parity"]}
+    parity = {p["artifact"]: p for p in summary["parity"] if p["reader"] == "transformers"}
     assert set(parity) == {"merged", "model-f16.gguf", "model-q8_0.gguf"}
     assert summary["passed"] and summary["rows"] == 8
     assert parity["merged"]["answers_identical"] == 1.0 and parity["merged"]["mean_kl"] < 1e-6
@@ -105,6 +106,36 @@ def test_export_json_holds_a_passing_parity_report(exported):
     assert all(abs(p["loss_delta"]) < 0.05 for p in parity.values())
     assert summary["ollama_template"]["identical"] and summary["files"]["model-q8_0.gguf"]["sha256"]
     assert not list(exported.parent.glob(".lora-export.part-*"))  # the staging folder was renamed, not left
+
+
+def test_llama_cpp_runs_the_gguf_as_the_run_trained_it(exported):
+    """llama.cpp itself (llama-cpp-python, which `make test` builds) reads each GGUF: same greedy answers, a KL of
+    rounding size, and its tokenizer, built from the file's metadata, splits the prompts as the training one does."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make test installs it)")
+    summary = json.loads((exported / "export.json").read_text())
+    runtime = {p["artifact"]: p for p in summary["parity"] if p["reader"] == "llama.cpp"}
+    assert set(runtime) == {"model-f16.gguf", "model-q8_0.gguf"}
+    for p in runtime.values():
+        assert p["passed"] and p["tokenizer_identical"] == 1.0 and p["prompts"] == 8
+        assert p["answers_identical"] >= 0.875 and abs(p["loss_delta"]) < 0.05
+    assert runtime["model-f16.gguf"]["mean_kl"] < 5e-3
+
+
+def test_the_gguf_names_the_pre_tokenizer_llama_cpp_must_split_words_with():
+    """A byte-level BPE tokenizer's word-splitting rule, read from tokenizer.json, as llama.cpp names it; written as
+    "default" before, it made llama.cpp split " 2" as " " + "2" where training saw " 2"."""
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
+    assert _bpe_pre(byte_level) == "gpt-2"
+    digits = {"type": "Digits", "individual_digits": True}
+    assert _bpe_pre({"type": "Sequence", "pretokenizers": [digits, byte_level]}) == "smollm"
+    words = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"  # Llama 3's tokenizer.json
+    llama3 = words + r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    split = {"type": "Split", "pattern": {"Regex": llama3}, "behavior": "Isolated"}
+    no_regex = byte_level | {"use_regex": False}
+    assert _bpe_pre({"type": "Sequence", "pretokenizers": [split, no_regex]}) == "llama-bpe"
+    other = split | {"pattern": {"Regex": r"\p{L}+|\s+"}}
+    with pytest.raises(ExportError, match="Split \\+ ByteLevel"):
+        _bpe_pre({"type": "Sequence", "pretokenizers": [other, no_regex]})
 
 
 def test_the_run_records_the_export_in_its_card_and_report(lora_run, exported):

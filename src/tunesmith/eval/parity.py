@@ -1,8 +1,12 @@
 """Is an exported model the model the run trained? Parity of an artifact against the run's own model (the adapter on
 its base, fp32), on the run's held-out rows:
 
-    ref = Reference.read(model, renderer, rows, pairs, cfg, device)    # once per export
-    parity = measure(ref, artifact_model, "gguf q8_0", cfg, device)    # per artifact
+    ref = Reference.read(model, renderer, rows, pairs, cfg, device)              # once per export
+    parity = measure(ref, TorchReader(artifact_model, ...), "model-q8_0.gguf", "q8_0", cfg)   # per artifact, per reader
+
+An artifact is read through a `Reader`: greedy answers to prompts given as token ids, and the logits at every position
+of a row. `TorchReader` wraps a transformers model (the merged folder; a GGUF de-quantized by transformers);
+models/llama_cpp_read.py reads a GGUF with llama.cpp itself.
 
 - greedy answers to the held-out prompts (the first assistant turn's prompt, as training rendered it): the share of
   answers identical to the reference's, and the share of answer tokens identical (up to where they part);
@@ -16,6 +20,7 @@ Thresholds per artifact kind decide whether an export passes (`check`).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +52,37 @@ THRESHOLDS = {
 }
 
 
+class Reader(Protocol):
+    name: str  # who reads the artifact: transformers, llama.cpp
+
+    def answers(self, prompts: list[list[int]], max_new_tokens: int, stop_ids: list[int]) -> list[str]:
+        """Greedy answers, decoded without special tokens and stripped, in the prompts' order."""
+        ...
+
+    def logits(self, ids: list[int]) -> torch.Tensor:
+        """(len(ids), vocab) float logits, teacher-forced."""
+        ...
+
+
+@dataclass
+class TorchReader:
+    model: nn.Module
+    tokenizer: Any
+    batch_size: int
+    device: torch.device
+    name: str = "transformers"
+
+    def answers(self, prompts: list[list[int]], max_new_tokens: int, stop_ids: list[int]) -> list[str]:
+        return generate_sorted(
+            self.model, self.tokenizer, prompts, max_new_tokens, self.batch_size, self.device, stop_ids
+        )
+
+    @torch.no_grad()
+    def logits(self, ids: list[int]) -> torch.Tensor:
+        self.model.eval()
+        return self.model(input_ids=torch.tensor([ids], device=self.device)).logits[0].float().cpu()
+
+
 @dataclass
 class Reference:
     """The run's own model, read once: its greedy answers, and its log-probabilities at every answer token of the
@@ -75,11 +111,10 @@ class Reference:
         max_new_tokens: int = 48,
     ) -> Reference:
         prompts = [renderer.prompt_ids(renderer.first_turn(ex, spec.system)[0]) for ex, spec in pairs]
-        answers = _answers(model, renderer, prompts, max_new_tokens, cfg.eval.batch_size, device)
-        logprobs, loss = _answer_logprobs(model, rows, device)
-        task = (
-            run_task(model, renderer, pairs, cfg.task, cfg.eval.batch_size, device) if cfg.task.type != "none" else None
-        )
+        reader = TorchReader(model, renderer.tokenizer, cfg.eval.batch_size, device)
+        answers = reader.answers(prompts, max_new_tokens, renderer.stop_ids())
+        logprobs, loss = _answer_logprobs(reader, rows)
+        task = _task(reader, renderer, pairs, cfg) if cfg.task.type != "none" else None
         return cls(renderer, prompts, answers, rows, logprobs, loss, pairs, task, max_new_tokens, cfg.eval.batch_size)
 
 
@@ -87,6 +122,7 @@ class Reference:
 class Parity:
     artifact: str
     kind: str  # merged | f16 | q8_0 | ... (the threshold it is held to)
+    reader: str  # who read it back: transformers, llama.cpp
     prompts: int
     answers_identical: float
     tokens_identical: float
@@ -96,6 +132,7 @@ class Parity:
     task: dict = field(default_factory=dict)  # metric -> {reference, artifact, diff: {...interval}}
     differing: list[dict] = field(default_factory=list)  # a few prompts whose answers differ, both answers
     max_logit_diff: float | None = None  # heads: the largest difference of any logit (a reward model's score)
+    tokenizer_identical: float | None = None  # a runtime's own tokenizer: share of prompt texts split into equal ids
     passed: bool = True
     reasons: list[str] = field(default_factory=list)
 
@@ -107,25 +144,27 @@ class Parity:
         return asdict(self) | {"loss_delta": self.loss_delta}
 
 
-def _answers(model, renderer: Renderer, prompts, max_new_tokens: int, batch_size: int, device) -> list[str]:
-    return generate_sorted(model, renderer.tokenizer, prompts, max_new_tokens, batch_size, device, renderer.stop_ids())
+def _task(reader: Reader, renderer: Renderer, pairs: Pairs, cfg: Config) -> TaskResult:
+    return run_task(None, renderer, pairs, cfg.task, cfg.eval.batch_size, None, generate=reader.answers)
 
 
-@torch.no_grad()
-def _answer_logprobs(model: nn.Module, rows: list[Encoded], device: torch.device) -> tuple[list[torch.Tensor], float]:
-    """Per row, the log-softmax over the vocabulary at each position that predicts an answer token (one row at a
-    time: a 262k vocabulary makes whole batches of logits large), and the mean NLL of those answer tokens."""
-    model.eval()
+def _row_logprobs(reader: Reader, row: Encoded) -> tuple[torch.Tensor, float, int]:
+    """The log-softmax over the vocabulary at each position of `row` that predicts an answer token, the NLL of those
+    tokens and their count."""
+    labels = torch.tensor(row.labels[1:])
+    keep = labels != IGNORE
+    logp = F.log_softmax(reader.logits(row.input_ids)[:-1][keep], dim=-1)
+    return logp, -float(logp.gather(1, labels[keep].unsqueeze(1)).sum()), int(keep.sum())
+
+
+def _answer_logprobs(reader: Reader, rows: list[Encoded]) -> tuple[list[torch.Tensor], float]:
+    """Per row, the answer positions' log-probabilities (one row at a time: a 262k vocabulary makes whole batches of
+    logits large), and the mean NLL of the answer tokens."""
     out, nll, tokens = [], 0.0, 0
     for row in rows:
-        ids = torch.tensor([row.input_ids], device=device)
-        labels = torch.tensor(row.labels[1:], device=device)
-        keep = labels != IGNORE
-        logits = model(input_ids=ids).logits[0, :-1][keep].float()
-        logp = F.log_softmax(logits, dim=-1).cpu()
-        nll -= float(logp.gather(1, labels[keep].cpu().unsqueeze(1)).sum())
-        tokens += int(keep.sum())
+        logp, row_nll, n = _row_logprobs(reader, row)
         out.append(logp)
+        nll, tokens = nll + row_nll, tokens + n
     return out, nll / max(1, tokens)
 
 
@@ -138,11 +177,10 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-@torch.no_grad()
-def measure(ref: Reference, model: nn.Module, artifact: str, kind: str, cfg: Config, device: torch.device) -> Parity:
-    """Parity of `model` (the artifact, loaded by a reader of its own format) against `ref`."""
+def measure(ref: Reference, reader: Reader, artifact: str, kind: str, cfg: Config) -> Parity:
+    """Parity of an artifact, read through `reader` (a reader of its own format), against `ref`."""
     renderer = ref.renderer
-    answers = _answers(model, renderer, ref.prompts, ref.max_new_tokens, ref.batch_size, device)
+    answers = reader.answers(ref.prompts, ref.max_new_tokens, renderer.stop_ids())
     same = sum(a == b for a, b in zip(ref.answers, answers, strict=True))
     encode = renderer.tokenizer.encode
     shared = total = 0
@@ -154,19 +192,17 @@ def measure(ref: Reference, model: nn.Module, artifact: str, kind: str, cfg: Con
         if a != b and len(differing) < 5:
             differing.append({"prompt": renderer.tokenizer.decode(prompt)[-300:], "reference": a, "artifact": b})
     kl_sum, kl_tokens, nll, tokens = 0.0, 0, 0.0, 0
-    model.eval()
     for row, ref_logp in zip(ref.rows, ref.logprobs, strict=True):
-        ids = torch.tensor([row.input_ids], device=device)
-        labels = torch.tensor(row.labels[1:], device=device)
-        keep = labels != IGNORE
-        logp = F.log_softmax(model(input_ids=ids).logits[0, :-1][keep].float(), dim=-1).cpu()
-        kl_sum += float((ref_logp.exp() * (ref_logp - logp)).sum())
+        logp, row_nll, n = _row_logprobs(reader, row)
+        width = min(ref_logp.shape[-1], logp.shape[-1])  # a runtime may drop padded vocabulary rows
+        ref_part = ref_logp[:, :width]
+        kl_sum += float((ref_part.exp() * (ref_part - logp[:, :width])).sum())
         kl_tokens += ref_logp.shape[0]
-        nll -= float(logp.gather(1, labels[keep].cpu().unsqueeze(1)).sum())
-        tokens += int(keep.sum())
+        nll, tokens = nll + row_nll, tokens + n
     parity = Parity(
         artifact=artifact,
         kind=kind,
+        reader=reader.name,
         prompts=len(ref.prompts),
         answers_identical=same / max(1, len(ref.prompts)),
         tokens_identical=shared / max(1, total),
@@ -176,7 +212,7 @@ def measure(ref: Reference, model: nn.Module, artifact: str, kind: str, cfg: Con
         differing=differing,
     )
     if ref.task is not None:
-        result = run_task(model, renderer, ref.pairs, cfg.task, ref.batch_size, device)
+        result = _task(reader, renderer, ref.pairs, cfg)
         diffs = compare(ref.task, result, cfg.task)
         parity.task = {
             metric: {"reference": ref.task.metrics[metric], "artifact": result.metrics[metric], "diff": diffs[metric]}
@@ -195,6 +231,11 @@ def check(parity: Parity) -> Parity:
         )
     if parity.mean_kl > limit.kl:
         parity.reasons.append(f"mean KL {parity.mean_kl:.2g} per answer token (at most {limit.kl:g} allowed)")
+    if parity.tokenizer_identical is not None and parity.tokenizer_identical < 1.0:
+        parity.reasons.append(
+            f"{parity.reader}'s tokenizer splits {1 - parity.tokenizer_identical:.1%} of the prompt texts differently "
+            "from the training tokenizer"
+        )
     parity.passed = not parity.reasons
     return parity
 
@@ -220,6 +261,7 @@ def measure_head(
     parity = Parity(
         artifact="merged",
         kind="merged",
+        reader="transformers",
         prompts=len(rows),
         answers_identical=float((ref.argmax(-1) == art.argmax(-1)).float().mean()) if len(rows) else 1.0,
         tokens_identical=float((ref.argmax(-1) == art.argmax(-1)).float().mean()) if len(rows) else 1.0,

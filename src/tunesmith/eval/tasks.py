@@ -11,7 +11,7 @@ except for classification, whose reference is the one label. With `parse: number
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -108,15 +108,18 @@ def _number(reference: str | list[str]) -> str | list[str | None] | None:
 
 
 def run_task(
-    model: nn.Module,
+    model: nn.Module | None,
     renderer: Renderer,
     pairs: list[tuple[Example, DatasetSpec]],
     task: TaskConfig,
     batch_size: int,
-    device: torch.device,
+    device: torch.device | None,
+    generate: Callable[[list[list[int]], int, list[int]], list[str]] | None = None,
 ) -> TaskResult:
     """Generate an answer for each held-out row (its first assistant turn) and score the predictions against every
-    gold answer the row has (that turn's content, then the rest of `Example.references`)."""
+    gold answer the row has (that turn's content, then the rest of `Example.references`). `generate(prompts,
+    max_new_tokens, stop_ids)` answers instead of `model` where the model is not a torch module (an exported GGUF
+    read by llama.cpp)."""
     pairs = pairs[: task.max_rows]
     prompts, references, inputs = [], [], []
     for example, spec in pairs:
@@ -125,9 +128,12 @@ def run_task(
         prompts.append(renderer.prompt_ids(prompt))
         inputs.append(prompt[-1]["content"][:INPUT_CHARS])
         references.append(_reference([answer, *(example.references or [])], task))
-    generations = generate_sorted(
-        model, renderer.tokenizer, prompts, task.max_new_tokens, batch_size, device, renderer.stop_ids()
-    )
+    if generate is not None:
+        generations = generate(prompts, task.max_new_tokens, renderer.stop_ids())
+    else:
+        generations = generate_sorted(
+            model, renderer.tokenizer, prompts, task.max_new_tokens, batch_size, device, renderer.stop_ids()
+        )
     predictions = [read_prediction(g, task) for g in generations]
     labels = task.labels or None
     metrics = compute(task.type, predictions, references, labels, numeric(task))

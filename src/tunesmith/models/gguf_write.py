@@ -162,7 +162,7 @@ def _bpe_metadata(writer, tokenizer, vocab_size: int, adds_bos: bool) -> None:
         types[i] = gguf.TokenType.CONTROL if added.special else gguf.TokenType.USER_DEFINED
     merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"].get("merges", [])]
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
+    writer.add_tokenizer_pre(_bpe_pre(spec.get("pre_tokenizer") or {}))
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)
@@ -171,6 +171,33 @@ def _bpe_metadata(writer, tokenizer, vocab_size: int, adds_bos: bool) -> None:
         if token_id is not None:
             getattr(writer, f"add_{name}_token_id")(token_id)
     writer.add_add_bos_token(adds_bos)
+
+
+# The word-splitting rules of byte-level BPE tokenizers, as llama.cpp names them (`tokenizer.ggml.pre`): a runtime
+# that splits the text differently gives the model token sequences it never saw in training.
+_WORDS = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|"
+_REST = r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+_SPLIT_PRE = {_WORDS + r"\p{N}{1,3}" + _REST: "llama-bpe", _WORDS + r"\p{N}" + _REST: "qwen2"}  # Llama 3, Qwen 2
+
+
+def _bpe_pre(pre: dict) -> str:
+    """llama.cpp's name for this pre-tokenizer: GPT-2's own regex (`gpt-2`), digits split one by one before it
+    (`smollm`: SmolLM and SmolLM2), or Llama 3's and Qwen 2's split patterns; anything else is refused rather than
+    written as a guess."""
+    steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    kinds = [step.get("type") for step in steps]
+    if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
+        return "gpt-2"
+    if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and steps[1].get("use_regex", True):
+        return "smollm"
+    if kinds == ["Split", "ByteLevel"] and not steps[1].get("use_regex", True):
+        name = _SPLIT_PRE.get(steps[0].get("pattern", {}).get("Regex", ""))
+        if name:
+            return name
+    raise ExportError(
+        f"--to gguf: this tokenizer's pre-tokenizer ({' + '.join(map(str, kinds))}) has no llama.cpp equivalent "
+        "tunesmith knows; export --to merged and convert with llama.cpp's convert_hf_to_gguf.py"
+    )
 
 
 def _hf_metadata(writer, model: nn.Module, arch: str, tokenizer, adds_bos: bool) -> None:

@@ -31,9 +31,10 @@ from tunesmith.config import Kind
 from tunesmith.data.formats import Example
 from tunesmith.data.templates import Encoded
 from tunesmith.errors import TunesmithError
-from tunesmith.eval.parity import Parity, Reference, measure, measure_head
+from tunesmith.eval.parity import Parity, Reference, TorchReader, check, measure, measure_head
 from tunesmith.methods import build_method
 from tunesmith.models.gguf_write import ARCHITECTURES, QUANTS, gguf_architecture, write_gguf
+from tunesmith.models.llama_cpp_read import LlamaCppReader
 from tunesmith.models.loading import _quiet_transformers, loading
 from tunesmith.models.ollama import modelfile, ollama_check, training_chat_template
 from tunesmith.models.registry import source_gguf
@@ -193,6 +194,7 @@ def _export(
             ggufs[quant] = path
             files[path.name] = {"path": path.name, "bytes": path.stat().st_size, "sha256": _sha256(path)}
             parity.append(_check_gguf(ref, path, quant, cfg, device))
+            parity.extend(_check_llama_cpp(ref, path, quant, cfg))
     ollama = None
     if "ollama" in formats:
         text = modelfile(ggufs[quants[0]].name, renderer, shared_system(cfg))
@@ -265,7 +267,7 @@ def _check_merged(ref: Reference, folder: Path, cfg, device: torch.device) -> Pa
     with loading(folder):
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     print("measuring merged against the reference", flush=True)
-    return measure(ref, model, "merged", "merged", cfg, device)
+    return measure(ref, TorchReader(model, ref.renderer.tokenizer, ref.batch_size, device), "merged", "merged", cfg)
 
 
 def _check_gguf(ref: Reference, path: Path, quant: str, cfg, device: torch.device) -> Parity:
@@ -274,7 +276,31 @@ def _check_gguf(ref: Reference, path: Path, quant: str, cfg, device: torch.devic
     with loading(path):  # transformers' GGUF reader de-quantizes: not the code that wrote the file
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     print(f"measuring {path.name} (read back by transformers) against the reference", flush=True)
-    return measure(ref, model, path.name, quant, cfg, device)
+    return measure(ref, TorchReader(model, ref.renderer.tokenizer, ref.batch_size, device), path.name, quant, cfg)
+
+
+def _check_llama_cpp(ref: Reference, path: Path, quant: str, cfg) -> list[Parity]:
+    """The GGUF as llama.cpp runs it (when llama-cpp-python is installed): its logits and greedy answers against the
+    reference, and whether its tokenizer, built from the file's metadata, splits the held-out prompts' text into the
+    training tokenizer's ids."""
+    tokenizer = ref.renderer.tokenizer
+    longest = max([len(r.input_ids) for r in ref.rows] + [len(p) + ref.max_new_tokens for p in ref.prompts])
+    if ref.task is not None:
+        longest = max(longest, max(len(p) for p in ref.prompts) + cfg.task.max_new_tokens)
+    reader = LlamaCppReader.open(path, tokenizer, n_ctx=max(256, longest + 8))
+    if reader is None:
+        return []
+    print(f"measuring {path.name} (read back by llama.cpp) against the reference", flush=True)
+    try:
+        parity = measure(ref, reader, path.name, quant, cfg)
+        same = 0
+        for prompt in ref.prompts:
+            text = tokenizer.decode(prompt, skip_special_tokens=False)
+            same += reader.tokenize(text) == tokenizer.encode(text, add_special_tokens=False)
+        parity.tokenizer_identical = same / max(1, len(ref.prompts))
+    finally:
+        reader.close()
+    return [check(parity)]
 
 
 MARK_START, MARK_END = "<!-- tunesmith export -->", "<!-- /tunesmith export -->"

@@ -225,6 +225,7 @@ def export_rows(summary: dict) -> list[tuple[str, ...]]:
         rows.append(
             (
                 p["artifact"],
+                p.get("reader", "transformers"),
                 f"{sizes.get(p['artifact'], 0) / 2**20:.1f} MiB",
                 f"{p['answers_identical']:.1%}",
                 f"{p['tokens_identical']:.1%}",
@@ -237,5 +238,5 @@ def export_rows(summary: dict) -> list[tuple[str, ...]]:
     return rows
 
 
-EXPORT_HEADER = ("artifact", "size", "answers identical", "tokens identical", "mean KL", "loss delta", "task delta",
-                 "passed")  # fmt: skip
+EXPORT_HEADER = ("artifact", "read by", "size", "answers identical", "tokens identical", "mean KL", "loss delta",
+                 "task delta", "passed")  # fmt: skip
