@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Export parity: a SmolLM2-135M-Instruct run and a Gemma 3 270M run (SST-2 as generation, 30 LoRA steps each), each
 # exported merged, as f16, q8_0 and q4_0 GGUF (and q4_k_m when llama-cpp-python is installed) with an Ollama
-# Modelfile; every artifact read back by transformers and compared with the run on 64 held-out rows.
+# Modelfile; every artifact read back by transformers (and each GGUF by llama.cpp, installed by `make llama-cpp`) and
+# compared with the run on 64 held-out rows.
 #   bash benchmarks/export/run.sh          # from the repository root; runs/export-* and the table at the end
 set -euo pipefail
 cd "$(dirname "$0")/../.."

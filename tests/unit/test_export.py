@@ -4,6 +4,7 @@ own model; the Modelfile's TEMPLATE rendered and compared token for token with t
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -16,7 +17,18 @@ from tiny_runs import head_config, tiny_config, write_chat_data, write_pair_data
 from tunesmith.cli import main
 from tunesmith.data.templates import Renderer, _plain_prompt
 from tunesmith.models.gguf_write import ExportError, _bpe_pre
-from tunesmith.models.ollama import CHATML, PLAIN, PLAIN_JINJA, SAMPLES, modelfile, ollama_check, render_go
+from tunesmith.models.ollama import (
+    CHATML,
+    LLAMA3,
+    PLAIN,
+    PLAIN_JINJA,
+    SAMPLES,
+    TemplateNotSupported,
+    _quote,
+    modelfile,
+    ollama_check,
+    render_go,
+)
 from tunesmith.models.trained import load_run
 from tunesmith.rundir import RunDir
 
@@ -166,6 +178,31 @@ def test_ollama_check_catches_a_template_that_differs(tiny_tokenizer):
         ollama_check(good.replace("<|im_start|>assistant\n", "<|im_start|>assistant"), renderer)
     with pytest.raises(Exception, match="does not reproduce the training prompt"):
         ollama_check(good.replace("You are a tiny test assistant.", "Other."), renderer)
+
+
+# A chat template in Llama 3's layout (header tokens around the role, <|eot_id|> after each turn, BOS first).
+LLAMA3_JINJA = (
+    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+    "{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+
+
+def test_a_llama3_template_gets_a_modelfile_that_renders_as_training(tiny_tokenizer):
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]}
+    )
+    tokenizer.chat_template = LLAMA3_JINJA
+    renderer = Renderer(tokenizer)
+    text = modelfile("m.gguf", renderer, "Answer briefly.")
+    assert f"TEMPLATE {_quote(LLAMA3)}" in text and 'PARAMETER stop "<|eot_id|>"' in text
+    assert ollama_check(text, renderer, "Answer briefly.")["identical"]
+    with pytest.raises(Exception, match="does not reproduce the training prompt"):  # the run trained without it
+        ollama_check(text, renderer, None)
+    tokenizer.chat_template = LLAMA3_JINJA.replace("\n\n", "\n")  # another layout: refused with what it renders
+    with pytest.raises(TemplateNotSupported, match="none of ChatML, Llama 3"):
+        modelfile("m.gguf", Renderer(tokenizer), None)
 
 
 def test_plain_format_templates_render_as_training(tiny_tokenizer):

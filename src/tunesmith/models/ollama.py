@@ -1,13 +1,13 @@
 """An Ollama Modelfile that prompts an exported GGUF exactly as the run trained it, and the check that it does.
 
     text = modelfile("model-q8_0.gguf", renderer, system)   # FROM, TEMPLATE, stop PARAMETERs, SYSTEM
-    ollama_check(text, renderer)                             # its renderings == the training render, token for token
+    ollama_check(text, renderer, system)                     # its renderings == the training render, token for token
 
 Ollama renders prompts with a Go text/template over `.Messages` (the Modelfile's SYSTEM first when a conversation
 has no system message). The TEMPLATE is chosen by the prompt format the run trained with, recognised from what its
-renderer writes: ChatML (`<|im_start|>role ... <|im_end|>`, SmolLM2, Qwen) or tunesmith's plain format (turns
-joined by newlines, for base models without a chat template). `render_go` reads the small part of Go's template
-language these TEMPLATEs use, so the check runs here without Ollama installed.
+renderer writes: ChatML (`<|im_start|>role ... <|im_end|>`, SmolLM2, Qwen), Llama 3's header format, or
+tunesmith's plain format (turns joined by newlines, for base models without a chat template). `render_go` reads the
+small part of Go's template language these TEMPLATEs use, so the check runs here without Ollama installed.
 """
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ from tunesmith.data.templates import Renderer
 from tunesmith.errors import TunesmithError
 
 CHATML = "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"
+LLAMA3 = (
+    "{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>{{ end }}"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n"
+)
 PLAIN = "{{- range $i, $m := .Messages }}{{ if $i }}\n{{ end }}{{ .Content }}{{ end }}\n"
 # tunesmith's plain format as a Jinja chat template, for GGUF metadata and runtimes that read it.
 PLAIN_JINJA = (
@@ -45,16 +49,31 @@ def training_chat_template(renderer: Renderer) -> str:
     return renderer.tokenizer.chat_template if renderer.chat else PLAIN_JINJA
 
 
+# What each family's chat template makes of a system and a user turn (after the BOS text, which the runtime adds
+# itself), and the Go TEMPLATE that renders the same.
+FAMILIES = {
+    "chatml": ("<|im_start|>system\nA<|im_end|>\n<|im_start|>user\nB<|im_end|>\n<|im_start|>assistant\n", CHATML),
+    "llama3": (
+        "<|start_header_id|>system<|end_header_id|>\n\nA<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nB"
+        "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+        LLAMA3,
+    ),
+}
+
+
 def _family(renderer: Renderer) -> str:
     if not renderer.chat:
         return "plain"
     probe = [{"role": "system", "content": "A"}, {"role": "user", "content": "B"}]
     text = renderer.tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
-    if text == "<|im_start|>system\nA<|im_end|>\n<|im_start|>user\nB<|im_end|>\n<|im_start|>assistant\n":
-        return "chatml"
+    bos = renderer.tokenizer.bos_token or ""
+    for name, (rendered, _) in FAMILIES.items():
+        if text in (rendered, bos + rendered):
+            return name
     raise TemplateNotSupported(
-        "--to ollama: the run's chat template is neither ChatML nor the plain format, so no Modelfile TEMPLATE "
-        f"reproduces it here (it renders a system and a user turn as {text[:120]!r})"
+        "--to ollama: the run's chat template is none of ChatML, Llama 3 and the plain format, so no Modelfile "
+        f"TEMPLATE reproduces it here (it renders a system and a user turn as {text[:120]!r}); export --to gguf "
+        "and write the TEMPLATE by hand"
     )
 
 
@@ -76,7 +95,7 @@ def _quote(text: str) -> str:
 
 def modelfile(gguf_name: str, renderer: Renderer, system: str | None) -> str:
     family = _family(renderer)
-    template = CHATML if family == "chatml" else PLAIN
+    template = FAMILIES[family][1] if family in FAMILIES else PLAIN
     tokenizer = renderer.tokenizer
     lines = [f"FROM ./{gguf_name}", f"TEMPLATE {_quote(template)}"]
     for stop in sorted({tokenizer.decode([i]) for i in renderer.stop_ids() if i is not None}):
@@ -188,15 +207,17 @@ def render_go(template: str, messages: list[dict[str, str]], system: str | None)
     return _run(_parse(template), {".": {"Messages": items, "System": system}})
 
 
-def ollama_check(text: str, renderer: Renderer) -> dict:
+def ollama_check(text: str, renderer: Renderer, run_system: str | None = None) -> dict:
     """Render SAMPLES through the Modelfile's TEMPLATE and SYSTEM and compare token for token with the training
-    render (renderer.prompt_ids); raises when any differs."""
+    render (renderer.prompt_ids, with the run's shared system message); raises when any differs."""
     template, system = _field(text, "TEMPLATE"), _field(text, "SYSTEM")
     tokenizer = renderer.tokenizer
     checked = []
     for messages in SAMPLES:
         ours = tokenizer.encode(render_go(template or "", messages, system), add_special_tokens=False)
-        trained = renderer.prompt_ids(messages)
+        # Training gave a conversation without a system message the run's shared one (run_system), if any.
+        shared = [{"role": "system", "content": run_system}] if run_system and messages[0]["role"] != "system" else []
+        trained = renderer.prompt_ids([*shared, *messages])
         if trained[:1] == [tokenizer.bos_token_id] and ours[:1] != trained[:1]:
             ours = [tokenizer.bos_token_id, *ours]  # the runtime adds BOS itself (tokenizer.ggml.add_bos_token)
         if ours != trained:

@@ -198,7 +198,7 @@ def _export(
     ollama = None
     if "ollama" in formats:
         text = modelfile(ggufs[quants[0]].name, renderer, shared_system(cfg))
-        ollama = ollama_check(text, renderer)
+        ollama = ollama_check(text, renderer, shared_system(cfg))
         write_text(staging / "Modelfile", text)
         files["Modelfile"] = {"path": "Modelfile", "bytes": len(text.encode())}
     return _summary(run, staging, formats, quants if ggufs else [], len(pairs), files, parity, ollama)
