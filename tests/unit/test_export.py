@@ -133,6 +133,17 @@ def test_llama_cpp_runs_the_gguf_as_the_run_trained_it(exported):
     assert runtime["model-f16.gguf"]["mean_kl"] < 5e-3
 
 
+def test_q4_k_m_is_quantised_by_llama_cpp_and_read_back_by_both_readers(lora_run, tmp_path):
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make test installs it)")
+    out = tmp_path / "q4"
+    assert main(["export", str(lora_run), "--to", "gguf", "--quant", "q4_k_m", "--out", str(out), "--rows", "8"]) == 0
+    fields = gguf.GGUFReader(out / "model-q4_k_m.gguf").fields
+    assert fields["general.file_type"].contents() == 15  # MOSTLY_Q4_K_M, written by llama.cpp's quantizer
+    parity = json.loads((out / "export.json").read_text())["parity"]
+    assert [p["reader"] for p in parity] == ["transformers", "llama.cpp"]
+    assert all(p["passed"] and 0 < p["mean_kl"] < 0.5 for p in parity)
+
+
 def test_the_gguf_names_the_pre_tokenizer_llama_cpp_must_split_words_with():
     """A byte-level BPE tokenizer's word-splitting rule, read from tokenizer.json, as llama.cpp names it; written as
     "default" before, it made llama.cpp split " 2" as " " + "2" where training saw " 2"."""

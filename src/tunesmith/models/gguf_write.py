@@ -12,7 +12,7 @@ HF-to-GGUF name map and laid out as llama.cpp's converter lays them out (llama: 
 layout; gemma: norm weights stored as 1 + w), the inverse of what transformers' GGUF loader does reading one back.
 
 Quantisations: f16 and q8_0 (and q4_0) are written here by gguf's own quantizers; q4_k_m needs llama.cpp's
-quantizer, which llama-cpp-python exposes (`pip install llama-cpp-python`), applied to the f16 file.
+quantizer, which llama-cpp-python exposes (`make llama-cpp`), applied to the f16 file.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from tunesmith.errors import TunesmithError
+from tunesmith.models import llama_cpp_read
 
 # Architectures written (transformers model_type -> GGUF architecture name).
 ARCHITECTURES = {"llama": "llama", "gemma3_text": "gemma3", "gemma3": "gemma3"}
@@ -258,16 +259,12 @@ def write_gguf(
     return out
 
 
-def llama_cpp_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("llama_cpp") is not None
-
-
 def _llama_cpp_quantize(path: Path, file_type: int) -> None:
     """Quantise an f16 GGUF in place with llama.cpp's own quantizer (the k-quant mixes are only there)."""
-    if not llama_cpp_available():
-        raise ExportError("q4_k_m needs llama.cpp's quantizer: pip install llama-cpp-python (or export f16 or q8_0)")
+    if not llama_cpp_read.available():
+        raise ExportError(
+            "q4_k_m needs llama.cpp's quantizer: install llama-cpp-python (make llama-cpp) or export f16 or q8_0"
+        )
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
