@@ -10,10 +10,11 @@ import asyncio
 import hmac
 import json
 from contextlib import asynccontextmanager
+from http.cookies import CookieError, SimpleCookie
 
 from fastapi import FastAPI
 
-from tunesmith.serve import routes_inference, routes_jobs
+from tunesmith.serve import dashboard, routes_inference, routes_jobs
 from tunesmith.serve.batcher import Batcher
 from tunesmith.serve.catalog import Catalog
 from tunesmith.serve.engines import Engines
@@ -23,7 +24,8 @@ from tunesmith.serve.state import ServerState
 from tunesmith.serve.store import Store
 from tunesmith.serve.supervisor import Supervisor
 
-OPEN_PATHS = ("/health",)
+OPEN_PATHS = ("/health", "/login", "/dashboard/assets/dashboard.css")
+PAGES = ("/", "/dashboard/runs/")  # a browser without the key is sent to the login page instead of a JSON 401
 
 
 class BodyRefused(Exception):
@@ -35,6 +37,20 @@ async def _send_error(send, status: int, message: str, extra_headers: list | Non
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers + (extra_headers or [])})
     await send({"type": "http.response.body", "body": body})
+
+
+def _cookie(headers: dict[bytes, bytes], name: str) -> bytes:
+    try:
+        jar = SimpleCookie(headers.get(b"cookie", b"").decode("latin-1"))
+    except CookieError:
+        return b""
+    return jar[name].value.encode() if name in jar else b""
+
+
+async def _redirect(send, location: str) -> None:
+    headers = [(b"location", location.encode()), (b"content-length", b"0")]
+    await send({"type": "http.response.start", "status": 303, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
 
 
 class Guard:
@@ -51,10 +67,11 @@ class Guard:
         self.keys = [k.encode() for k in settings.api_keys]
 
     def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+        """A bearer key, or the dashboard's cookie (set by POST /login)."""
         given = headers.get(b"authorization", b"")
-        if not given.lower().startswith(b"bearer "):
+        token = given[7:].strip() if given.lower().startswith(b"bearer ") else _cookie(headers, dashboard.COOKIE)
+        if not token:
             return False
-        token = given[7:].strip()
         # compare_digest against every key: no early exit that would time which key prefix matched
         return any([hmac.compare_digest(token, key) for key in self.keys])
 
@@ -63,6 +80,9 @@ class Guard:
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
         if self.keys and scope["path"] not in OPEN_PATHS and not self._authorized(headers):
+            path = scope["path"]
+            if scope["method"] == "GET" and (path == "/" or path.startswith(PAGES[1])):
+                return await _redirect(send, "/login")
             message = "missing or wrong API key: send Authorization: Bearer <key>"
             return await _send_error(send, 401, message, [(b"www-authenticate", b"Bearer")])
         limit = self.settings.max_body_bytes
@@ -144,6 +164,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     install_handlers(app)
     app.include_router(routes_inference.router)
     app.include_router(routes_jobs.router)
+    app.include_router(dashboard.router)
 
     @app.get("/health", summary="Liveness (needs no API key)")
     async def health() -> dict[str, str]:
