@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: setup demo test test-slow lint llama-cpp
+.PHONY: setup demo test test-slow lint llama-cpp browser
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -27,10 +27,18 @@ $(VENV)/.llama-cpp: $(VENV)/.installed
 	CMAKE_ARGS="$(LLAMA_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=2 $(PIP) --no-cache-dir -e ".[llama]"
 	touch $@
 
+# Debian's Chromium for the dashboard's browser test (Playwright drives it; no browser download). Installing needs
+# root and apt-get; without them that test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && \
+	    apt-get install -y -q chromium >/dev/null; }; }; } || \
+	  echo "no Chromium (apt-get install chromium): the dashboard's browser test will be skipped"
+
 demo: setup
 	$(VENV)/bin/tunesmith quickstart
 
-test: setup llama-cpp   # two test processes: each test is mostly single-threaded Python and process start-up
+test: setup llama-cpp browser   # two test processes: each test is mostly single-threaded Python and process start-up
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports        # the layering contract in pyproject.toml: imports only point down
 	$(VENV)/bin/pytest -q -n 2 -m "not slow"

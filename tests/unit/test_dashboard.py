@@ -135,7 +135,8 @@ def test_the_data_page_names_each_bad_row_and_audits_the_rest(client):
 
 def test_the_new_job_form_shows_the_configs_help(client):
     help = client.get("/dashboard/api/config-help").json()
-    assert help["train.lr"] == "Peak learning rate." and help["adapter.r"] == "LoRA rank."
+    assert help["adapter.r"] == "LoRA rank." and help["train.max_steps"].startswith("Optimizer steps")
+    assert "default LoRA learning rate" in help["hyperparameters.learning_rate_multiplier"]
 
 
 def test_with_api_keys_the_dashboard_asks_for_one_and_keeps_it_in_a_strict_cookie(runs, tiny_model_dir):

@@ -6,59 +6,17 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
+from served import Server
 from tiny_runs import write_chat_data
 
 openai = pytest.importorskip("openai")
 
 # No replay: the untrained tiny model answers the general prompts with nothing.
 FAST = ["eval.general=false", "eval.samples=0", "data.max_length=128", "data.replay.fraction=0"]
-
-
-class Server:
-    """`tunesmith serve` on a free loopback port, started and killed like an operator would."""
-
-    def __init__(self, runs_dir: Path, model_dir: Path):
-        self.runs_dir, self.model_dir = runs_dir, model_dir
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.proc: subprocess.Popen | None = None
-        self.client = openai.OpenAI(base_url=f"http://127.0.0.1:{self.port}/v1", api_key="unused", max_retries=0)
-
-    def start(self) -> None:
-        command = [sys.executable, "-m", "tunesmith.cli", "serve", "--runs-dir", str(self.runs_dir), "--port",
-                   str(self.port), "--model", str(self.model_dir)]  # fmt: skip
-        log = open(self.runs_dir.parent / "server.log", "ab")  # noqa: SIM115 - the server process writes to it
-        self.proc = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"}
-        )
-        log.close()
-        deadline = time.time() + 240  # a loaded CI machine imports torch slowly
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise AssertionError("the server did not come up:\n" + (self.runs_dir.parent / "server.log").read_text())
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")

@@ -137,7 +137,14 @@ async def runs(request: Request) -> dict[str, Any]:
 
 @router.get("/dashboard/api/runs/{name}")
 async def run_detail(name: str, request: Request) -> dict[str, Any]:
-    return await run_in_threadpool(runs_view.detail, _run(request, name))
+    state = _state(request)
+    path = _run(request, name)
+
+    def collect() -> dict[str, Any]:
+        job = _jobs_by_run(state).get(name)
+        return runs_view.detail(path) | ({"job": job} if job else {})
+
+    return await run_in_threadpool(collect)
 
 
 @router.get("/dashboard/api/runs/{name}/stream")
@@ -183,19 +190,23 @@ async def run_stream(name: str, request: Request, offset: int = Query(0, ge=0)) 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"cache-control": "no-store"})
 
 
-HELP_KEYS = ("train.max_steps", "train.lr", "adapter.r", "train.batch_size")
+HELP_KEYS = ("train.max_steps", "adapter.r", "adapter.alpha")
 
 
 @router.get("/dashboard/api/config-help")
 async def config_help() -> dict[str, str]:
-    """The config's own help texts for the settings the New job form offers."""
+    """Help texts for the New job form: the config's own for the settings it passes as overrides, the job API's for
+    OpenAI's hyperparameters."""
     from tunesmith.config import Config
+    from tunesmith.serve.schemas import Hyperparameters
 
     out = {}
     for key in HELP_KEYS:
         section, name = key.split(".")
         model = Config.model_fields[section].annotation
         out[key] = model.model_fields[name].description or ""
+    for name, info in Hyperparameters.model_fields.items():
+        out[f"hyperparameters.{name}"] = info.description or ""
     return out
 
 

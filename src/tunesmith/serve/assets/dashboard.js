@@ -155,7 +155,7 @@ async function runPage(name) {
   const drawChart = () => {
     const { train, evals } = curves(records);
     document.getElementById("loss-chart").innerHTML = lineChart(
-      [{ name: "train loss", points: train }, { name: "held-out loss", points: evals }], { yLabel: "loss" });
+      [{ name: "train loss", points: train }, { name: "held-out loss", points: evals }], { yLabel: "loss", width: 1100, height: 300 });
     const last = records.filter((r) => r.split === undefined).pop();
     if (last) document.getElementById("run-step").textContent = `${last.step}${run.max_steps ? " / " + run.max_steps : ""}`;
   };
@@ -264,18 +264,21 @@ async function newJobPage() {
   main.innerHTML = `<h1>New job</h1><p>loading...</p>`;
   const [models, help] = await Promise.all([api("/v1/models"), api("/dashboard/api/config-help")]);
   const options = models.data.filter((m) => m.task === "generation").map((m) => `<option>${esc(m.id)}</option>`).join("");
-  const field = (key, label, attrs) => `<label>${esc(label)} <input id="${key.replace(".", "-")}" ${attrs}>
+  const field = (key, label, attrs) => `<label>${esc(label)} <input id="${key.replace(".", "-").replace("hyperparameters-", "hp-")}" ${attrs}>
     <span class="help">${esc(help[key] || "")}</span></label><br>`;
   main.innerHTML = `<h1>New job</h1><form id="job-form">
     <label>base model <select id="job-model">${options}</select></label><br>
     <label>training file (JSONL) <input type="file" id="job-file" accept=".jsonl" required></label><br>
     <label>method <select id="job-method"><option value="supervised">supervised</option><option value="dpo">dpo (preference pairs)</option></select></label><br>
     ${field("train.max_steps", "steps", 'type="number" min="1" value="20"')}
-    ${field("train.lr", "learning rate", 'type="number" step="any" min="0" placeholder="default"')}
     ${field("adapter.r", "LoRA rank", 'type="number" min="1" placeholder="default"')}
-    ${field("train.batch_size", "batch size", 'type="number" min="1" placeholder="default"')}
+    ${field("hyperparameters.n_epochs", "epochs", 'type="number" min="1" placeholder="auto"')}
+    ${field("hyperparameters.batch_size", "batch size", 'type="number" min="1" placeholder="auto"')}
+    ${field("hyperparameters.learning_rate_multiplier", "learning rate multiplier", 'type="number" step="any" min="0" placeholder="auto"')}
     <label>dpo beta <input id="job-beta" type="number" step="any" min="0" placeholder="0.1"></label><br>
     <label>name suffix <input id="job-suffix" maxlength="40" placeholder="e.g. support"></label><br>
+    <label>more settings <textarea id="job-extra" rows="3" cols="50" placeholder="key=value, one per line (train, adapter, eval, audit, data sections)"></textarea>
+    <span class="help">Any config setting as on the command line, e.g. eval.general=false or adapter.alpha=32.</span></label><br>
     <button type="submit" id="job-launch">Launch</button></form><div id="job-watch"></div>`;
   document.getElementById("job-form").addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -287,16 +290,26 @@ async function newJobPage() {
       watch.innerHTML = "uploading and checking the file...";
       const file = await api("/v1/files", { method: "POST", body: form });
       const overrides = [];
-      for (const key of ["train.max_steps", "train.lr", "adapter.r", "train.batch_size"]) {
+      for (const key of ["train.max_steps", "adapter.r"]) {
         const value = document.getElementById(key.replace(".", "-")).value;
         if (value !== "") overrides.push(`${key}=${value}`);
+      }
+      const hyperparameters = {};
+      for (const name of ["n_epochs", "batch_size", "learning_rate_multiplier"]) {
+        const value = document.getElementById(`hp-${name}`).value;
+        if (value !== "") hyperparameters[name] = Number(value);
+      }
+      for (const line of document.getElementById("job-extra").value.split("\n")) {
+        if (line.trim()) overrides.push(line.trim());
       }
       const method = document.getElementById("job-method").value;
       const body = { model: document.getElementById("job-model").value, training_file: file.id, overrides };
       const suffix = document.getElementById("job-suffix").value;
       if (suffix) body.suffix = suffix;
       const beta = document.getElementById("job-beta").value;
-      body.method = method === "dpo" ? { type: "dpo", dpo: { hyperparameters: beta ? { beta: Number(beta) } : {} } } : { type: "supervised" };
+      body.method = method === "dpo" ?
+        { type: "dpo", dpo: { hyperparameters: { ...hyperparameters, ...(beta ? { beta: Number(beta) } : {}) } } } :
+        { type: "supervised", supervised: { hyperparameters } };
       const job = await api("/v1/fine_tuning/jobs", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
       watchJob(job.id);
     } catch (err) { watch.innerHTML = `<p class="error" id="job-error">${esc(err.message)}</p>`; }
