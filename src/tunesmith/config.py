@@ -277,6 +277,17 @@ class TrainConfig(Strict):
     keep_checkpoints: int = Field(2, ge=1, description="How many of the newest checkpoints to keep.")
     eval_every: int = Field(0, ge=0, description="Evaluate every N optimizer steps (0: only before and after).")
     log_every: int = Field(1, ge=1, description="Write a metrics line every N optimizer steps.")
+    report_to: list[Literal["tensorboard", "mlflow"]] = Field(
+        default_factory=list,
+        description="Experiment trackers that get what metrics.jsonl gets (each record, as it is written), the "
+        "resolved config as parameters, and report.html and MODEL_CARD.md at the end: tensorboard (event files in "
+        "RUN/tensorboard), mlflow (train.mlflow_uri). Needs the packages: pip install 'tunesmith[trackers]'.",
+    )
+    mlflow_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI; unset: MLFLOW_TRACKING_URI when set, else a local database beside the run "
+        "(RUNS/mlflow.db, artifacts in RUNS/mlflow-artifacts): nothing leaves the machine unless this names a server.",
+    )
     seed: int = Field(
         42, ge=0, le=MAX_SEED, description=f"Seed for data order, initialisation and dropout (0 to {MAX_SEED})."
     )

@@ -278,6 +278,8 @@ RESUMABLE_CHANGES = {
     "train.eval_every",
     "train.log_every",
     "train.keep_checkpoints",
+    "train.report_to",
+    "train.mlflow_uri",
 }
 # Where the run lives and how it was created are not part of its identity: a copied or moved run resumes.
 RUN_LOCATION = {"output.dir", "output.overwrite"}

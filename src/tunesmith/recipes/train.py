@@ -50,6 +50,7 @@ from tunesmith.rundir import (
 from tunesmith.training.checkpoint import Position, clean_staging, list_checkpoints, load_checkpoint, save_checkpoint
 from tunesmith.training.loop import Loop, data_fingerprint, fit, total_steps
 from tunesmith.training.prepare import describe_errors
+from tunesmith.training.trackers import Trackers, check_installed
 
 
 @dataclass
@@ -160,17 +161,28 @@ def run_training(
     `known_base` is the base's evaluation from a run with the same base, held-out rows and evaluation settings (a
     sweep's trials share one), used instead of evaluating the base again."""
     out = Path(cfg.output.dir)
+    check_installed(cfg)
     state = check_output(out, resume, cfg.output.overwrite, _protected(cfg, config_path))
     with write_errors(out), run_lock(out):
         run = setup(cfg, out, state, resume, log, crash_after_step)
-        base_eval = baseline(run, known_base)
-        watch = forgetting_watch(run, base_eval, log)
-        run.loop.on_eval = _both(watch, on_eval) if watch and on_eval else watch or on_eval
+        trackers = Trackers.open(cfg, out, run.position.step) if cfg.train.report_to else None
+        if trackers is not None:
+            run.loop.metrics.sinks.append(trackers.log)
+        ok = False
         try:
-            position, seconds = fit_run(run)
-        except BudgetExceeded as stop:
-            position, seconds = keep_within_budget(run, stop, log)
-        return finish(run, base_eval, position, seconds)
+            base_eval = baseline(run, known_base)
+            watch = forgetting_watch(run, base_eval, log)
+            run.loop.on_eval = _both(watch, on_eval) if watch and on_eval else watch or on_eval
+            try:
+                position, seconds = fit_run(run)
+            except BudgetExceeded as stop:
+                position, seconds = keep_within_budget(run, stop, log)
+            result = finish(run, base_eval, position, seconds)
+            ok = True
+            return result
+        finally:
+            if trackers is not None:
+                trackers.finish(out, ok)
 
 
 def _both(first: Callable[[int, dict], None], second: Callable[[int, dict], None]) -> Callable[[int, dict], None]:

@@ -104,6 +104,7 @@ class MetricsLog:
 
     def __init__(self, path: Path):
         self.path = path
+        self.sinks: list[Callable[[dict], None]] = []  # experiment trackers (training/trackers.py)
 
     def truncate_after(self, step: int) -> int:
         """Keep the records up to `step` (but not the run's `final` one: the end of a run is always redone); return
@@ -128,6 +129,8 @@ class MetricsLog:
         fault("metrics", self.path)
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
+        for sink in self.sinks:
+            sink(record)
 
 
 BatchFn = Callable[[list[Encoded], int, int | None], Batch]  # rows, pad id, pack length -> one micro-batch
