@@ -285,12 +285,13 @@ RESUMABLE_CHANGES = {
 RUN_LOCATION = {"output.dir", "output.overwrite"}
 
 
-def _flatten(obj: dict, prefix: str = "") -> dict[str, object]:
+def flatten(obj: dict, prefix: str = "") -> dict[str, object]:
+    """Nested keys joined with dots: {"train": {"lr": 1}} -> {"train.lr": 1}."""
     flat: dict[str, object] = {}
     for key, value in obj.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
+            flat.update(flatten(value, name + "."))
         else:
             flat[name] = value
     return flat
@@ -302,7 +303,7 @@ def config_changes(saved: dict, current: Config) -> list[str]:
     was saved, whose default keeps what the run did, is no change."""
     with contextlib.suppress(ValueError):  # a file the schema refuses is compared as written: differences named
         saved = Config.model_validate(upgrade_saved(saved)).model_dump(mode="json")
-    old, new = _flatten(saved), _flatten(current.model_dump(mode="json"))
+    old, new = flatten(saved), flatten(current.model_dump(mode="json"))
     keys = sorted(set(old) | set(new))
     # The sweep section only tells `tunesmith sweep` what to search; a run never reads it.
     changed = [k for k in keys if old.get(k) != new.get(k) and not k.startswith("sweep.")]

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from tunesmith.rundir import MARKER, RunDir
+from tunesmith.rundir import MARKER, RunDir, flatten
 
 DOCUMENTS = {  # what a run page links to: name -> (file inside the run folder, media type)
     "report": ("report.html", "text/html; charset=utf-8"),
@@ -174,18 +174,9 @@ def detail(run: Path) -> dict[str, Any]:
     }
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        flat: dict[str, Any] = {}
-        for key, inner in value.items():
-            flat.update(_flatten(inner, f"{prefix}{key}."))
-        return flat
-    return {prefix.rstrip("."): value}
-
-
 def config_diff(runs: list[Path]) -> list[dict[str, Any]]:
     """Every flattened config key whose value is not the same in all runs, with each run's value (None: unset)."""
-    flats = [_flatten(_raw_config(run)) for run in runs]
+    flats = [flatten(_raw_config(run)) for run in runs]
     keys = sorted(set().union(*flats)) if flats else []
     out = []
     for key in keys:

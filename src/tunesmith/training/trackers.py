@@ -26,6 +26,7 @@ from typing import Any
 
 from tunesmith.config import Config
 from tunesmith.errors import TunesmithError
+from tunesmith.rundir import flatten
 
 PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
 MLFLOW_PARAM_LIMIT = 500  # characters MLflow keeps of a parameter's value
@@ -50,17 +51,6 @@ def scalars(record: dict) -> tuple[str, int, dict[str, float]]:
 
     walk({k: v for k, v in record.items() if k not in ("step", "split", "final")}, "")
     return section, int(record.get("step", 0)), out
-
-
-def flat_params(raw: dict, prefix: str = "") -> dict[str, str]:
-    params: dict[str, str] = {}
-    for key, value in raw.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            params.update(flat_params(value, name + "."))
-        else:
-            params[name] = str(value)[:MLFLOW_PARAM_LIMIT]
-    return params
 
 
 def _installed(package: str) -> bool:
@@ -125,7 +115,7 @@ class Trackers:
             run = client.create_run(experiment_id, run_name=out.name, tags={"tunesmith.run": str(out.resolve())})
             run_id = run.info.run_id
             id_file.write_text(run_id + "\n", encoding="utf-8")
-            params = flat_params(cfg.model_dump(mode="json"))
+            params = {k: str(v)[:MLFLOW_PARAM_LIMIT] for k, v in flatten(cfg.model_dump(mode="json")).items()}
             items = list(params.items())
             from mlflow.entities import Param
 
