@@ -160,3 +160,16 @@ def test_with_api_keys_the_dashboard_asks_for_one_and_keeps_it_in_a_strict_cooki
         client.post("/logout", follow_redirects=False)
         client.cookies.clear()
         assert client.get("/dashboard/api/runs").status_code == 401
+
+
+def test_selections_and_sweeps_are_listed_with_their_pages(client, runs):
+    study = runs / "pick-base"
+    study.mkdir(exist_ok=True)
+    (study / "select.json").write_text(json.dumps({"candidates": [{"base": "a"}, {"base": "b"}], "winner": "b",
+                                                   "reason": "best accuracy"}))  # fmt: skip
+    (study / "select.html").write_text("<html>the select table</html>")
+    listed = client.get("/dashboard/api/studies").json()["studies"]
+    assert listed == [{"name": "pick-base", "kind": "select", "chosen": "winner b of a, b: best accuracy"}]
+    assert client.get("/dashboard/studies/pick-base/select").text == "<html>the select table</html>"
+    assert client.get("/dashboard/studies/pick-base/sweep").status_code == 404
+    assert client.get("/dashboard/studies/..%2Fetc/select").status_code == 404

@@ -9,6 +9,7 @@ client (/v1/...) plus the read-only routes below.
     GET  /dashboard/api/runs/{run}          one run's config, metrics.jsonl records, eval records, documents
     GET  /dashboard/api/runs/{run}/stream   metrics.jsonl as server-sent events while the run trains
     GET  /dashboard/api/compare?run=a&run=b  the runs' records and their config differences
+    GET  /dashboard/api/studies   GET /dashboard/studies/{name}/{select|sweep}   select and sweep folders
     GET  /dashboard/api/config-help         the config's help texts for the New job form
     POST /dashboard/api/data/check          an uploaded file's row errors and audit, before any training
     GET  /dashboard/runs/{run}/{document}   report, card, audit, config
@@ -133,6 +134,26 @@ async def runs(request: Request) -> dict[str, Any]:
         return out
 
     return {"runs": await run_in_threadpool(collect)}
+
+
+@router.get("/dashboard/api/studies")
+async def studies(request: Request) -> dict[str, Any]:
+    return {"studies": await run_in_threadpool(runs_view.studies, _state(request).settings.runs_dir)}
+
+
+@router.get("/dashboard/studies/{name}/{kind}")
+async def study_page(name: str, kind: str, request: Request) -> Response:
+    """A select or sweep folder's own page (select.html, sweep.html)."""
+    if kind not in ("select", "sweep"):
+        raise ApiError(404, f"no study page {kind!r} (select or sweep)", "kind", "not_found")
+    try:
+        folder = run_path(_state(request).settings.runs_dir, name)
+    except UnsafePath:
+        raise ApiError(404, f"no study {name!r}", "name", "not_found") from None
+    page = folder / f"{kind}.html"
+    if not page.is_file():
+        raise ApiError(404, f"{name!r} has no {kind}.html", "name", "not_found")
+    return HTMLResponse(await run_in_threadpool(page.read_text, encoding="utf-8"))
 
 
 @router.get("/dashboard/api/runs/{name}")

@@ -184,3 +184,27 @@ def config_diff(runs: list[Path]) -> list[dict[str, Any]]:
         if any(v != values[0] for v in values[1:]):
             out.append({"key": key, "values": values})
     return out
+
+
+def studies(runs_dir: Path) -> list[dict[str, Any]]:
+    """`tunesmith select` and `tunesmith sweep` folders in the runs directory: what they chose, and their pages."""
+    out = []
+    if not runs_dir.is_dir():
+        return out
+    for folder in sorted(runs_dir.iterdir()):
+        if not folder.is_dir() or folder.name.startswith("."):
+            continue
+        if (folder / "select.json").is_file():
+            summary = _read(folder / "select.json")
+            candidates = [c.get("base") for c in summary.get("candidates") or [] if isinstance(c, dict)]
+            chosen = f"winner {summary.get('winner')} of {', '.join(map(str, candidates))}: {summary.get('reason', '')}"
+            out.append({"name": folder.name, "kind": "select", "chosen": chosen})
+        if (folder / "sweep.json").is_file():
+            summary = _read(folder / "sweep.json")
+            best = summary.get("best") or {}
+            chosen = (
+                f"best of {summary.get('trials_run')} trials ({summary.get('pruned')} pruned): trial "
+                f"{best.get('trial')}, {json.dumps(best.get('params') or {})}"
+            )
+            out.append({"name": folder.name, "kind": "sweep", "chosen": chosen})
+    return out

@@ -100,8 +100,14 @@ async function runsPage() {
     <input id="filter" placeholder="filter: name, base, method, data" size="36">
     <select id="status-filter"><option value="">every status</option><option>succeeded</option><option>running</option>
       <option>stopped</option><option>failed</option><option>queued</option><option>cancelled</option></select>
-    <button id="compare-selected" class="secondary">Compare selected</button></div><div id="runs-table">loading...</div>`;
-  const { runs } = await api("/dashboard/api/runs");
+    <button id="compare-selected" class="secondary">Compare selected</button></div><div id="runs-table">loading...</div>
+    <div id="studies"></div>`;
+  const [{ runs }, { studies }] = await Promise.all([api("/dashboard/api/runs"), api("/dashboard/api/studies")]);
+  if (studies.length) {
+    document.getElementById("studies").innerHTML = `<h2>Selections and sweeps</h2><table id="studies-table"><tbody>${studies.map((s) =>
+      `<tr><td><a href="/dashboard/studies/${encodeURIComponent(s.name)}/${s.kind}" target="_blank">${esc(s.name)}</a></td>
+      <td>${esc(s.kind)}</td><td>${esc(s.chosen)}</td></tr>`).join("")}</tbody></table>`;
+  }
   let sort = { key: "", desc: false };
   const draw = () => {
     const text = document.getElementById("filter").value.toLowerCase();
