@@ -186,10 +186,17 @@ async function runPage(name) {
 }
 
 async function jobEvents(jobId) {
-  const events = await api(`/v1/fine_tuning/jobs/${jobId}/events?limit=100`);
+  const [job, events] = await Promise.all([api(`/v1/fine_tuning/jobs/${jobId}`), api(`/v1/fine_tuning/jobs/${jobId}/events?limit=100`)]);
   const rows = events.data.slice().reverse().map((e) =>
     `<tr><td>${esc(new Date(e.created_at * 1000).toLocaleTimeString())}</td><td>${esc(e.level)}</td><td>${esc(e.message)}</td></tr>`).join("");
-  document.getElementById("run-events").innerHTML = `<h2>Job ${esc(jobId)}</h2><table><tbody>${rows}</tbody></table>`;
+  const open = !["succeeded", "failed", "cancelled"].includes(job.status);
+  document.getElementById("run-events").innerHTML = `<h2>Job ${esc(jobId)} <span id="run-job-status">${statusBadge(job.status)}</span></h2>
+    ${open ? `<button id="run-cancel" class="secondary">Cancel job</button>` : ""}<table><tbody>${rows}</tbody></table>`;
+  document.getElementById("run-cancel")?.addEventListener("click", async () => {
+    const cancelled = await api(`/v1/fine_tuning/jobs/${jobId}/cancel`, { method: "POST" });
+    document.getElementById("run-job-status").innerHTML = statusBadge(cancelled.status);
+    document.getElementById("run-cancel").remove();
+  });
 }
 
 // --- compare -----------------------------------------------------------------------------------------------------
