@@ -133,10 +133,11 @@ def test_llama_cpp_runs_the_gguf_as_the_run_trained_it(exported):
     assert runtime["model-f16.gguf"]["mean_kl"] < 5e-3
 
 
-def test_q4_k_m_is_quantised_by_llama_cpp_and_read_back_by_both_readers(lora_run, tmp_path):
+def test_q4_k_m_is_quantised_by_llama_cpp_and_read_back_by_both_readers(tiny_model_dir, tmp_path):
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make test installs it)")
+    run = _train(tmp_path, tiny_model_dir, "q4run")  # its own run: an export rewrites the run's export record
     out = tmp_path / "q4"
-    assert main(["export", str(lora_run), "--to", "gguf", "--quant", "q4_k_m", "--out", str(out), "--rows", "8"]) == 0
+    assert main(["export", str(run), "--to", "gguf", "--quant", "q4_k_m", "--out", str(out), "--rows", "8"]) == 0
     fields = gguf.GGUFReader(out / "model-q4_k_m.gguf").fields
     assert fields["general.file_type"].contents() == 15  # MOSTLY_Q4_K_M, written by llama.cpp's quantizer
     parity = json.loads((out / "export.json").read_text())["parity"]
