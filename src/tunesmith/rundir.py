@@ -387,12 +387,17 @@ def clear_run(out: Path) -> None:
                 entry.unlink()
 
 
+def lock_path(out: Path) -> Path:
+    """The file a training process holds (flock) while it trains into `out`."""
+    return out.parent / f".{out.name}.tunesmith-lock"
+
+
 @contextlib.contextmanager
 def run_lock(out: Path) -> Iterator[None]:
     """Hold `out` for this process while it trains: a second `train` or `--resume` into the same folder is refused
     at once instead of writing checkpoints under a running run. The lock is an flock on a small file beside the
     folder (inside, it would make a fresh folder look used); the kernel releases it however the process ends."""
-    lock = out.parent / f".{out.name}.tunesmith-lock"
+    lock = lock_path(out)
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
         handle = open(lock, "a")  # noqa: SIM115 - held open for the whole run

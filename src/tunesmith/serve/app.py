@@ -7,7 +7,6 @@ the store, starts the model thread and the job workers, and stops them again.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 from contextlib import asynccontextmanager
 from http.cookies import CookieError, SimpleCookie
@@ -64,7 +63,7 @@ class Guard:
 
     def __init__(self, app, settings: ServeSettings):
         self.app, self.settings = app, settings
-        self.keys = [k.encode() for k in settings.api_keys]
+        self.keys = settings.api_keys
 
     def _authorized(self, headers: dict[bytes, bytes]) -> bool:
         """A bearer key, or the dashboard's cookie (set by POST /login)."""
@@ -72,8 +71,7 @@ class Guard:
         token = given[7:].strip() if given.lower().startswith(b"bearer ") else _cookie(headers, dashboard.COOKIE)
         if not token:
             return False
-        # compare_digest against every key: no early exit that would time which key prefix matched
-        return any([hmac.compare_digest(token, key) for key in self.keys])
+        return dashboard.valid_key(token, self.keys)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":

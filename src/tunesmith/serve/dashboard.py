@@ -53,8 +53,10 @@ def _asset(name: str) -> str:
     return resources.files("tunesmith.serve").joinpath("assets", name).read_text(encoding="utf-8")
 
 
-def valid_key(given: str, keys: list[str]) -> bool:
-    return any([hmac.compare_digest(given.encode(), key.encode()) for key in keys])
+def valid_key(given: str | bytes, keys: list[str]) -> bool:
+    """compare_digest against every key: no early exit that would time which key prefix matched."""
+    token = given if isinstance(given, bytes) else given.encode()
+    return any([hmac.compare_digest(token, key.encode()) for key in keys])
 
 
 @router.get("/")

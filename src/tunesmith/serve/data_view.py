@@ -10,13 +10,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tunesmith.config import DatasetSpec, Kind
+from tunesmith.config import DatasetSpec
 from tunesmith.data.audit import run_audit
-from tunesmith.data.check import encode_errors
 from tunesmith.data.loading import DataError, load_dataset
-from tunesmith.data.pairs import PairEncoder
 from tunesmith.serve.state import ServerState
-from tunesmith.serve.uploads import upload_renderer
+from tunesmith.serve.uploads import row_errors, upload_renderer
 
 SHOWN_ERRORS = 200
 
@@ -36,9 +34,7 @@ def check_and_audit(data: bytes, name: str, state: ServerState) -> dict[str, Any
             result = load_dataset(spec)
         except DataError as err:
             return {"file": name, "rows": 0, "kind": None, "errors": [], "fatal": str(err).replace(str(path), name)}
-        encoder = PairEncoder(renderer) if renderer is not None and result.kind is Kind.preference else renderer
-        rendered = encode_errors(result, encoder)[0] if encoder is not None else []
-        errors = sorted(result.errors + rendered, key=lambda e: e.line)
+        errors = row_errors(result, renderer)
         audit = None
         if renderer is not None and result.examples:
             report = run_audit([spec], [], renderer.tokenizer, max_length=renderer.max_length)

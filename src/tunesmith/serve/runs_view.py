@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from tunesmith.rundir import MARKER, RunDir, flatten
+from tunesmith.rundir import MARKER, RunDir, flatten, lock_path
 
 DOCUMENTS = {  # what a run page links to: name -> (file inside the run folder, media type)
     "report": ("report.html", "text/html; charset=utf-8"),
@@ -28,7 +28,7 @@ DOCUMENTS = {  # what a run page links to: name -> (file inside the run folder, 
 
 def is_running(run: Path) -> bool:
     """A `tunesmith train` holds the run's lock file (rundir.run_lock) while it trains."""
-    lock = run.parent / f".{run.name}.tunesmith-lock"
+    lock = lock_path(run)
     if not lock.is_file():
         return False
     try:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from tunesmith.config import DataConfig, DatasetSpec, Kind
 from tunesmith.data.check import encode_errors
-from tunesmith.data.loading import DataError, load_dataset
+from tunesmith.data.formats import RowError
+from tunesmith.data.loading import DataError, LoadResult, load_dataset
 from tunesmith.data.pairs import PairEncoder
 from tunesmith.data.templates import Renderer
 from tunesmith.errors import TunesmithError
@@ -57,6 +58,13 @@ def upload_renderer(catalog, engines) -> Renderer | None:
     return None
 
 
+def row_errors(result: LoadResult, renderer: Renderer | None) -> list[RowError]:
+    """The rows loading refused and, with a renderer, those training's encoder would refuse, in line order."""
+    encoder = PairEncoder(renderer) if renderer is not None and result.kind is Kind.preference else renderer
+    rendered = encode_errors(result, encoder)[0] if encoder is not None else []
+    return sorted(result.errors + rendered, key=lambda e: e.line)
+
+
 def check_upload(path: Path, filename: str, max_rows: int, renderer: Renderer | None = None) -> CheckedFile:
     """Validate a stored upload; raise UploadRejected with the row-level errors. With a renderer, every row is also
     encoded as training would encode it."""
@@ -76,9 +84,7 @@ def check_upload(path: Path, filename: str, max_rows: int, renderer: Renderer | 
             'method dpo, {"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]} '
             "per line"
         )
-    encoder = PairEncoder(renderer) if renderer is not None and result.kind is Kind.preference else renderer
-    rendered = encode_errors(result, encoder)[0] if encoder is not None else []
-    errors = sorted(result.errors + rendered, key=lambda e: e.line)
+    errors = row_errors(result, renderer)
     if errors:
         shown = "\n".join(f"{filename}:{e.line}: {e.field}: {e.reason}" for e in errors[:SHOWN_ERRORS])
         more = f"\n... and {len(errors) - SHOWN_ERRORS} more" if len(errors) > SHOWN_ERRORS else ""
