@@ -309,6 +309,13 @@ class TrainConfig(Strict):
     compile: bool = Field(
         False, description="torch.compile each decoder layer (regional compilation; the first steps pay compile time)."
     )
+    distributed: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="How several processes started by torchrun share the training (one process ignores it): ddp, "
+        "every rank holds the model and gradients are averaged (adapters, or a model that fits one device); fsdp, "
+        "FSDP2 shards weights, gradients and optimizer state over the ranks (full fine-tuning only). Each step's "
+        "examples are split over the ranks: train.batch_size must be a multiple of ranks x micro_batch_size.",
+    )
 
     @model_validator(mode="after")
     def _batch_divides(self) -> TrainConfig:
@@ -476,6 +483,15 @@ class Config(Strict):
             raise ValueError("data.replay.kl weighs a penalty on the replay rows: set data.replay.fraction above 0")
         if replay.kl is None:
             replay.__dict__["kl"] = DEFAULT_REPLAY_KL if replay.fraction else 0.0
+        return self
+
+    @model_validator(mode="after")
+    def _fsdp_shards_full_weights(self) -> Config:
+        if self.train.distributed == "fsdp" and self.adapter.method != "full":
+            raise ValueError(
+                "train.distributed=fsdp shards full fine-tuning (adapter.method: full); an adapter's trainable weights "
+                "are small and every rank can hold the frozen base: use train.distributed=ddp"
+            )
         return self
 
     @model_validator(mode="after")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from tunesmith.argtypes import POSITIVE
@@ -25,7 +26,9 @@ def _train(args: argparse.Namespace) -> int:
     from tunesmith.recipes.summary import print_result
     from tunesmith.recipes.train import run_training
 
-    print_result(run_training(cfg, resume=args.resume, config_path=Path(args.config)))
+    result = run_training(cfg, resume=args.resume, config_path=Path(args.config))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 speaks
+        print_result(result)
     return 0
 
 

@@ -96,9 +96,15 @@ class Method(Protocol):
         ...
 
     def write_final(
-        self, model: nn.Module, tokenizer, folder: Path, stop_ids: list[int], initial: Path | None = None
+        self,
+        model: nn.Module,
+        tokenizer,
+        folder: Path,
+        stop_ids: list[int],
+        initial: Path | None = None,
+        state: dict | None = None,
     ) -> None:
         """Save what final/ holds into `folder`; it must load with transformers (and peft, for an adapter) alone.
         `initial`: a pissa/olora adapter as initialised, which the saved adapter is converted against
-        (models/loading.save_weights)."""
+        (models/loading.save_weights); `state`: the whole weights, when the model in memory is sharded (FSDP)."""
         ...

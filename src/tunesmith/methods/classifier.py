@@ -204,10 +204,16 @@ class Classifier:
         }
 
     def write_final(
-        self, model: nn.Module, tokenizer, folder: Path, stop_ids: list[int], initial: Path | None = None
+        self,
+        model: nn.Module,
+        tokenizer,
+        folder: Path,
+        stop_ids: list[int],
+        initial: Path | None = None,
+        state: dict | None = None,
     ) -> None:
         """The classifier (or its adapter over out/base) and the tokenizer; a head generates nothing."""
-        save_weights(model, folder, initial)
+        save_weights(model, folder, initial, state)
         tokenizer.save_pretrained(folder)
 
     def _head_settings(self) -> dict:

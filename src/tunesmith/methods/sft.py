@@ -126,11 +126,17 @@ class SFT:
         return general_ability(model, ctx.renderer, cfg.eval.batch_size, ctx.device, probe_data).as_dict()
 
     def write_final(
-        self, model: nn.Module, tokenizer, folder: Path, stop_ids: list[int], initial: Path | None = None
+        self,
+        model: nn.Module,
+        tokenizer,
+        folder: Path,
+        stop_ids: list[int],
+        initial: Path | None = None,
+        state: dict | None = None,
     ) -> None:
         """The weights (or the adapter) and tokenizer; generation stops at every stop token of the template."""
         model.generation_config.eos_token_id = stop_ids
-        save_weights(model, folder, initial)
+        save_weights(model, folder, initial, state)
         tokenizer.save_pretrained(folder)
         if self.cfg.adapter.method == "lora":
             model.get_base_model().generation_config.save_pretrained(folder)

@@ -221,11 +221,12 @@ def save_initial_adapter(model: nn.Module, folder: Path) -> None:
     staging.rename(folder)
 
 
-def save_weights(model: nn.Module, folder: Path, initial: Path | None = None) -> None:
+def save_weights(model: nn.Module, folder: Path, initial: Path | None = None, state: dict | None = None) -> None:
     """save_pretrained; an adapter initialised by pissa/olora (`initial`: as it was before training) is saved
-    converted to a plain LoRA adapter of twice the rank, which applies to the unchanged base on disk."""
+    converted to a plain LoRA adapter of twice the rank, which applies to the unchanged base on disk. `state`: the
+    whole weights of a model whose memory holds only a shard of them (FSDP), saved in its place."""
     if initial is None:
-        model.save_pretrained(folder)
+        model.save_pretrained(folder, **({"state_dict": state} if state is not None else {}))
         return
     # peft writes the initial adapter's config again as it converts; a copy keeps the run's own intact.
     with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:

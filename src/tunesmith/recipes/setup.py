@@ -29,6 +29,7 @@ from tunesmith.models.loading import (
 )
 from tunesmith.recipes.replay import add_replay, add_retention, parent_prepared
 from tunesmith.rundir import RunDir
+from tunesmith.training.distributed import SINGLE, World, parallelize, threads_per_rank
 from tunesmith.training.loop import Loop, MetricsLog, build_optimizer, total_steps
 from tunesmith.training.prepare import Prepared, prepare_data, train_order
 from tunesmith.training.speed import make_trainable
@@ -49,10 +50,10 @@ class Loaded:
         return self.base.tokenizer.pad_token_id
 
 
-def load(cfg: Config, method: Method, log: Callable[[str], object] = print) -> Loaded:
+def load(cfg: Config, method: Method, log: Callable[[str], object] = print, world: World = SINGLE) -> Loaded:
     """Base model, tokenizer and data, validated: a base that does not fit the config, or bad rows, stop here. A run
     continuing from a finished one also scores that run's held-out rows (retention), and data.replay adds its rows."""
-    torch.set_num_threads(cfg.train.threads or default_threads())
+    torch.set_num_threads(cfg.train.threads or threads_per_rank(default_threads(), world))
     device = pick_device()
     dtype, autocast = training_precision(cfg.model.dtype, device)
     base = load_base(cfg.model, device, dtype, cfg.data.max_length, cfg.adapter)
@@ -90,11 +91,15 @@ def build_loop(
     evaluate: Callable[[], dict] | None = None,
     log: Callable[[str], object] = print,
     crash_after_step: int | None = None,
+    world: World = SINGLE,
 ) -> Loop:
     """The training loop over cfg's rows as the method batches them, with the optimizer and schedule, writing its
     checkpoints and metrics under `folder`. `evaluate` gives the held-out metrics (None: the loop never evaluates:
-    tests of loop properties need no run around it)."""
+    tests of loop properties need no run around it). Data-parallel (`world` of several ranks): the model is wrapped
+    (DDP) or sharded in place (FSDP) first, and the optimizer built on what each rank holds."""
     rows = loaded.prepared.train
+    objective = method.objective(rows, log)
+    parallel = parallelize(model, objective, cfg.train.distributed, world, loaded.device) if world.distributed else None
     steps = total_steps(cfg.train, loaded.prepared.epoch_length())
     b_ratio = cfg.adapter.lora_plus_ratio if cfg.adapter.method == "lora" else None
     optimizer, scheduler = build_optimizer(model, cfg.train, steps, b_ratio)
@@ -102,14 +107,14 @@ def build_loop(
         model=model,
         optimizer=optimizer,
         scheduler=scheduler,
-        objective=method.objective(rows, log),
+        objective=objective,
         train=rows,
         cfg=cfg.train,
         total_steps=steps,
         pad_id=loaded.pad_id,
         device=loaded.device,
         checkpoints=folder / "checkpoints",
-        metrics=MetricsLog(folder / "metrics.jsonl"),
+        metrics=MetricsLog(folder / "metrics.jsonl", enabled=world.main),
         evaluate=evaluate or dict,
         crash_after_step=crash_after_step,
         order=train_order(cfg, loaded.prepared, method.packs(cfg.train)),
@@ -117,6 +122,7 @@ def build_loop(
         make_batch=method.make_batch,
         autocast=loaded.autocast,
         epoch_rows=loaded.prepared.epoch_length(),
+        parallel=parallel,
     )
 
 

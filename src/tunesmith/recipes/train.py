@@ -47,7 +47,9 @@ from tunesmith.rundir import (
     write_json,
     write_text,
 )
+from tunesmith.training import distributed
 from tunesmith.training.checkpoint import Position, clean_staging, list_checkpoints, load_checkpoint, save_checkpoint
+from tunesmith.training.distributed import SINGLE, World, barrier, full_state, is_sharded, main_only, quiet_unless
 from tunesmith.training.loop import Loop, data_fingerprint, fit, total_steps
 from tunesmith.training.prepare import describe_errors
 from tunesmith.training.trackers import Trackers, check_installed
@@ -71,7 +73,7 @@ def _protected(cfg: Config, config_path: Path | None) -> list[Path]:
     return paths + ([config_path] if config_path is not None else [])
 
 
-def _check_resume(cfg: Config, out: Path, state: str, log) -> bool:
+def _check_resume(cfg: Config, out: Path, state: str, log, world: World = SINGLE) -> bool:
     """Whether there is a started run to continue; a run whose identity was never completed starts afresh."""
     if state != "started":
         log(f"--resume: {out} holds no started run yet (no manifest.json); starting it from the beginning")
@@ -83,7 +85,8 @@ def _check_resume(cfg: Config, out: Path, state: str, log) -> bool:
             f"--resume: the config differs from the run's saved config in {', '.join(changed)}; "
             "a resume must continue the same run (to train on from its result, set model.base to the run)"
         )
-    claim(out)  # a run written before the marker existed gets it now
+    if world.main:
+        claim(out)  # a run written before the marker existed gets it now
     return True
 
 
@@ -110,14 +113,16 @@ def _start_run_dir(cfg: Config, out: Path, state: str, tokenizer, manifest: dict
     fault("manifest")
 
 
-def _save_final(method: Method, model: nn.Module, tokenizer, out: Path, stop_ids: list[int]) -> None:
+def _save_final(
+    method: Method, model: nn.Module, tokenizer, out: Path, stop_ids: list[int], state: dict | None = None
+) -> None:
     """`final/` loads with transformers (+ peft for adapters) alone; written aside and renamed into place."""
     run_dir = RunDir(out)
     staging, aside, final = run_dir.final_staging, run_dir.final_aside, run_dir.final
     shutil.rmtree(staging, ignore_errors=True)
     try:
         initial = run_dir.initial_adapter if run_dir.initial_adapter.is_dir() else None
-        method.write_final(model, tokenizer, staging, stop_ids, initial)
+        method.write_final(model, tokenizer, staging, stop_ids, initial, state)
         fault("final:staged", staging)
         shutil.rmtree(aside, ignore_errors=True)
         if final.exists():  # the end of a resumed run is redone: the old final/ goes only once replaced
@@ -144,6 +149,7 @@ class Run:
     resumed: bool
     params: dict = field(default_factory=dict)
     stopped: dict | None = None  # a forgetting-budget stop: where, why, and the checkpoint kept
+    world: World = SINGLE  # the ranks torchrun started (training/distributed.py): rank 0 alone writes
 
 
 def run_training(
@@ -161,11 +167,16 @@ def run_training(
     `known_base` is the base's evaluation from a run with the same base, held-out rows and evaluation settings (a
     sweep's trials share one), used instead of evaluating the base again."""
     out = Path(cfg.output.dir)
+    world = distributed.from_env()
+    log = quiet_unless(world, log)
     check_installed(cfg)
+    distributed.check_split(cfg.train.batch_size, cfg.train.micro_batch_size, world.size)
+    distributed.start(world)
     state = check_output(out, resume, cfg.output.overwrite, _protected(cfg, config_path))
-    with write_errors(out), run_lock(out):
-        run = setup(cfg, out, state, resume, log, crash_after_step)
-        trackers = Trackers.open(cfg, out, run.position.step) if cfg.train.report_to else None
+    barrier(world)  # every rank has seen the folder as it was before rank 0 writes to it
+    with write_errors(out), main_only(world, run_lock(out)):
+        run = setup(cfg, out, state, resume, log, crash_after_step, world)
+        trackers = Trackers.open(cfg, out, run.position.step) if cfg.train.report_to and world.main else None
         if trackers is not None:
             run.loop.metrics.sinks.append(trackers.log)
         ok = False
@@ -233,6 +244,7 @@ def forgetting_watch(run: Run, base_eval: dict, log) -> Callable[[int, dict], No
 def keep_within_budget(run: Run, stop: BudgetExceeded, log) -> tuple[Position, float]:
     """After a budget stop: the kept checkpoint with the lowest held-out loss among the evaluations within budget,
     loaded into the model, which final/ is then written from."""
+    barrier(run.world)  # rank 0 has written the evaluation that stopped the run
     records = [r for r in RunDir(run.out).metrics() if r.get("split") == "forgetting" and r.get("within_budget")]
     saved = {int(path.name.removeprefix("step-")): path for path in list_checkpoints(run.loop.checkpoints)}
     candidates = [r for r in records if r["step"] in saved and r["step"] < stop.step]
@@ -243,7 +255,9 @@ def keep_within_budget(run: Run, stop: BudgetExceeded, log) -> tuple[Position, f
             "eval.forgetting_budget"
         )
     best = min(candidates, key=lambda r: r["loss"])
-    position = load_checkpoint(saved[best["step"]], run.loop.model, run.loop.optimizer, run.loop.scheduler)
+    position = load_checkpoint(
+        saved[best["step"]], run.loop.model, run.loop.optimizer, run.loop.scheduler, run.world, run.ctx.log
+    )
     log(
         f"stopped at step {stop.step} (forgetting budget exceeded); final/ is step {best['step']}, the lowest "
         f"held-out loss ({best['loss']:.4f}) within the budget"
@@ -252,13 +266,16 @@ def keep_within_budget(run: Run, stop: BudgetExceeded, log) -> tuple[Position, f
     return position, time.perf_counter() - stop.started
 
 
-def setup(cfg: Config, out: Path, state: str, resume: bool, log, crash_after_step: int | None) -> Run:
+def setup(
+    cfg: Config, out: Path, state: str, resume: bool, log, crash_after_step: int | None, world: World = SINGLE
+) -> Run:
     """Base, data (bad data fails here, before the run folder is touched), the run's identity, the model, the
-    optimizer and the loop; a resumed run also its last checkpoint."""
+    optimizer and the loop; a resumed run also its last checkpoint. Every rank of a data-parallel run builds the
+    same; rank 0 alone writes the run folder."""
     if resume:
-        resume = _check_resume(cfg, out, state, log)
+        resume = _check_resume(cfg, out, state, log, world)
     method = build_method(cfg)
-    loaded = load(cfg, method, log)
+    loaded = load(cfg, method, log, world)
     prepared, tokenizer = loaded.prepared, loaded.base.tokenizer
     if prepared.errors:
         log(f"data.skip_invalid=true: skipped {len(prepared.errors)} bad row(s):\n{describe_errors(prepared.errors)}")
@@ -273,36 +290,45 @@ def setup(cfg: Config, out: Path, state: str, resume: bool, log, crash_after_ste
         manifest["precision"] = {"device": loaded.device.type, "weights": str(loaded.dtype), "autocast": autocast}
         if loaded.lineage is not None:
             manifest["parent"] = loaded.lineage  # the run this one continues from, and its config's sha256
-        _start_run_dir(cfg, out, state, tokenizer, manifest, log)
+        if world.distributed:
+            manifest["distributed"] = {"ranks": world.size, "mode": cfg.train.distributed}
+        if world.main:
+            _start_run_dir(cfg, out, state, tokenizer, manifest, log)
+    barrier(world)  # an audit that refuses stops rank 0 here, and torchrun stops the others
 
-    model = trainable_model(cfg, method, loaded, out)
+    model = trainable_model(cfg, method, loaded, out if world.main else None)
     total_params, trainable = count_parameters(model)
     steps = total_steps(cfg.train, prepared.epoch_length())
     log(
         f"model {cfg.model.base}: {total_params:,} parameters, {trainable:,} trainable ({cfg.adapter.method}); "
         f"{len(prepared.train)} train rows, {len(prepared.eval)} eval rows; {steps} steps of "
         f"{cfg.train.batch_size} = {cfg.train.micro_batch_size} x {cfg.train.grad_accum} accumulation; "
-        f"{loaded.device}, {loaded.dtype}" + (f" with {loaded.autocast} autocast" if loaded.autocast else "")
+        f"{loaded.device}, {loaded.dtype}"
+        + (f" with {loaded.autocast} autocast" if loaded.autocast else "")
+        + (f"; {world.size} ranks ({cfg.train.distributed})" if world.distributed else "")
     )
     ctx = EvalContext(cfg, loaded.renderer, prepared, loaded.device, log)
     evaluate = partial(method.evaluate, model, ctx)
-    loop = build_loop(cfg, method, loaded, model, out, evaluate, log, crash_after_step)
-    position = Position(0, 0, 0, 0, 0, data_fingerprint(prepared.train))
+    loop = build_loop(cfg, method, loaded, model, out, evaluate, log, crash_after_step, world)
+    position = Position(0, 0, 0, 0, 0, data_fingerprint(prepared.train), world.size)
     if resume:
-        position = _resume_position(loop, position.data_fingerprint, log)
+        position = _resume_position(loop, position.data_fingerprint, log, world)
     params = {"total": total_params, "trainable": trainable, "steps": steps}
     params |= {"train_rows": len(prepared.train), "eval_rows": len(prepared.eval)}
-    return Run(cfg, out, method, loaded, model, ctx, loop, position, resume and position.step > 0, params)
+    resumed = resume and position.step > 0
+    return Run(cfg, out, method, loaded, model, ctx, loop, position, resumed, params, world=world)
 
 
-def _resume_position(loop: Loop, fingerprint: str, log) -> Position:
+def _resume_position(loop: Loop, fingerprint: str, log, world: World = SINGLE) -> Position:
     """The last complete checkpoint, loaded into model and optimizer (step 0 if there is none yet), and the
     metrics log cut back to it."""
-    position = Position(0, 0, 0, 0, 0, fingerprint)
-    clean_staging(loop.checkpoints)
+    position = Position(0, 0, 0, 0, 0, fingerprint, world.size)
+    if world.main:
+        clean_staging(loop.checkpoints)
+    barrier(world)
     found = list_checkpoints(loop.checkpoints)
     if found:
-        position = load_checkpoint(found[-1], loop.model, loop.optimizer, loop.scheduler)
+        position = load_checkpoint(found[-1], loop.model, loop.optimizer, loop.scheduler, world, log)
         if position.data_fingerprint != fingerprint:
             raise RunDirError(f"--resume: the training data changed since {found[-1]} was saved")
         log(f"resuming from {found[-1]} (step {position.step} of {loop.total_steps})")
@@ -320,10 +346,13 @@ def baseline(run: Run, known: dict | None = None) -> dict:
     causal LM's memory is freed."""
     base_file = RunDir(run.out).eval_file("base")
     if not base_file.is_file() or run.position.step == 0:
+        # Every rank evaluates (the same numbers), so that sharded weights are gathered together; rank 0 writes.
         base_eval = known if known is not None else run.method.base_eval(run.model, run.loaded.base.model, run.ctx)
-        write_json(base_file, base_eval)
+        if run.world.main:
+            write_json(base_file, base_eval)
         run.loop.metrics.truncate_after(0)
         run.loop.metrics.write({"step": 0, "split": "eval", **base_eval["metrics"]})
+    barrier(run.world)
     run.loaded.base.model = None  # a method that trains another model (a head) needs the causal LM no longer
     return read_json(base_file)
 
@@ -336,7 +365,13 @@ def fit_run(run: Run) -> tuple[Position, float]:
     seconds = time.perf_counter() - started
     if not (run.resumed and position.step == run.position.step):  # resumed from the last step: already on disk
         save_checkpoint(
-            loop.checkpoints, loop.model, loop.optimizer, loop.scheduler, position, run.cfg.train.keep_checkpoints
+            loop.checkpoints,
+            loop.model,
+            loop.optimizer,
+            loop.scheduler,
+            position,
+            run.cfg.train.keep_checkpoints,
+            run.world,
         )
     return position, seconds
 
@@ -344,8 +379,10 @@ def fit_run(run: Run) -> tuple[Position, float]:
 def finish(run: Run, base_eval: dict, position: Position, train_seconds: float) -> RunResult:
     """final/, the tuned model's numbers (eval/tuned.json, compared with the strongest baseline), the model card
     and the HTML report. Redone whole after any stop: a resume always ends here."""
-    out, cfg = run.out, run.cfg
-    _save_final(run.method, run.model, run.loaded.base.tokenizer, out, run.loaded.renderer.stop_ids())
+    out, cfg, world = run.out, run.cfg, run.world
+    whole = full_state(run.model, world) if is_sharded(run.model) else None  # every rank sends its shard
+    if world.main:
+        _save_final(run.method, run.model, run.loaded.base.tokenizer, out, run.loaded.renderer.stop_ids(), whole)
     tuned_eval = run.method.tuned_eval(run.model, base_eval, RunDir(out).final, run.ctx)
     tuned_eval["train_seconds"] = round(train_seconds, 1)  # this process's fit() only (a resumed run: since resume)
     budget = cfg.eval.forgetting_budget
@@ -356,13 +393,17 @@ def finish(run: Run, base_eval: dict, position: Position, train_seconds: float) 
             run.ctx.log(f"final model: the forgetting budget is exceeded: {'; '.join(over)}")
     if run.stopped is not None:
         tuned_eval["budget_stop"] = run.stopped
+    params = run.params | {"train_seconds": train_seconds}
+    if not world.main:
+        barrier(world)  # rank 0 writes the records, the card and the report
+        return RunResult(out, base_eval, tuned_eval, position.step, params)
     write_json(RunDir(out).eval_file("tuned"), tuned_eval)
     fault("tuned")
     # `final` marks the record a resume drops: the end of a run is redone after every stop.
     run.loop.metrics.write({"step": position.step, "split": "eval", "final": True, **tuned_eval["metrics"]})
-    params = run.params | {"train_seconds": train_seconds}
     manifest = read_json(RunDir(out).manifest_file)
     write_text(RunDir(out).model_card, model_card(cfg, manifest, base_eval, tuned_eval, params))
     fault("card")
     write_run_report(out)
+    barrier(world)
     return RunResult(out, base_eval, tuned_eval, position.step, params)

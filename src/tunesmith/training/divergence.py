@@ -61,6 +61,11 @@ def check_finite(
 def gradient_norm(params: list[torch.nn.Parameter], max_norm: float | None) -> float:
     """The global gradient norm, clipped to `max_norm` when one is set (clipping returns the norm before it)."""
     if max_norm is not None:
-        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        return _value(torch.nn.utils.clip_grad_norm_(params, max_norm))
     grads = [p.grad for p in params if p.grad is not None]
-    return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+    return _value(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+
+
+def _value(norm: torch.Tensor) -> float:
+    """A norm as a number; the norm of sharded (FSDP) gradients is a DTensor, whose full value needs every rank."""
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)

@@ -15,6 +15,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from tunesmith.data.templates import Encoded
 from tunesmith.faults import fault
 from tunesmith.rundir import write_text
 from tunesmith.training.checkpoint import Position, save_checkpoint
+from tunesmith.training.distributed import SINGLE, Parallel, all_max, all_sum, share
 from tunesmith.training.divergence import check_finite, gradient_norm
 from tunesmith.training.frozen import frozen_in
 from tunesmith.training.loss_scale import loss_scaler, remember
@@ -102,14 +104,15 @@ def build_optimizer(
 class MetricsLog:
     """Append-only metrics.jsonl; on resume, lines past the checkpoint are dropped so nothing is counted twice."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, enabled: bool = True):
         self.path = path
+        self.enabled = enabled  # False on every rank but the first of a distributed run: one writer
         self.sinks: list[Callable[[dict], None]] = []  # experiment trackers (training/trackers.py)
 
     def truncate_after(self, step: int) -> int:
         """Keep the records up to `step` (but not the run's `final` one: the end of a run is always redone); return
         how many lines were dropped as unreadable (a line a stop or a full disk cut short)."""
-        if not self.path.is_file():
+        if not self.enabled or not self.path.is_file():
             return 0
         kept, unreadable = [], 0
         for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -126,6 +129,8 @@ class MetricsLog:
         return unreadable
 
     def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
         fault("metrics", self.path)
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
@@ -171,6 +176,7 @@ class Loop:
     # trial's progress and to stop a trial it prunes (by raising).
     on_eval: Callable[[int, dict[str, float]], None] | None = None
     epoch_rows: int | None = None  # rows an epoch visits, when not every training row (replay: prepare.epoch_length)
+    parallel: Parallel | None = None  # data-parallel under torchrun (training/distributed.py); None: one process
 
 
 def accumulate(
@@ -179,29 +185,51 @@ def accumulate(
     micro: list[Batch],
     autocast: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    parallel: Parallel | None = None,
+    real_batches: int | None = None,
 ) -> tuple[float, int, int, int]:
-    """Forward and backward over one step's micro-batches; returns (loss sum, correct, real tokens, trained tokens).
+    """Forward and backward over one step's micro-batches; returns (loss sum, correct, real tokens, trained tokens),
+    of the whole step (every rank's, in a data-parallel run).
 
     The loss is normalised by the trained tokens of the whole step, not per micro-batch: otherwise a micro-batch
     with few trained tokens would weigh as much as one with many, and accumulation would not equal a big batch.
     With fp16 autocast `scaler` scales the loss before backward (training/loss_scale.py); the sums returned are
-    unscaled."""
-    window = sum(b.trained_tokens for b in micro)
+    unscaled. Data-parallel (`parallel`): the step's trained tokens are summed over the ranks before any backward,
+    and each rank's loss is multiplied by the world size, which the gradient averaging divides out again, so the
+    reduced gradient is the single-process one. Micro-batches from `real_batches` on are fillers (a rank with a
+    short share of the last step of an epoch still takes part in every collective); their loss is multiplied by 0."""
+    world = parallel.world if parallel is not None else SINGLE
+    real_batches = len(micro) if real_batches is None else real_batches
+    local = sum(b.trained_tokens for b in micro[:real_batches])
+    window = int(all_sum([local], world)[0])
     loss_sum, correct, real = 0.0, 0, 0
     # Frozen weights already in the autocast dtype: no cast per step (frozen.py). Under autocast, peft's own cast of
     # a LoRA layer's input to its fp32 factors is undone by autocast right after (bf16 -> fp32 -> bf16, exact): it
     # is skipped, which saves two full copies of every bf16 input (the MLP's down projection, the attention output).
     with frozen_in(model, autocast), disable_input_dtype_casting(model, active=autocast is not None):
-        for batch in micro:
-            with torch.autocast(
-                batch.input_ids.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None
+        for i, batch in enumerate(micro):
+            filler = i >= real_batches
+            held = parallel.held(i < len(micro) - 1) if parallel is not None else nullcontext()
+            with (
+                held,
+                torch.autocast(
+                    batch.input_ids.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None
+                ),
             ):
-                parts = objective(model, batch)
-            loss = parts.loss_sum / window
-            (scaler.scale(loss) if scaler is not None else loss).backward()
-            loss_sum += float(parts.loss_sum.detach())
-            correct += parts.correct
-            real += batch.real_tokens
+                if parallel is not None:
+                    part_sum, _, part_correct = parallel.forward(batch)
+                else:
+                    parts = objective(model, batch)
+                    part_sum, part_correct = parts.loss_sum, parts.correct
+                loss = part_sum / max(1, window) * (0.0 if filler else world.size)
+                (scaler.scale(loss) if scaler is not None else loss).backward()
+            if not filler:
+                loss_sum += float(part_sum.detach())
+                correct += part_correct
+                real += batch.real_tokens
+    if world.distributed:
+        loss_sum, correct, real = all_sum([loss_sum, correct, real], world)
+        correct, real = int(correct), int(real)
     return loss_sum, correct, real, window
 
 
@@ -212,6 +240,19 @@ def _step_indices(loop: Loop, position: Position) -> list[int]:
         order = epoch_order(len(loop.train), loop.cfg.seed, position.epoch)
     start = position.batch_in_epoch * loop.cfg.batch_size
     return order[start : start + loop.cfg.batch_size]
+
+
+def _rank_batches(loop: Loop, indices: list[int]) -> tuple[list[Batch], int]:
+    """This rank's micro-batches of the step's examples `indices` and how many of them are real. Every rank runs as
+    many as the rank with the most (FSDP gathers weights in every forward, so the ranks' forwards must pair up): a
+    rank short of examples (the last step of an epoch) repeats the step's first example as fillers, not trained."""
+    cfg = loop.cfg
+    world = loop.parallel.world if loop.parallel is not None else SINGLE
+    mine = share(indices, world)
+    micro = micro_batches(loop.train, mine, cfg.micro_batch_size, loop.make_batch, loop.pad_id, loop.pack_to)
+    count = all_max(len(micro), world)
+    filler = [loop.make_batch([loop.train[indices[0]]], loop.pad_id, loop.pack_to)]
+    return micro + filler * (count - len(micro)), len(micro)
 
 
 def _advance(position: Position, n_examples: int, batch_size: int, examples: int, tokens: int) -> Position:
@@ -242,7 +283,8 @@ def _probe_loss(loop: Loop, batch: Batch) -> float:
     with torch.no_grad(), _autocast(loop, batch):
         loss = float(loop.objective(loop.model, batch).loss_sum)
     loop.model.train()
-    return loss
+    world = loop.parallel.world if loop.parallel is not None else SINGLE
+    return all_sum([loss], world)[0]  # every rank decides alike (a nan on one rank is a nan on all)
 
 
 def fit(loop: Loop, position: Position) -> Position:
@@ -250,23 +292,35 @@ def fit(loop: Loop, position: Position) -> Position:
     DivergedError before anything computed from it is applied or saved (training/divergence.py)."""
     cfg, model = loop.cfg, loop.model
     per_epoch = steps_per_epoch(loop.epoch_rows or len(loop.train), cfg.batch_size)
-    params = [p for p in model.parameters() if p.requires_grad]
+    # The optimizer's parameters: FSDP keeps the root's gathered weights registered on the model between steps, and
+    # the sharded ones, which receive the gradients, in the optimizer.
+    params = [p for group in loop.optimizer.param_groups for p in group["params"]]
     scaler = loss_scaler(loop.autocast, loop.device, loop.optimizer)
     half = loop.autocast == torch.float16 or any(p.dtype == torch.float16 for p in params)
 
     def check(value: float | None, what: str, step: int) -> None:
         check_finite(value, what, step, cfg, loop.checkpoints, half)
 
-    bar = tqdm(total=loop.total_steps, initial=position.step, desc="train", unit="step", dynamic_ncols=True)
+    world = loop.parallel.world if loop.parallel is not None else SINGLE
+    bar = tqdm(
+        total=loop.total_steps,
+        initial=position.step,
+        desc="train",
+        unit="step",
+        dynamic_ncols=True,
+        disable=not world.main,  # one progress bar for the run, rank 0's
+    )
     started, tokens_since = time.perf_counter(), 0
     micro: list[Batch] = []
     model.train()
     try:  # the bar is closed on every way out, so an error line never lands on the bar's own line
         while position.step < loop.total_steps:
             indices = _step_indices(loop, position)
-            micro = micro_batches(loop.train, indices, cfg.micro_batch_size, loop.make_batch, loop.pad_id, loop.pack_to)
+            micro, real_batches = _rank_batches(loop, indices)
             micro = [batch.to(loop.device) for batch in micro]
-            loss_sum, correct, real, window = accumulate(model, loop.objective, micro, loop.autocast, scaler)
+            loss_sum, correct, real, window = accumulate(
+                model, loop.objective, micro, loop.autocast, scaler, loop.parallel, real_batches
+            )
             check(loss_sum, "the training loss", position.step + 1)
             if scaler is not None:
                 scaler.unscale_(loop.optimizer)  # clip and check the true gradients, not the scaled ones
@@ -321,14 +375,17 @@ def fit(loop: Loop, position: Position) -> Position:
                 evaluated = True
                 loop.metrics.write({"step": position.step, "split": "eval", **result})
                 shown = "".join(f", {k} {result[k]:.{d}f}" for k, d in EVAL_SHOWN if k in result)
-                bar.write(f"step {position.step}: eval loss {result['loss']:.4f}{shown}")
+                if world.main:
+                    bar.write(f"step {position.step}: eval loss {result['loss']:.4f}{shown}")
                 model.train()
                 if loop.on_eval is not None:
                     loop.on_eval(position.step, result)
             if cfg.save_every and position.step % cfg.save_every == 0 and position.step < loop.total_steps:
                 if not evaluated:  # the held-out loss just checked these weights already
                     check(_probe_loss(loop, micro[0]), "the loss after the step's update", position.step)
-                save_checkpoint(loop.checkpoints, model, loop.optimizer, loop.scheduler, position, cfg.keep_checkpoints)
+                save_checkpoint(
+                    loop.checkpoints, model, loop.optimizer, loop.scheduler, position, cfg.keep_checkpoints, world
+                )
             if loop.crash_after_step is not None and position.step >= loop.crash_after_step:
                 raise RuntimeError(f"simulated crash after step {position.step}")
         if micro:  # the caller saves the last checkpoint and final/ from these weights next

@@ -18,6 +18,7 @@ from torch import nn
 from tunesmith.data.templates import IGNORE, Encoded
 from tunesmith.models.loading import unwrap
 from tunesmith.training.chunked_ce import CE_CHUNK, Soft, linear_cross_entropy
+from tunesmith.training.distributed import is_sharded
 
 
 @dataclass
@@ -134,6 +135,8 @@ def backbone_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     """The decoder stack and the output projection of a causal LM (through a peft wrapper), when the model's
     logits are a plain projection of its last hidden state; None for models that post-process logits."""
     inner = unwrap(model)
+    if is_sharded(inner):  # FSDP: only the root's own forward gathers the embeddings and the head
+        return None
     config = getattr(inner, "config", None)
     if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
         return None
