@@ -313,7 +313,7 @@ class TrainConfig(Strict):
         "ddp",
         description="How several processes started by torchrun share the training (one process ignores it): ddp, "
         "every rank holds the model and gradients are averaged (adapters, or a model that fits one device); fsdp, "
-        "FSDP2 shards weights, gradients and optimizer state over the ranks (full fine-tuning only). Each step's "
+        "FSDP2 shards weights, gradients and optimizer state over the ranks (adapter.method: full only). Each step's "
         "examples are split over the ranks: train.batch_size must be a multiple of ranks x micro_batch_size.",
     )
 

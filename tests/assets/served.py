@@ -17,8 +17,8 @@ import httpx
 class Server:
     """`tunesmith serve` on a free loopback port, started and killed like an operator would."""
 
-    def __init__(self, runs_dir: Path, model_dir: Path, api_key: str | None = None):
-        self.runs_dir, self.model_dir, self.api_key = runs_dir, model_dir, api_key
+    def __init__(self, runs_dir: Path, model_dir: Path, api_key: str | None = None, options: tuple[str, ...] = ()):
+        self.runs_dir, self.model_dir, self.api_key, self.options = runs_dir, model_dir, api_key, options
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -33,7 +33,7 @@ class Server:
 
     def start(self) -> None:
         command = [sys.executable, "-m", "tunesmith.cli", "serve", "--runs-dir", str(self.runs_dir), "--port",
-                   str(self.port), "--model", str(self.model_dir)]  # fmt: skip
+                   str(self.port), "--model", str(self.model_dir), *self.options]  # fmt: skip
         if self.api_key:
             keys = self.runs_dir.parent / "keys.txt"
             keys.write_text(self.api_key + "\n", encoding="utf-8")

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,54 @@ def test_shares_are_contiguous_and_cover_the_step():
 def test_fsdp_is_for_full_fine_tuning(tiny_model_dir, data, tmp_path):
     with pytest.raises(ValueError, match=r"train\.distributed=fsdp shards full fine-tuning"):
         build_config(tiny_config(tiny_model_dir, data, tmp_path / "x", distributed="fsdp"))
+
+
+def test_the_jobs_server_trains_a_job_on_two_ranks(tiny_model_dir, tmp_path):
+    """`tunesmith serve --train-ranks 2`: a job's trainer is started by torchrun, each step split over two
+    processes; an auto batch is a multiple of the ranks, and a batch that is not is refused with the reason."""
+    pytest.importorskip("openai")
+    from served import Server
+
+    server = Server(tmp_path / "runs", tiny_model_dir, options=("--train-ranks", "2"))
+    server.start()
+    try:
+        data = write_chat_data(tmp_path / "arith.jsonl", n=24)
+        with open(data, "rb") as fh:
+            uploaded = server.client.files.create(file=fh, purpose="fine-tune")
+        fast = ["eval.general=false", "eval.samples=0", "data.max_length=128", "data.replay.fraction=0"]
+        overrides = {"overrides": [*fast, "train.max_steps=2"]}
+        job = server.client.fine_tuning.jobs.create(
+            model="tiny-llama", training_file=uploaded.id, seed=3, extra_body=overrides
+        )
+        odd = server.client.fine_tuning.jobs.create(
+            model="tiny-llama", training_file=uploaded.id,
+            method={"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 3}}},
+        )  # fmt: skip
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            job = server.client.fine_tuning.jobs.retrieve(job.id)
+            odd = server.client.fine_tuning.jobs.retrieve(odd.id)
+            if job.status in ("succeeded", "failed") and odd.status == "failed":
+                break
+            time.sleep(0.5)
+        assert job.status == "succeeded", job.error
+        assert job.hyperparameters.batch_size % 2 == 0
+        run = next(p for p in (tmp_path / "runs").iterdir() if (p / "manifest.json").is_file())
+        manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+        assert manifest["distributed"] == {"ranks": 2, "mode": "ddp"}
+        assert odd.status == "failed" and "multiple of 2" in odd.error.message
+    finally:
+        server.stop()
+
+
+def test_verify_runs_the_config_on_several_ranks_against_one_process(tiny_model_dir, data, tmp_path):
+    settings = tiny_config(tiny_model_dir, data, tmp_path / "unused")
+    config = write_config(tmp_path, "verify", settings)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "tunesmith.cli", "verify", str(config), "--ranks", "2", "--steps", "2"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 ranks (ddp) vs one process, 2 steps" in done.stdout and ": same" in done.stdout
+    assert not (tmp_path / "unused").exists()
+    refused = subprocess.run([*command[:-4], "--ranks", "3"], capture_output=True, text=True, env=env, timeout=600)
+    assert refused.returncode == 2 and "cannot be split evenly over 3 ranks" in refused.stderr

@@ -3,11 +3,13 @@ that would not fit."""
 
 from __future__ import annotations
 
+import pytest
 from tiny_runs import tiny_config, write_chat_data
 
 from tunesmith.config import build_config
 from tunesmith.recipes import plan as plan_module
 from tunesmith.recipes.plan import make_plan
+from tunesmith.training.distributed import DistributedError
 from tunesmith.training.loop import steps_per_epoch
 
 
@@ -52,3 +54,26 @@ def test_plan_under_cpu_mixed_precision_says_to_leave_headroom(tiny_model_dir, t
     plan = make_plan(cfg, calibration_steps=1, log=lambda *_: None)
     assert plan.measured_peak is not None
     assert any("mixed precision on a CPU" in w for w in plan.warnings), plan.warnings
+
+
+def test_plan_for_several_ranks_shares_the_step_and_fsdp_shares_the_state(tiny_model_dir, tmp_path):
+    """--ranks N: compute per step is the measured step over N; DDP keeps every rank's weights, gradients (twice:
+    its buckets) and optimizer state whole and all-reduces the gradients; FSDP keeps 1/N of them plus the gathered
+    units, and gathers the weights twice and reduce-scatters the gradients; a world size that cannot split a step is
+    refused with the sizes that can."""
+    data = write_chat_data(tmp_path / "train.jsonl", n=40)
+    settings = tiny_config(tiny_model_dir, data, tmp_path / "run", method="full", batch_size=16)
+    ddp = make_plan(build_config(settings), calibration_steps=1, log=lambda *_: None, ranks=4)
+    settings["train"]["distributed"] = "fsdp"
+    fsdp = make_plan(build_config(settings), calibration_steps=1, log=lambda *_: None, ranks=4)
+    one = fsdp.memory
+    assert ddp.ranks.compute_seconds == pytest.approx(ddp.seconds_per_step / 4)
+    assert ddp.ranks.gradients == 2 * ddp.memory.gradients and ddp.ranks.optimizer == ddp.memory.optimizer
+    assert fsdp.ranks.optimizer == one.optimizer // 4 and fsdp.ranks.gradients < one.gradients
+    assert fsdp.ranks.activations == one.activations
+    assert fsdp.ranks.saved_by_sharding > 0
+    weights = fsdp.total_params * 4
+    assert fsdp.ranks.sent_bytes == int(3 * 0.75 * weights)
+    assert ddp.ranks.sent_bytes == int(2 * 0.75 * ddp.trainable_params * 4)
+    with pytest.raises(DistributedError, match="cannot be split evenly over 3 ranks"):
+        make_plan(build_config(settings), calibration_steps=1, log=lambda *_: None, ranks=3)

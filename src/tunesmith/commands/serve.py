@@ -13,7 +13,7 @@ def _serve(args: argparse.Namespace) -> int:
     serve(
         build_settings(
             args.runs_dir, args.host, args.port, args.api_key_file, args.model, args.trust_remote_code,
-            args.workers, args.max_upload_mb, args.max_rows, args.max_batch, args.max_tokens,
+            args.workers, args.max_upload_mb, args.max_rows, args.max_batch, args.max_tokens, args.train_ranks,
         )
     )  # fmt: skip
     return 0
@@ -28,6 +28,10 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--model", action="append", default=[], help="also serve this HF model directory as a base")
     p.add_argument("--trust-remote-code", action="store_true", help="let checkpoints run the model code they ship")
     p.add_argument("--workers", type=NON_NEGATIVE, default=1, help="job worker processes, one job each (0: none)")
+    p.add_argument(
+        "--train-ranks", type=POSITIVE, default=1,
+        help="train each job data-parallel on this many local processes (torchrun; one GPU each when there are GPUs)",
+    )  # fmt: skip
     p.add_argument("--max-upload-mb", type=positive_float, default=64, help="largest file accepted at POST /v1/files")
     p.add_argument("--max-rows", type=POSITIVE, default=100_000, help="most rows accepted in one uploaded file")
     p.add_argument("--max-batch", type=POSITIVE, default=8, help="most answers decoded together")

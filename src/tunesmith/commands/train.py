@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from tunesmith.argtypes import POSITIVE
+from tunesmith.argtypes import POSITIVE, positive_float
 from tunesmith.commands import KINDS
 from tunesmith.config import SPEED_OPTIONS
 
@@ -39,7 +39,7 @@ def _plan(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     _trains()  # the plan measures the run's own steps, so its process keeps memory as the run's does
-    plan = make_plan(cfg, calibration_steps=args.steps)
+    plan = make_plan(cfg, calibration_steps=args.steps, ranks=args.ranks, link_gbps=args.link_gbps)
     print_plan(plan)
     if args.json:
         write_json(args.json, plan.to_json())
@@ -53,6 +53,12 @@ def _verify(args: argparse.Namespace) -> int:
     options = tuple(args.options) if args.options else None
     cfg = load_config(args.config, args.overrides)
     _trains()
+    if args.ranks > 1:
+        from tunesmith.recipes.verify_ranks import print_ranks_report, verify_ranks
+
+        ranks = verify_ranks(cfg, args.ranks, steps=args.steps)
+        print_ranks_report(ranks)
+        return 0 if ranks.ok else 1
     report = verify(cfg, steps=args.steps, options=options)
     print_report(report)
     return 0 if report.ok else 1
@@ -130,6 +136,14 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*")
     p.add_argument("--steps", type=POSITIVE, default=3, help="real training steps to time (after one warm-up)")
     p.add_argument("--json", type=Path, default=None, help="also write the plan as JSON to this file")
+    p.add_argument(
+        "--ranks", type=POSITIVE, default=1,
+        help="also plan each rank of a data-parallel run on this many processes (torchrun; train.distributed)",
+    )  # fmt: skip
+    p.add_argument(
+        "--link-gbps", type=positive_float, default=10.0,
+        help="bandwidth between ranks, GB/s, that --ranks quotes communication time at (default 10: PCIe-class)",
+    )  # fmt: skip
     p.set_defaults(func=_plan)
 
     p = verbs.add_parser("verify", help="check that each speed option leaves losses and gradients unchanged")
@@ -143,6 +157,11 @@ def register(verbs: argparse._SubParsersAction) -> None:
         choices=(*SPEED_OPTIONS, "mixed_precision"),
         help="speed options to check (default: all the config could use; mixed_precision where auto picks it)",
     )
+    p.add_argument(
+        "--ranks", type=POSITIVE, default=1,
+        help="instead: check that training on this many data-parallel ranks (torchrun, train.distributed) gives the "
+        "losses and weights of one process",
+    )  # fmt: skip
     p.set_defaults(func=_verify)
 
     p = verbs.add_parser("eval", help="score a finished run against its base, or any model, on held-out data")

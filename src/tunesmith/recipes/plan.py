@@ -21,6 +21,7 @@ from tunesmith.data.templates import IGNORE
 from tunesmith.methods import build_method
 from tunesmith.models.loading import count_parameters
 from tunesmith.recipes.setup import load, pack_length, trainable_model
+from tunesmith.training.distributed import check_split, decoder_layers
 from tunesmith.training.frozen import copies_for
 from tunesmith.training.loop import accumulate, build_optimizer, steps_per_epoch, total_steps
 from tunesmith.training.memory import (
@@ -62,6 +63,7 @@ class Plan:
     tokens_per_second: float  # non-padding tokens per second in the calibration steps
     epoch_seconds: float
     warnings: list[str] = field(default_factory=list)
+    ranks: RanksPlan | None = None  # `--ranks N`: each rank's share of a data-parallel run
 
     @property
     def peak(self) -> int:
@@ -71,6 +73,79 @@ class Plan:
         data = asdict(self)
         data["peak"] = self.peak
         return data
+
+
+LINK_GBPS = 10.0  # what the communication time is quoted at unless told: a PCIe-class link between devices
+
+
+@dataclass
+class RanksPlan:
+    """One rank of a data-parallel run (training/distributed.py), from this machine's one-process measurement.
+
+    Every rank takes batch_size / N examples per step in micro-batches of the same size, so activations are the
+    one-process ones and compute per step is 1/N of it. DDP keeps whole weights, gradients and optimizer state on
+    every rank, plus its gradient buckets (one more copy of the trainable gradients); FSDP keeps 1/N of each, plus the
+    gathered weights of the unit in use and the one prefetched (two decoder layers, or the root: embeddings and head)
+    and that unit's unsharded gradients. Communication per rank and step: DDP all-reduces the trainable gradients
+    (2 (N-1)/N of their bytes); FSDP gathers the weights in forward and again in backward and reduce-scatters the
+    gradients (3 (N-1)/N of the fp32 weights)."""
+
+    ranks: int
+    mode: str
+    process: int  # interpreter, libraries, data, and the weights this rank holds
+    gradients: int
+    optimizer: int
+    activations: int
+    saved_by_sharding: int  # what FSDP saves against DDP on each rank (0 under DDP)
+    compute_seconds: float  # per step: the one-process step over N
+    sent_bytes: int  # per rank and step
+    link_gbps: float
+    comm_seconds: float  # sent_bytes at link_gbps, none of it overlapped with compute (an upper bound)
+
+    @property
+    def total(self) -> int:
+        return self.process + self.gradients + self.optimizer + self.activations
+
+    @property
+    def seconds_per_step(self) -> float:
+        return self.compute_seconds + self.comm_seconds
+
+
+def ranks_plan(
+    model, memory: MemoryBreakdown, dtype_bytes: int, seconds_per_step: float, ranks: int, mode: str, link_gbps: float
+) -> RanksPlan:
+    """The per-rank costs of running the measured one-process step on `ranks` ranks under `mode`."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    weights = total * dtype_bytes
+    gradients, optimizer = memory.gradients, memory.optimizer
+    share = (ranks - 1) / ranks
+    if mode == "ddp":
+        process, grads, optim = memory.process, 2 * gradients, optimizer  # the buckets: one more gradient copy
+        sent = int(2 * share * trainable * dtype_bytes)
+        saved = 0
+    else:
+        layers = [sum(p.numel() for p in layer.parameters()) for layer in decoder_layers(model)]
+        root = total - sum(layers)
+        unit = max([root, *layers]) * dtype_bytes  # the largest unit, gathered whole
+        process = memory.process - weights + weights // ranks + 2 * unit
+        grads, optim = gradients // ranks + unit, optimizer // ranks
+        sent = int(3 * share * weights)
+        ddp_total = memory.process + 2 * gradients + optimizer
+        saved = max(0, ddp_total - (process + grads + optim))
+    return RanksPlan(
+        ranks=ranks,
+        mode=mode,
+        process=process,
+        gradients=grads,
+        optimizer=optim,
+        activations=memory.activations,
+        saved_by_sharding=saved,
+        compute_seconds=seconds_per_step / ranks,
+        sent_bytes=sent,
+        link_gbps=link_gbps,
+        comm_seconds=sent / (link_gbps * 1e9),
+    )
 
 
 def _run_batches(cfg: Config, n_rows: int, steps: int, order: Order) -> list[list[list[int]]]:
@@ -100,7 +175,10 @@ def _suggestions(cfg: Config, plan_bytes: int, available: int) -> list[str]:
     return tips
 
 
-def make_plan(cfg: Config, calibration_steps: int = 3, log=print) -> Plan:
+def make_plan(cfg: Config, calibration_steps: int = 3, log=print, ranks: int = 1, link_gbps: float = LINK_GBPS) -> Plan:
+    """The plan of `cfg` on this machine; with `ranks` > 1 also each rank's share of a data-parallel run of it
+    (a world size that cannot split the steps is refused first, with the settings that would)."""
+    check_split(cfg.train.batch_size, cfg.train.micro_batch_size, ranks)
     method = build_method(cfg)
     loaded = load(cfg, method)  # the run's own setup (recipes/setup.py): same rows, same model, same seed
     device, dtype, autocast, prepared = loaded.device, loaded.dtype, loaded.autocast, loaded.prepared
@@ -225,6 +303,10 @@ def make_plan(cfg: Config, calibration_steps: int = 3, log=print) -> Plan:
     )
     if measured is not None and measured > 0.9 * available:
         plan.warnings += _suggestions(cfg, measured, available)
+    if ranks > 1:
+        plan.ranks = ranks_plan(
+            model, memory, dtype_bytes, plan.seconds_per_step, ranks, cfg.train.distributed, link_gbps
+        )
     return plan
 
 
@@ -273,5 +355,30 @@ def print_plan(plan: Plan, console=None) -> None:
         f"{plan.calibration_steps} calibration step(s) -> epoch ~{_duration(plan.epoch_seconds)}, "
         f"run ~{_duration(plan.epoch_seconds * plan.total_steps / max(1, plan.steps_per_epoch))} (plus evaluation)"
     )
+    if plan.ranks is not None:
+        _print_ranks(plan, console)
     for line in plan.warnings:
         console.print(f"[yellow]{line}[/yellow]")
+
+
+def _print_ranks(plan: Plan, console) -> None:
+    from rich.table import Table
+
+    r = plan.ranks
+    table = Table(title=f"each of {r.ranks} ranks ({r.mode}), at the run's largest micro-batch")
+    table.add_column("")
+    table.add_column("one process", justify="right")
+    table.add_column(f"per rank, {r.ranks} ranks", justify="right")
+    for name in ("process", "gradients", "optimizer", "activations"):
+        label = "process + weights" if name == "process" else name
+        table.add_row(label, _gib(getattr(plan.memory, name)), _gib(getattr(r, name)))
+    table.add_row("estimate", _gib(plan.memory.total), _gib(r.total))
+    if r.mode == "fsdp":
+        table.add_row("saved by sharding (vs ddp)", "", _gib(r.saved_by_sharding))
+    console.print(table)
+    console.print(
+        f"step on {r.ranks} ranks: ~{r.compute_seconds:.2f} s compute (this machine's step over {r.ranks}) + "
+        f"{r.sent_bytes / 1e9:.2f} GB sent per rank, ~{r.comm_seconds:.2f} s at {r.link_gbps:g} GB/s (not "
+        f"overlapped: an upper bound) -> ~{r.seconds_per_step:.2f} s per step, run ~"
+        f"{_duration(r.seconds_per_step * plan.total_steps)}"
+    )

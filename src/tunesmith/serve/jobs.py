@@ -55,7 +55,7 @@ class Resolved:
         return out
 
 
-def resolve_hyperparameters(requested: dict[str, Any], rows: int) -> Resolved:
+def resolve_hyperparameters(requested: dict[str, Any], rows: int, ranks: int = 1) -> Resolved:
     epochs = requested.get("n_epochs", "auto")
     if epochs == "auto":
         epochs = DEFAULT_EPOCHS
@@ -66,6 +66,13 @@ def resolve_hyperparameters(requested: dict[str, Any], rows: int) -> Resolved:
     batch = requested.get("batch_size", "auto")
     if batch == "auto":
         batch = 1 << max(0, min(3, int(math.log2(max(1, rows // 8)))))  # 1..8, so a tiny file still takes steps
+        batch = -(-batch // ranks) * ranks  # a whole share of every step for each training process
+    elif int(batch) % ranks:
+        raise JobError(
+            f"batch_size {batch}: this server trains each job on {ranks} processes, which must share every step "
+            f"evenly; give a multiple of {ranks}, or auto",
+            "hyperparameters.batch_size",
+        )
     rate = requested.get("learning_rate_multiplier", "auto")
     beta = requested.get("beta")  # present for dpo jobs
     beta = DEFAULT_BETA if beta == "auto" else None if beta is None else float(beta)
@@ -89,17 +96,24 @@ def _micro_batch(batch: int) -> int:
 
 
 def job_config(
-    job: JobRecord, train_file: Path, valid_file: Path | None, rows: int, run_dir: Path, trust_remote_code: bool
+    job: JobRecord,
+    train_file: Path,
+    valid_file: Path | None,
+    rows: int,
+    run_dir: Path,
+    trust_remote_code: bool,
+    ranks: int = 1,
 ) -> tuple[Config, Resolved]:
-    """The Config `tunesmith train` runs for this job, and the hyperparameters it resolved to."""
-    hyper = resolve_hyperparameters(job.hyperparameters, rows)
+    """The Config `tunesmith train` runs for this job (on `ranks` processes), and the hyperparameters it resolved
+    to."""
+    hyper = resolve_hyperparameters(job.hyperparameters, rows, ranks)
     raw: dict[str, Any] = {
         "model": {"base": job.base, "trust_remote_code": trust_remote_code},
         "data": {"train": [{"path": str(train_file), "format": "jsonl"}]},
         "train": {
             "epochs": hyper.n_epochs,
             "batch_size": hyper.batch_size,
-            "micro_batch_size": _micro_batch(hyper.batch_size),
+            "micro_batch_size": _micro_batch(hyper.batch_size // ranks),
             "lr": BASE_LR * hyper.learning_rate_multiplier,
             "seed": job.seed,
         },

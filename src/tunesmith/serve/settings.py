@@ -23,6 +23,7 @@ class ServeSettings:
     max_body_bytes: int = 4 * 2**20  # every request but a file upload
     body_timeout_s: float = 30.0  # longest wait for the next piece of a request body (a false Content-Length)
     workers: int = 1  # job worker processes; each runs one job at a time
+    train_ranks: int = 1  # processes each job trains on (torchrun, data-parallel: training/distributed.py)
     max_batch: int = 8  # requests decoded together
     batch_window_s: float = 0.01  # how long the first request of a batch waits for company
     default_max_tokens: int = 256

@@ -28,6 +28,8 @@ class Supervisor:
                    "--parent-pid", str(os.getpid())]  # fmt: skip
         if self.settings.trust_remote_code:
             command.append("--trust-remote-code")
+        if self.settings.train_ranks > 1:
+            command += ["--train-ranks", str(self.settings.train_ranks)]
         log = open(self.settings.state_dir / "worker.log", "ab")  # noqa: SIM115 - the child owns it from here
         try:
             return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

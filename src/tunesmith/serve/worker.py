@@ -100,8 +100,9 @@ class Worker:
         run_dir = run_path(self.settings.runs_dir, job.run_name)
         train_file = paths["training_file"]
         assert train_file is not None
+        settings = self.settings
         cfg, hyper = job_config(
-            job, train_file, paths["validation_file"], rows, run_dir, self.settings.trust_remote_code
+            job, train_file, paths["validation_file"], rows, run_dir, settings.trust_remote_code, settings.train_ranks
         )
         (self.settings.jobs_dir / f"{job.id}.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
         self.store.update_job(job.id, hyperparameters=hyper.as_json())
@@ -139,6 +140,9 @@ class Worker:
         else:
             return  # cancelled in between
         command = [sys.executable, "-m", "tunesmith.cli", "train", str(settings.jobs_dir / f"{job.id}.yaml")]
+        if settings.train_ranks > 1:  # data-parallel on this machine: torchrun starts the ranks on a free port
+            launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(settings.train_ranks)]
+            command = [sys.executable, *launcher, *command[1:]]
         command += ["--resume"] if resume else ["output.overwrite=true"]
         log_path = settings.jobs_dir / f"{job.id}.log"
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
@@ -210,10 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", type=Path, required=True)
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
     parser.add_argument("--trust-remote-code", action="store_true")
+    parser.add_argument("--train-ranks", type=int, default=1, help="processes each job trains on (torchrun)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    settings = ServeSettings(args.runs_dir, trust_remote_code=args.trust_remote_code)
+    settings = ServeSettings(args.runs_dir, trust_remote_code=args.trust_remote_code, train_ranks=args.train_ranks)
     settings.prepare()
     Worker(settings, args.parent_pid).loop()
     return 0
