@@ -31,13 +31,19 @@ def quiet(*_: object) -> None:
     pass
 
 
-def torchrun(config: Path, ranks: int = 2, *args: str, fault: str | None = None, rank: int | None = None):
+def torchrun(
+    config: Path, ranks: int = 2, *args: str, fault: str | None = None, rank: int | None = None, own: bool = False
+):
+    """`tunesmith train CONFIG` on `ranks` processes: through torchrun, or (`own`) through `tunesmith train --ranks`."""
     env = {k: v for k, v in os.environ.items() if k not in (ENV, RANK_ENV)}
     env |= {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     if fault is not None:
         env[ENV] = fault
         env[RANK_ENV] = str(rank)
-    command = [*TORCHRUN, "--nproc-per-node", str(ranks), "-m", "tunesmith.cli", "train", str(config), *args]
+    if own:
+        command = [sys.executable, "-m", "tunesmith.cli", "train", str(config), *args, "--ranks", str(ranks)]
+    else:
+        command = [*TORCHRUN, "--nproc-per-node", str(ranks), "-m", "tunesmith.cli", "train", str(config), *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
 
 
@@ -132,11 +138,17 @@ def test_a_killed_rank_resumes_to_the_uninterrupted_weights(tiny_model_dir, data
 
     settings["output"]["dir"] = str(tmp_path / "killed")
     config = write_config(tmp_path, "killed", settings)
-    stopped = torchrun(config, fault="checkpoint:weights#2", rank=1)
+    own = mode == "ddp"  # once through `tunesmith train --ranks 2`, once through torchrun
+    stopped = torchrun(config, fault="checkpoint:weights#2", rank=1, own=own)
     assert stopped.returncode != 0
+    if own:  # the launcher's report is one line that names the rank and how to go on; no traceback
+        assert (
+            "error: rank 1 of 2 stopped (signal SIGKILL)" in stopped.stderr and "--ranks 2 --resume" in stopped.stderr
+        )
+        assert "Traceback" not in stopped.stderr and "ChildFailedError" not in stopped.stderr
     assert [p.name for p in list_checkpoints(tmp_path / "killed" / "checkpoints")] == ["step-2"]
     assert not (tmp_path / "killed" / "final").exists()
-    resumed = torchrun(config, 2, "--resume")
+    resumed = torchrun(config, 2, "--resume", own=own)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stdout + resumed.stderr
     assert_same_run(tmp_path / "whole", tmp_path / "killed")

@@ -22,6 +22,10 @@ def _train(args: argparse.Namespace) -> int:
     from tunesmith.config import load_config
 
     cfg = load_config(args.config, args.overrides)  # before torch is imported: a bad config fails in a second
+    if args.ranks > 1 and "WORLD_SIZE" not in os.environ:
+        from tunesmith.training.launch import launch
+
+        return launch(args.ranks, cfg, [args.config, *args.overrides], args.resume)
     _trains()
     from tunesmith.recipes.summary import print_result
     from tunesmith.recipes.train import run_training
@@ -129,6 +133,11 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="YAML config file")
     p.add_argument("overrides", nargs="*", help="key.sub=value settings that win over the file")
     p.add_argument("--resume", action="store_true", help="continue this run from its last complete checkpoint")
+    p.add_argument(
+        "--ranks", type=POSITIVE, default=1,
+        help="train data-parallel on this many processes of this machine (one GPU each when there are GPUs), as "
+        "torchrun --standalone --nproc-per-node N would; several machines: torchrun",
+    )  # fmt: skip
     p.set_defaults(func=_train)
 
     p = verbs.add_parser("plan", help="estimate steps, tokens, peak memory and epoch time before launching")

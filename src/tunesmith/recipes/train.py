@@ -174,7 +174,7 @@ def run_training(
     distributed.start(world)
     state = check_output(out, resume, cfg.output.overwrite, _protected(cfg, config_path))
     barrier(world)  # every rank has seen the folder as it was before rank 0 writes to it
-    with write_errors(out), main_only(world, run_lock(out)):
+    with distributed.peers_watched(world), write_errors(out), main_only(world, run_lock(out)):
         run = setup(cfg, out, state, resume, log, crash_after_step, world)
         trackers = Trackers.open(cfg, out, run.position.step) if cfg.train.report_to and world.main else None
         if trackers is not None:

@@ -140,10 +140,9 @@ class Worker:
         else:
             return  # cancelled in between
         command = [sys.executable, "-m", "tunesmith.cli", "train", str(settings.jobs_dir / f"{job.id}.yaml")]
-        if settings.train_ranks > 1:  # data-parallel on this machine: torchrun starts the ranks on a free port
-            launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(settings.train_ranks)]
-            command = [sys.executable, *launcher, *command[1:]]
         command += ["--resume"] if resume else ["output.overwrite=true"]
+        if settings.train_ranks > 1:  # data-parallel on this machine (training/launch.py)
+            command += ["--ranks", str(settings.train_ranks)]
         log_path = settings.jobs_dir / f"{job.id}.log"
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
         with open(log_path, "ab") as log:

@@ -92,6 +92,27 @@ def start(world: World) -> None:
         dist.init_process_group("gloo", timeout=TIMEOUT)
 
 
+@contextmanager
+def peers_watched(world: World) -> Iterator[None]:
+    """A collective that fails because another rank is gone (killed, out of memory, its machine lost) becomes one
+    line that says so and how to continue, instead of the transport's own error."""
+    try:
+        yield
+    except (dist.DistError, RuntimeError) as err:
+        text = str(err)
+        lost = isinstance(err, dist.DistError) or any(mark in text for mark in LOST_PEER)
+        if not world.distributed or not lost:
+            raise
+        raise DistributedError(
+            f"rank {world.rank}: another rank of this run stopped (the connection to it was lost); the job ends "
+            "here. Its checkpoints are kept: start it again with --resume to continue from the last one"
+        ) from None
+
+
+# What gloo and NCCL say when the other end of a collective went away.
+LOST_PEER = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted")
+
+
 def stop() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
