@@ -234,3 +234,26 @@ def test_verify_runs_the_config_on_several_ranks_against_one_process(tiny_model_
     assert not (tmp_path / "unused").exists()
     refused = subprocess.run([*command[:-4], "--ranks", "3"], capture_output=True, text=True, env=env, timeout=600)
     assert refused.returncode == 2 and "cannot be split evenly over 3 ranks" in refused.stderr
+
+
+def test_a_one_process_checkpoint_resumes_on_ddp_ranks_and_fsdp_says_it_cannot(tiny_model_dir, data, tmp_path):
+    """A checkpoint of one process holds whole tensors keyed by position in the optimizer: DDP ranks read it as one
+    process does; FSDP's shards cannot, and the run says so (and how to resume) before any step."""
+    settings = tiny_config(tiny_model_dir, data, tmp_path / "whole", save_every=2)
+    run_training(build_config(settings), log=quiet)
+    for name, mode, method in (("ddp", "ddp", "lora"), ("fsdp", "fsdp", "full")):
+        settings = tiny_config(tiny_model_dir, data, tmp_path / name, save_every=2, distributed=mode, method=method)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            run_training(build_config(settings), log=quiet, crash_after_step=3)
+        done = torchrun(write_config(tmp_path, name, settings), 2, "--resume")
+        if mode == "ddp":
+            assert done.returncode == 0, done.stderr[-3000:]
+            assert_same_run(tmp_path / "whole", tmp_path / name)
+        else:
+            assert done.returncode != 0  # torchrun exits 1 whatever its ranks returned
+            errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+            assert (
+                len(errors) == 1
+                and "was written by one process" in errors[0]
+                and "resume it with one process" in errors[0]
+            )
