@@ -14,6 +14,6 @@ for spec in "examples/gsm8k-lora.yaml" \
   $TS verify $spec --ranks 2 --steps 3 | tail -n 9
 done
 for mode in ddp fsdp; do
-  echo "== tunesmith plan examples/gsm8k-full.yaml train.distributed=$mode --ranks 4"
-  $TS plan examples/gsm8k-full.yaml train.distributed=$mode --ranks 4 --steps 1 | tail -n 14
+  echo "== tunesmith plan examples/gsm8k-full.yaml train.distributed=$mode train.micro_batch_size=2 --ranks 4"
+  $TS plan examples/gsm8k-full.yaml train.distributed=$mode train.micro_batch_size=2 --ranks 4 --steps 1 | tail -n 14
 done

@@ -257,3 +257,20 @@ def test_a_one_process_checkpoint_resumes_on_ddp_ranks_and_fsdp_says_it_cannot(t
                 and "was written by one process" in errors[0]
                 and "resume it with one process" in errors[0]
             )
+
+
+def test_accelerate_launch_runs_the_same_data_parallel_training(tiny_model_dir, data, tmp_path):
+    """`accelerate launch --multi_gpu` sets the same rank variables torchrun does (here on CPU processes, gloo)."""
+    pytest.importorskip("accelerate")
+    settings = tiny_config(tiny_model_dir, data, tmp_path / "one")
+    run_training(build_config(settings), log=quiet)
+    settings["output"]["dir"] = str(tmp_path / "two")
+    config = write_config(tmp_path, "two", settings)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [*launch, "-m", "tunesmith.cli", "train", str(config)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "two" / "manifest.json").read_text(encoding="utf-8"))["distributed"]["ranks"] == 2
+    assert_same_run(tmp_path / "one", tmp_path / "two")
