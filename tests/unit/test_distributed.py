@@ -108,6 +108,7 @@ def test_two_ranks_equal_one_process(tiny_model_dir, data, tmp_path, case):
     manifest = json.loads((tmp_path / "two" / "manifest.json").read_text(encoding="utf-8"))
     mode = CASES[case].get("distributed", "ddp")
     assert manifest["distributed"] == {"ranks": 2, "mode": mode}
+    assert f"data-parallel on 2 ranks ({mode}" in (tmp_path / "two" / "MODEL_CARD.md").read_text(encoding="utf-8")
     checkpoint = list_checkpoints(tmp_path / "two" / "checkpoints")[-1]
     assert (checkpoint / "state" / ".metadata").is_file() and (checkpoint / "rng-1.pt").is_file()
 

@@ -53,6 +53,14 @@ def _preference(tuned_eval: dict) -> str:
     return text
 
 
+def _ranks(manifest: dict) -> str:
+    """How many processes shared each step, for a data-parallel run (training/distributed.py)."""
+    spread = manifest.get("distributed")
+    if not spread:
+        return ""
+    return f", data-parallel on {spread['ranks']} ranks ({spread['mode']}; each step's examples split between them)"
+
+
 def model_card(cfg: Config, manifest: dict, base_eval: dict, tuned_eval: dict, params: dict) -> str:
     b, t = base_eval["metrics"], tuned_eval["metrics"]
     rows = "\n".join(
@@ -122,7 +130,7 @@ Fine-tuned from **{manifest["base_model"]["name"]}** with tunesmith {manifest["p
 - Steps: {params["steps"]} (batch {tr.batch_size} = {tr.micro_batch_size} x {tr.grad_accum} accumulation), \
 lr {tr.lr} {tr.schedule}, warmup {tr.warmup_ratio}, weight decay {tr.weight_decay}, seed {tr.seed}
 - Max length: {cfg.data.max_length} tokens; train rows: {params["train_rows"]}, eval rows: {params["eval_rows"]}
-- Train time: {params["train_seconds"]:.0f} s
+- Train time: {params["train_seconds"]:.0f} s{_ranks(manifest)}
 
 ## Data
 | file | bytes | sha256 |
