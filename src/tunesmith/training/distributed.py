@@ -154,11 +154,18 @@ def share(indices: list[int], world: World) -> list[int]:
     return indices[world.rank * per : (world.rank + 1) * per]
 
 
+def _collective_device() -> torch.device:
+    """Where a tensor must be for a collective: NCCL reduces only GPU tensors, gloo CPU ones."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def all_sum(values: list[float], world: World) -> list[float]:
     """Element-wise sums over the ranks (float64: token counts stay exact)."""
     if not world.distributed:
         return values
-    tensor = torch.tensor(values, dtype=torch.float64)
+    tensor = torch.tensor(values, dtype=torch.float64, device=_collective_device())
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor.tolist()
 
@@ -166,7 +173,7 @@ def all_sum(values: list[float], world: World) -> list[float]:
 def all_max(value: int, world: World) -> int:
     if not world.distributed:
         return value
-    tensor = torch.tensor([value], dtype=torch.int64)
+    tensor = torch.tensor([value], dtype=torch.int64, device=_collective_device())
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return int(tensor.item())
 
