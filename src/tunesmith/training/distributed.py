@@ -1,14 +1,16 @@
 """Data-parallel training on PyTorch's own engine: torchrun starts the processes, DDP or FSDP2 does the rest.
 
-    torchrun --nproc-per-node 2 -m tunesmith.cli train examples/quickstart.yaml       # one machine, two ranks
-    torchrun --nnodes 2 --node-rank R --nproc-per-node 8 --rdzv-endpoint HOST:29500 -m tunesmith.cli train CFG
+    torchrun --nproc-per-node 2 -m tunesmith.cli train examples/gsm8k-lora.yaml       # one machine, two ranks
+    torchrun --nnodes 2 --node-rank R --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \
+        -m tunesmith.cli train CFG                                                     # two machines
+    tunesmith train examples/gsm8k-lora.yaml --ranks 2                                 # the first, launched for you
 
 Every rank runs the same program on the same rows in the same seeded order; only the optimizer steps are shared
 out. A step's examples (training/order.py, a pure function of seed and epoch) are cut into one contiguous share
-per rank; each rank batches its share as a single process would, the trained tokens of the whole step are summed
-across ranks before any backward, and each rank's loss is divided by that global count. The reduced gradient is
-then exactly the single-process one, however the examples fall on ranks (tests/unit/test_distributed.py checks
-per-step losses and final weights against a one-process run).
+per rank, a whole number of micro-batches each (check_split), so each rank's micro-batches are exactly the ones a
+single process would form. The trained tokens of the whole step are summed across ranks before any backward, and
+each rank's loss is divided by that global count. The reduced gradient is then the single-process one
+(tests/unit/test_distributed.py checks per-step losses and final weights against a one-process run).
 
 - `train.distributed: ddp` (adapters, and full fine-tuning that fits on one device): every rank holds the whole
   model; DistributedDataParallel averages the gradients once per step (no_sync on all but the last micro-batch).
