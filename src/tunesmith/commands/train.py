@@ -31,10 +31,10 @@ def _train(args: argparse.Namespace) -> int:
     from tunesmith.recipes.train import run_training
 
     result = run_training(cfg, resume=args.resume, config_path=Path(args.config))
-    from tunesmith.training.distributed import stop
+    from tunesmith.training.distributed import from_env, stop
 
     stop()  # under torchrun: leave the process group once every rank is done (a no-op in one process)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 speaks
+    if from_env().main:  # under torchrun: rank 0 speaks
         print_result(result)
     return 0
 

@@ -111,12 +111,9 @@ class RanksPlan:
         return self.compute_seconds + self.comm_seconds
 
 
-def ranks_plan(
-    model, memory: MemoryBreakdown, dtype_bytes: int, seconds_per_step: float, ranks: int, mode: str, link_gbps: float
-) -> RanksPlan:
-    """The per-rank costs of running the measured one-process step on `ranks` ranks under `mode`."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+def ranks_plan(plan: Plan, model, dtype_bytes: int, ranks: int, mode: str, link_gbps: float) -> RanksPlan:
+    """The per-rank costs of running the one-process step `plan` measured on `ranks` ranks under `mode`."""
+    total, trainable, memory = plan.total_params, plan.trainable_params, plan.memory
     weights = total * dtype_bytes
     gradients, optimizer = memory.gradients, memory.optimizer
     share = (ranks - 1) / ranks
@@ -141,7 +138,7 @@ def ranks_plan(
         optimizer=optim,
         activations=memory.activations,
         saved_by_sharding=saved,
-        compute_seconds=seconds_per_step / ranks,
+        compute_seconds=plan.seconds_per_step / ranks,
         sent_bytes=sent,
         link_gbps=link_gbps,
         comm_seconds=sent / (link_gbps * 1e9),
@@ -304,9 +301,7 @@ def make_plan(cfg: Config, calibration_steps: int = 3, log=print, ranks: int = 1
     if measured is not None and measured > 0.9 * available:
         plan.warnings += _suggestions(cfg, measured, available)
     if ranks > 1:
-        plan.ranks = ranks_plan(
-            model, memory, dtype_bytes, plan.seconds_per_step, ranks, cfg.train.distributed, link_gbps
-        )
+        plan.ranks = ranks_plan(plan, model, dtype_bytes, ranks, cfg.train.distributed, link_gbps)
     return plan
 
 

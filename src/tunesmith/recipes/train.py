@@ -283,7 +283,7 @@ def setup(
     if prepared.truncated:
         log(f"note: {prepared.truncated} row(s) were truncated to data.max_length={cfg.data.max_length} tokens")
     fault("setup")
-    if not resume:
+    if not resume and world.main:  # the run's identity: rank 0 alone hashes the data and writes it
         manifest = build_manifest(cfg, loaded.base.resolved, prepared.files, tokenizer, sys.argv)
         # `auto` depends on the hardware, so the lineage says what it was here.
         autocast = loaded.autocast and str(loaded.autocast)
@@ -292,8 +292,7 @@ def setup(
             manifest["parent"] = loaded.lineage  # the run this one continues from, and its config's sha256
         if world.distributed:
             manifest["distributed"] = {"ranks": world.size, "mode": cfg.train.distributed}
-        if world.main:
-            _start_run_dir(cfg, out, state, tokenizer, manifest, log)
+        _start_run_dir(cfg, out, state, tokenizer, manifest, log)
     barrier(world)  # an audit that refuses stops rank 0 here, and torchrun stops the others
 
     model = trainable_model(cfg, method, loaded, out if world.main else None)

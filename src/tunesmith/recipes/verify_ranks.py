@@ -35,14 +35,11 @@ from tunesmith.errors import TunesmithError
 from tunesmith.methods import build_method
 from tunesmith.models.loading import pick_device, training_precision
 from tunesmith.recipes.setup import build_loop, load, trainable_model
+from tunesmith.recipes.verify import TOLERANCE  # the speed options' tolerances: losses, and gradients x 10
 from tunesmith.training import distributed
 from tunesmith.training.checkpoint import Position, trainable_state
-from tunesmith.training.distributed import World, full_state, is_sharded
+from tunesmith.training.distributed import World, full_state, is_sharded, whole
 from tunesmith.training.loop import fit
-
-# Relative to the largest value: losses and gradient norms; weights get ten times as much (Adam divides by the root
-# of the second moment, which turns last-bit differences of small gradients into larger ones of the weights).
-TOLERANCE = {torch.float32: 2e-4, torch.bfloat16: 3e-2, torch.float16: 1e-2}
 
 
 def quiet(*_: object) -> None:
@@ -66,20 +63,19 @@ def fit_steps(cfg: Config, steps: int, folder: Path, world: World) -> None:
             return
         for name, param in model.named_parameters():
             if param.requires_grad and param.grad is not None:
-                grad = param.grad.full_tensor() if hasattr(param.grad, "full_tensor") else param.grad
-                first[name] = grad.detach().float().cpu().clone()
+                first[name] = whole(param.grad).detach().float().cpu().clone()
 
     hook = loop.optimizer.register_step_pre_hook(keep_first)
     fit(loop, Position(0, 0, 0, 0, 0, ""))
     hook.remove()
     if world.main:
         save_file(first, folder / "grads.safetensors")
-    whole = full_state(model, world) if is_sharded(model) else trainable_state(model)
+    weights = full_state(model, world) if is_sharded(model) else trainable_state(model)
     if world.main:
         if is_sharded(model):  # the full state holds every weight: keep the trainable ones, as the one process does
             names = {name for name, p in model.named_parameters() if p.requires_grad}
-            whole = {name: tensor for name, tensor in whole.items() if name in names}
-        save_file({k: v.float().contiguous() for k, v in whole.items()}, folder / "weights.safetensors")
+            weights = {name: tensor for name, tensor in weights.items() if name in names}
+        save_file({k: v.float().contiguous() for k, v in weights.items()}, folder / "weights.safetensors")
 
 
 @dataclass

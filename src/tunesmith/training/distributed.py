@@ -33,10 +33,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.fsdp import FSDPModule, fully_shard  # peft and transformers import it already
 
 from tunesmith.errors import TunesmithError
 
@@ -120,13 +122,6 @@ def stop() -> None:
         dist.destroy_process_group()
 
 
-def current() -> World:
-    """The world of a started process group, else one rank."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return SINGLE
-    return from_env()
-
-
 def threads_per_rank(threads: int, world: World) -> int:
     """CPU threads for one rank: the machine's share of the ranks that run on it."""
     return max(1, threads // world.local_size)
@@ -194,6 +189,12 @@ def broadcast(value: object, world: World) -> object:
     return box[0]
 
 
+def _loss(objective: Callable, model: nn.Module, batch) -> tuple[torch.Tensor, int]:
+    """A micro-batch's (loss sum, correct tokens) under the objective."""
+    parts = objective(model, batch)
+    return parts.loss_sum, parts.correct
+
+
 class _Step(nn.Module):
     """A micro-batch's loss as a module's forward, so DDP sees every step's forward (where it prepares the gradient
     reduction) while the objective still reaches into the model (chunked cross-entropy calls decoder and head)."""
@@ -204,8 +205,7 @@ class _Step(nn.Module):
         self.objective = objective
 
     def forward(self, batch):
-        parts = self.objective(self.model, batch)
-        return parts.loss_sum, parts.tokens, parts.correct
+        return _loss(self.objective, self.model, batch)
 
 
 @dataclass
@@ -215,7 +215,7 @@ class Parallel:
 
     world: World
     mode: str  # "ddp" or "fsdp"
-    forward: Callable  # batch -> (loss_sum, tokens, correct)
+    forward: Callable  # batch -> (loss sum, correct tokens)
     module: nn.Module  # what DDP wraps, or the sharded model
 
     @contextmanager
@@ -249,8 +249,6 @@ def parallelize(model: nn.Module, objective: Callable, mode: str, world: World, 
         ids = [torch.cuda.current_device()] if device.type == "cuda" else None
         wrapped = nn.parallel.DistributedDataParallel(step, device_ids=ids)
         return Parallel(world, mode, wrapped, wrapped)
-    from torch.distributed.fsdp import fully_shard
-
     layers = decoder_layers(model)
     if not layers:
         raise DistributedError(
@@ -260,12 +258,7 @@ def parallelize(model: nn.Module, objective: Callable, mode: str, world: World, 
     for layer in layers:
         fully_shard(layer)
     fully_shard(model)
-
-    def forward(batch):
-        parts = objective(model, batch)
-        return parts.loss_sum, parts.tokens, parts.correct
-
-    return Parallel(world, mode, forward, model)
+    return Parallel(world, mode, partial(_loss, objective, model), model)
 
 
 def full_state(model: nn.Module, world: World) -> dict[str, torch.Tensor] | None:
@@ -284,9 +277,12 @@ def full_state(model: nn.Module, world: World) -> dict[str, torch.Tensor] | None
 
 
 def is_sharded(model: nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-
     return isinstance(model, FSDPModule)
+
+
+def whole(tensor: torch.Tensor) -> torch.Tensor:
+    """A tensor as one piece: a sharded (FSDP) one is gathered from every rank, so every rank must call this."""
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
 
 
 def quiet_unless(world: World, log: Callable[[str], object]) -> Callable[[str], object]:

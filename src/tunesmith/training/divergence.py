@@ -18,6 +18,7 @@ import torch
 from tunesmith.config import TrainConfig
 from tunesmith.errors import TunesmithError
 from tunesmith.training.checkpoint import list_checkpoints
+from tunesmith.training.distributed import whole
 
 
 class DivergedError(TunesmithError):
@@ -61,11 +62,6 @@ def check_finite(
 def gradient_norm(params: list[torch.nn.Parameter], max_norm: float | None) -> float:
     """The global gradient norm, clipped to `max_norm` when one is set (clipping returns the norm before it)."""
     if max_norm is not None:
-        return _value(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        return float(whole(torch.nn.utils.clip_grad_norm_(params, max_norm)))  # sharded gradients: every rank's
     grads = [p.grad for p in params if p.grad is not None]
-    return _value(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
-
-
-def _value(norm: torch.Tensor) -> float:
-    """A norm as a number; the norm of sharded (FSDP) gradients is a DTensor, whose full value needs every rank."""
-    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+    return float(whole(torch.nn.utils.get_total_norm(grads))) if grads else 0.0

@@ -29,7 +29,7 @@ from tunesmith.data.templates import Encoded
 from tunesmith.faults import fault
 from tunesmith.rundir import write_text
 from tunesmith.training.checkpoint import Position, save_checkpoint
-from tunesmith.training.distributed import SINGLE, Parallel, all_max, all_sum, share
+from tunesmith.training.distributed import SINGLE, Parallel, World, all_max, all_sum, share
 from tunesmith.training.divergence import check_finite, gradient_norm
 from tunesmith.training.frozen import frozen_in
 from tunesmith.training.loss_scale import loss_scaler, remember
@@ -178,6 +178,10 @@ class Loop:
     epoch_rows: int | None = None  # rows an epoch visits, when not every training row (replay: prepare.epoch_length)
     parallel: Parallel | None = None  # data-parallel under torchrun (training/distributed.py); None: one process
 
+    @property
+    def world(self) -> World:
+        return self.parallel.world if self.parallel is not None else SINGLE
+
 
 def accumulate(
     model: nn.Module,
@@ -217,7 +221,7 @@ def accumulate(
                 ),
             ):
                 if parallel is not None:
-                    part_sum, _, part_correct = parallel.forward(batch)
+                    part_sum, part_correct = parallel.forward(batch)
                 else:
                     parts = objective(model, batch)
                     part_sum, part_correct = parts.loss_sum, parts.correct
@@ -247,12 +251,12 @@ def _rank_batches(loop: Loop, indices: list[int]) -> tuple[list[Batch], int]:
     many as the rank with the most (FSDP gathers weights in every forward, so the ranks' forwards must pair up): a
     rank short of examples (the last step of an epoch) repeats the step's first example as fillers, not trained."""
     cfg = loop.cfg
-    world = loop.parallel.world if loop.parallel is not None else SINGLE
-    mine = share(indices, world)
+    mine = share(indices, loop.world)
     micro = micro_batches(loop.train, mine, cfg.micro_batch_size, loop.make_batch, loop.pad_id, loop.pack_to)
-    count = all_max(len(micro), world)
-    filler = [loop.make_batch([loop.train[indices[0]]], loop.pad_id, loop.pack_to)]
-    return micro + filler * (count - len(micro)), len(micro)
+    short = all_max(len(micro), loop.world) - len(micro)
+    if short:
+        micro += [loop.make_batch([loop.train[indices[0]]], loop.pad_id, loop.pack_to)] * short
+    return micro, len(micro) - short
 
 
 def _advance(position: Position, n_examples: int, batch_size: int, examples: int, tokens: int) -> Position:
@@ -283,8 +287,7 @@ def _probe_loss(loop: Loop, batch: Batch) -> float:
     with torch.no_grad(), _autocast(loop, batch):
         loss = float(loop.objective(loop.model, batch).loss_sum)
     loop.model.train()
-    world = loop.parallel.world if loop.parallel is not None else SINGLE
-    return all_sum([loss], world)[0]  # every rank decides alike (a nan on one rank is a nan on all)
+    return all_sum([loss], loop.world)[0]  # every rank decides alike (a nan on one rank is a nan on all)
 
 
 def fit(loop: Loop, position: Position) -> Position:
@@ -301,7 +304,7 @@ def fit(loop: Loop, position: Position) -> Position:
     def check(value: float | None, what: str, step: int) -> None:
         check_finite(value, what, step, cfg, loop.checkpoints, half)
 
-    world = loop.parallel.world if loop.parallel is not None else SINGLE
+    world = loop.world
     bar = tqdm(
         total=loop.total_steps,
         initial=position.step,
