@@ -32,11 +32,21 @@ def quiet(*_: object) -> None:
 
 
 def torchrun(
-    config: Path, ranks: int = 2, *args: str, fault: str | None = None, rank: int | None = None, own: bool = False
+    config: Path,
+    ranks: int = 2,
+    *args: str,
+    fault: str | None = None,
+    rank: int | None = None,
+    own: bool = False,
+    scratch: Path | None = None,
 ):
-    """`tunesmith train CONFIG` on `ranks` processes: through torchrun, or (`own`) through `tunesmith train --ranks`."""
+    """`tunesmith train CONFIG` on `ranks` processes: through torchrun, or (`own`) through `tunesmith train --ranks`;
+    `scratch`: the processes' temporary directory (TMPDIR)."""
     env = {k: v for k, v in os.environ.items() if k not in (ENV, RANK_ENV)}
     env |= {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    if scratch is not None:
+        scratch.mkdir(exist_ok=True)
+        env["TMPDIR"] = str(scratch)
     if fault is not None:
         env[ENV] = fault
         env[RANK_ENV] = str(rank)
@@ -140,13 +150,15 @@ def test_a_killed_rank_resumes_to_the_uninterrupted_weights(tiny_model_dir, data
     settings["output"]["dir"] = str(tmp_path / "killed")
     config = write_config(tmp_path, "killed", settings)
     own = mode == "ddp"  # once through `tunesmith train --ranks 2`, once through torchrun
-    stopped = torchrun(config, fault="checkpoint:weights#2", rank=1, own=own)
+    scratch = tmp_path / "scratch"
+    stopped = torchrun(config, fault="checkpoint:weights#2", rank=1, own=own, scratch=scratch)
     assert stopped.returncode != 0
     if own:  # the launcher's report is one line that names the rank and how to go on; no traceback
         assert (
             "error: rank 1 of 2 stopped (signal SIGKILL)" in stopped.stderr and "--ranks 2 --resume" in stopped.stderr
         )
         assert "Traceback" not in stopped.stderr and "ChildFailedError" not in stopped.stderr
+        assert list(scratch.iterdir()) == []  # the launcher's error files went with it
     assert [p.name for p in list_checkpoints(tmp_path / "killed" / "checkpoints")] == ["step-2"]
     assert not (tmp_path / "killed" / "final").exists()
     resumed = torchrun(config, 2, "--resume", own=own)

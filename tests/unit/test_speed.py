@@ -20,7 +20,7 @@ from tunesmith.config import build_config
 from tunesmith.data.templates import IGNORE, Encoded, Renderer
 from tunesmith.eval.runner import evaluate_loss
 from tunesmith.models.loading import add_lora, cpu_has_bf16, load_base, load_tokenizer, training_precision
-from tunesmith.training.attention import SEGMENTS, row_bounds, segments, use_segment_attention
+from tunesmith.training.attention import SEGMENTS, Regroup, Ungroup, row_bounds, segments, use_segment_attention
 from tunesmith.training.chunked_ce import linear_cross_entropy
 from tunesmith.training.frozen import copies_for, frozen_in
 from tunesmith.training.objectives import CausalLMObjective, collate
@@ -104,10 +104,18 @@ def test_packed_loss_and_gradients_equal_padded(setup, attention, capacity):
 
 
 def test_segments_gather_each_packed_row_into_one_padded_batch_of_rows():
-    """Packed rows become rows of one batch, padded at their ends; the real slots, in order, are every position."""
+    """Packed rows become rows of one batch, padded at their ends with a zero row's index (10 here); the real slots,
+    in order, are every position, and moving a tensor to rows and back is exact both ways, gradients included."""
     seg = segments(torch.tensor([[0, 1, 2, 0, 1], [0, 1, 0, 1, 2]]))
-    assert seg.gather.tolist() == [[0, 1, 2], [3, 4, 4], [5, 6, 6], [7, 8, 9]]
+    assert seg.gather.tolist() == [[0, 1, 2], [3, 4, 10], [5, 6, 10], [7, 8, 9]]
     assert seg.gather.flatten()[seg.keep].tolist() == list(range(10)) and not seg.single
+    flat = torch.randn(10, 3, dtype=torch.float64, requires_grad=True)
+    grid = Regroup.apply(flat, seg.gather, seg.keep)
+    assert grid[1, 2].abs().sum() == 0 and torch.equal(grid[3], flat[7:10])  # a slot past a row's end reads zeros
+    torch.testing.assert_close(Ungroup.apply(grid, seg.gather, seg.keep), flat, rtol=0, atol=0)
+    torch.autograd.gradcheck(lambda x: Regroup.apply(x, seg.gather, seg.keep), (flat,))
+    grid_in = torch.randn(4, 3, 3, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(lambda g: Ungroup.apply(g, seg.gather, seg.keep), (grid_in,))
     assert segments(torch.tensor([[0, 1, 2], [0, 1, 2]])).single  # unpacked rows: plain causal attention
 
 

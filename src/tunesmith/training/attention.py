@@ -45,11 +45,12 @@ def row_bounds(position_ids: torch.Tensor) -> list[list[int]]:
 @dataclass
 class Segments:
     """Where the packed rows of a (B, T) batch lie, as one padded batch of rows: row i of the batch of rows holds
-    flat positions `gather[i]` (a shorter row repeats its last position to the common length), and `keep` lists the
-    real slots of the flattened (rows, length) grid. Every position belongs to exactly one row (padding after the
-    last row is a row of its own) and the rows come in order, so the real slots, in order, are positions 0..B*T-1.
-    Both are index tensors whose sizes follow from the batch's shape and its rows alone, so a compiled layer sees no
-    data-dependent shape (a boolean mask would be one)."""
+    flat positions `gather[i]`, its slots after the row's end pointing at position B*T, a zero row appended for the
+    purpose; `keep` lists, for every flat position 0..B*T-1, its slot in the flattened (rows, length) grid. Every
+    position belongs to exactly one row (padding after the last row is a row of its own), so the two maps are each
+    other's inverse on the real slots, and moving a tensor either way is one index_select (`Regroup`), forward and
+    backward alike. Both are index tensors whose sizes follow from the batch's shape and its rows alone, so a
+    compiled layer sees no data-dependent shape (a boolean mask would be one)."""
 
     gather: torch.Tensor  # (rows, length) long
     keep: torch.Tensor  # (B * T,) long: the flat grid slot of each position
@@ -64,10 +65,50 @@ def segments(position_ids: torch.Tensor) -> Segments:
     steps = torch.arange(longest)
     starts = torch.tensor([s for s, _ in spans])
     lengths = torch.tensor([n for _, n in spans])
-    gather = starts[:, None] + torch.minimum(steps[None, :], lengths[:, None] - 1)
-    keep = (steps[None, :] < lengths[:, None]).flatten().nonzero().flatten()
+    inside = steps[None, :] < lengths[:, None]
+    gather = torch.where(inside, starts[:, None] + steps[None, :], position_ids.numel())
+    keep = inside.flatten().nonzero().flatten()
     device = position_ids.device
     return Segments(gather.to(device), keep.to(device), single=len(spans) == position_ids.shape[0])
+
+
+class Regroup(torch.autograd.Function):
+    """(positions, ...) -> (rows, length, ...) by `gather` (slots past a row's end read zeros) and back by `keep`.
+    Each direction is the other's adjoint, so both passes are a plain index_select: no scatter with accumulation,
+    which is what autograd would run for an indexing's backward."""
+
+    @staticmethod
+    def forward(ctx, flat: torch.Tensor, gather: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(keep)
+        return _to_rows(flat, gather)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (keep,) = ctx.saved_tensors
+        return _to_flat(grad, keep), None, None
+
+
+class Ungroup(torch.autograd.Function):
+    """Regroup's inverse: (rows, length, ...) -> (positions, ...)."""
+
+    @staticmethod
+    def forward(ctx, grid: torch.Tensor, gather: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(gather)
+        return _to_flat(grid, keep)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (gather,) = ctx.saved_tensors
+        return _to_rows(grad, gather), None, None
+
+
+def _to_rows(flat: torch.Tensor, gather: torch.Tensor) -> torch.Tensor:
+    padded = torch.cat([flat, flat.new_zeros((1, *flat.shape[1:]))])
+    return padded.index_select(0, gather.flatten()).view(*gather.shape, *flat.shape[1:])
+
+
+def _to_flat(grid: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    return grid.flatten(0, 1).index_select(0, keep)
 
 
 # Every layer of one forward receives the same position_ids tensor: its rows are read once (one host sync), not
@@ -112,12 +153,13 @@ def segment_attention(
     batch, heads, width, dim = query.shape
 
     def rows(t: torch.Tensor) -> torch.Tensor:  # (B, H, T, D) -> (rows, H, length, D)
-        return t.transpose(1, 2).reshape(batch * width, t.shape[1], dim)[seg.gather].transpose(1, 2)
+        flat = t.transpose(1, 2).reshape(batch * width, t.shape[1], dim)
+        return Regroup.apply(flat, seg.gather, seg.keep).transpose(1, 2)
 
     out = F.scaled_dot_product_attention(
         rows(query), rows(key), rows(value), dropout_p=p, is_causal=True, scale=scaling, enable_gqa=gqa
     )
-    return out.transpose(1, 2).reshape(-1, heads, dim).index_select(0, seg.keep).view(batch, width, heads, dim), None
+    return Ungroup.apply(out.transpose(1, 2), seg.gather, seg.keep).view(batch, width, heads, dim), None
 
 
 def segment_mask(

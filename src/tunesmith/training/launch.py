@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 import uuid
 
 from tunesmith.config import Config
@@ -24,13 +25,18 @@ EXIT_INTERRUPTED = 130
 
 def launch(ranks: int, cfg: Config, train_args: list[str], resume: bool) -> int:
     """Run `tunesmith train TRAIN_ARGS` on `ranks` local processes; the exit code the CLI returns."""
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     check_split(cfg.train.batch_size, cfg.train.micro_batch_size, ranks)  # refused before any process starts
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its failure log: said below, once
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // ranks)))
+    # The launcher keeps each rank's error file in a folder of its own; left to itself it makes one in the temp
+    # directory per launch and never removes it. This one is made here and removed when the launch ends.
+    scratch = tempfile.TemporaryDirectory(prefix="tunesmith-ranks-")
     config = LaunchConfig(
+        logs_specs=DefaultLogsSpecs(log_dir=scratch.name),
         min_nodes=1,
         max_nodes=1,
         nproc_per_node=ranks,
@@ -42,7 +48,8 @@ def launch(ranks: int, cfg: Config, train_args: list[str], resume: bool) -> int:
     )
     command = ["-m", "tunesmith.cli", "train", *train_args, *(["--resume"] if resume else [])]
     try:
-        elastic_launch(config, sys.executable)(*command)
+        with scratch:
+            elastic_launch(config, sys.executable)(*command)
     except ChildFailedError as err:
         rank, failure = err.get_first_failure()
         if failure.exitcode in (2, 70):  # the rank said why, in one line (and a crash log for 70)
