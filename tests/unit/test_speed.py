@@ -6,6 +6,7 @@ pytest tests/unit/test_speed.py -q
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -174,6 +175,48 @@ def test_kept_freed_memory_is_reused_without_new_page_faults():
     kept, default = faults("keep"), faults()
     assert default >= 5 * 32  # at least one fault per 2 MiB (huge) page of each fresh block; 80,000 with 4 KiB pages
     assert kept < default / 10
+
+
+@needs_bf16_cpu
+def test_a_bounded_kernel_cache_stops_memory_growing_with_new_shapes():
+    """bf16 matmuls of 1,600 different shapes (as packed micro-batches have): with oneDNN's default cache the
+    process keeps far more memory it never frees than with the cache bounded to KERNEL_CACHE kernels, and a value the
+    user set is kept."""
+    probe = (
+        "import ctypes, sys, torch\n"
+        "from tunesmith.training.memory import bound_kernel_cache, current_rss\n"
+        "assert not sys.argv[1:] or bound_kernel_cache()\n"
+        "libc = ctypes.CDLL('libc.so.6')\n"
+        "w = torch.randn(256, 64, dtype=torch.bfloat16)\n"
+        "torch.nn.functional.linear(torch.randn(8, 64, dtype=torch.bfloat16), w)\n"
+        "libc.malloc_trim(0)\n"
+        "before = current_rss()\n"
+        "for m in range(9, 1609):\n"
+        "    torch.nn.functional.linear(torch.randn(m, 64, dtype=torch.bfloat16), w)\n"
+        "libc.malloc_trim(0)\n"
+        "print(current_rss() - before)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+
+    def growth(*flag: str) -> int:
+        done = subprocess.run([sys.executable, "-c", probe, *flag], capture_output=True, text=True, check=True, env=env)
+        return int(done.stdout)
+
+    bounded, default = growth("bound"), growth()
+    assert bounded < 0.75 * default, (bounded, default)
+    kept = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from tunesmith.training.memory import bound_kernel_cache as b; import os; "
+            "print(b(), os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**env, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "64"},
+    )
+    assert kept.stdout.split() == ["False", "64"]
 
 
 def test_eval_loss_with_packing_equals_without(setup):

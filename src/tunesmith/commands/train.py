@@ -12,10 +12,12 @@ from tunesmith.config import SPEED_OPTIONS
 
 
 def _trains() -> None:
-    """This process trains: freed activations stay with malloc for the next micro-batch (training/memory.py)."""
-    from tunesmith.training.memory import keep_freed_memory
+    """This process trains: freed activations stay with malloc for the next micro-batch, and oneDNN's kernel cache
+    is bounded (training/memory.py)."""
+    from tunesmith.training.memory import bound_kernel_cache, keep_freed_memory
 
     keep_freed_memory()
+    bound_kernel_cache()
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -233,7 +233,7 @@ def make_plan(cfg: Config, calibration_steps: int = 3, log=print, ranks: int = 1
 
     if autocast is not None and device.type == "cpu":
         warnings.append(
-            "mixed precision on a CPU: a run's resident peak has climbed through the epoch to ~1.4x what the first"
+            "mixed precision on a CPU: a run's resident peak has climbed through the epoch to ~1.15x what the first"
             " steps show (benchmarks/README.md, plan accuracy); leave that much headroom"
         )
 
