@@ -1,6 +1,6 @@
 """Load test of `tunesmith serve` on loopback, side by side with plain transformers generate() on the same prompts.
 
-    python benchmarks/serve/load_test.py --requests 32 --concurrency 8 --max-tokens 64
+    python benchmarks/serve/load_test.py --requests 32 --concurrency 8 --max-tokens 64 [--dtypes auto bfloat16]
 
 Starts the server (no job worker) on a free 127.0.0.1 port with the default model, sends N chat requests from C
 concurrent clients (each sends its next request when its last one is answered; every request has a timeout and the
@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 
 import httpx
@@ -39,6 +39,7 @@ class Result:
     wall_s: float
     tokens: int
     latencies: list[float]
+    answers: dict[int, str] = field(default_factory=dict)  # question index -> answer text (server passes)
 
     def row(self) -> str:
         p50 = statistics.median(self.latencies) if self.latencies else float("nan")
@@ -71,13 +72,14 @@ async def drive(url: str, model: str, questions: list[str], concurrency: int, ma
     """C closed-loop clients over a shared list of questions; returns latencies, tokens and errors."""
     latencies: list[float] = []
     tokens, errors, sent = 0, 0, 0
+    answers: dict[int, str] = {}
     queue = list(enumerate(questions))
     stop_at = time.monotonic() + deadline_s
 
     async def client(http: httpx.AsyncClient) -> None:
         nonlocal tokens, errors, sent
         while queue and time.monotonic() < stop_at:
-            _, question = queue.pop(0)
+            index, question = queue.pop(0)
             sent += 1
             body = {"model": model, "messages": [{"role": "user", "content": question}], "max_tokens": max_tokens,
                     "temperature": 0}  # fmt: skip
@@ -86,6 +88,7 @@ async def drive(url: str, model: str, questions: list[str], concurrency: int, ma
                 response = await http.post(f"{url}/v1/chat/completions", json=body)
                 response.raise_for_status()
                 tokens += response.json()["usage"]["completion_tokens"]
+                answers[index] = response.json()["choices"][0]["message"]["content"]
                 latencies.append(time.perf_counter() - started)
             except (httpx.HTTPError, KeyError, ValueError) as err:
                 errors += 1
@@ -95,15 +98,15 @@ async def drive(url: str, model: str, questions: list[str], concurrency: int, ma
         started = time.perf_counter()
         await asyncio.gather(*(client(http) for _ in range(concurrency)))
         wall = time.perf_counter() - started
-    return sent, errors, wall, tokens, latencies
+    return sent, errors, wall, tokens, latencies, answers
 
 
-def run_server(model: str, args: argparse.Namespace, questions: list[str]) -> list[Result]:
+def run_server(model: str, args: argparse.Namespace, questions: list[str], dtype: str) -> list[Result]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     runs = tempfile.mkdtemp(prefix="serve-bench-")
     command = [sys.executable, "-m", "tunesmith.cli", "serve", "--runs-dir", runs, "--port", str(port),
-               "--workers", "0", "--max-batch", str(args.concurrency)]  # fmt: skip
+               "--workers", "0", "--max-batch", str(args.concurrency), "--dtype", dtype]  # fmt: skip
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 300  # the first load of the default model converts its GGUF (~40 s)
@@ -116,11 +119,12 @@ def run_server(model: str, args: argparse.Namespace, questions: list[str]) -> li
         warm = {"model": model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
         httpx.post(f"{url}/v1/chat/completions", json=warm, timeout=600).raise_for_status()
         out = []
-        for concurrency in sorted({1, args.concurrency}, reverse=True):
-            sent, errors, wall, tokens, lat = asyncio.run(
+        for concurrency in sorted({args.concurrency} | (set() if args.skip_single else {1}), reverse=True):
+            sent, errors, wall, tokens, lat, answers = asyncio.run(
                 drive(url, model, questions, concurrency, args.max_tokens, args.time_limit)
             )
-            out.append(Result(f"tunesmith serve, {concurrency} concurrent", sent, errors, wall, tokens, lat))
+            label = f"tunesmith serve{'' if dtype == 'auto' else ' --dtype ' + dtype}, {concurrency} concurrent"
+            out.append(Result(label, sent, errors, wall, tokens, lat, answers))
         return out
     finally:
         server.terminate()
@@ -179,9 +183,11 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--time-limit", type=float, default=600, help="seconds per pass; no new request after it")
+    parser.add_argument("--dtypes", nargs="+", default=["auto"], help="serve --dtype values, one server each")
+    parser.add_argument("--skip-single", action="store_true", help="no pass with one client at a time")
     args = parser.parse_args()
     questions = prompts(args.requests)
-    served = run_server(args.model, args, questions)
+    served = [row for dtype in args.dtypes for row in run_server(args.model, args, questions, dtype)]
     plain, service = run_transformers(args.model, args, questions)
     as_queued = Result(f"transformers generate, {args.concurrency} clients queued", plain.requests, 0, plain.wall_s,
                        plain.tokens, queued(service, args.concurrency))  # fmt: skip
@@ -191,6 +197,10 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for result in [*served, plain, as_queued]:
         print(result.row())
+    first = served[0]
+    for result in served[1:]:
+        same = sum(first.answers.get(i) == text for i, text in result.answers.items())
+        print(f"\n{result.name}: {same} of {len(result.answers)} answers identical to {first.name}'s")
     return 1 if any(r.errors for r in served) else 0
 
 

@@ -109,6 +109,30 @@ def test_lora_runs_share_one_loaded_base_and_answer_as_peft_alone_would(client, 
         assert answers[f"ft:tiny-llama:{name}"] == tokenizer.decode(out[0, len(prompt) :], skip_special_tokens=True)
 
 
+def test_serve_dtype_bfloat16_loads_bf16_weights_and_answers_as_peft_in_bf16(runs, tiny_model_dir):
+    """`serve --dtype bfloat16`: the base is held in bf16 (the adapter on it as peft keeps it), and a greedy answer is
+    the one peft's own generate() gives in bf16."""
+    from peft import AutoPeftModelForCausalLM
+
+    from tunesmith.data.templates import Renderer
+    from tunesmith.models.loading import load_tokenizer
+
+    settings = ServeSettings(runs_dir=runs, bases=[str(tiny_model_dir)], workers=0, dtype="bfloat16")
+    with TestClient(create_app(settings)) as c:
+        answer = chat(c, "ft:tiny-llama:alpha", max_tokens=12)["choices"][0]["message"]["content"]
+        (loaded,) = c.app.state.server.engines._loaded.values()
+        base_dtypes = {p.dtype for n, p in loaded.model.named_parameters() if "lora_" not in n}
+    assert base_dtypes == {torch.bfloat16}
+    tokenizer = load_tokenizer(runs / "alpha" / "final")
+    renderer = Renderer(tokenizer)
+    model = AutoPeftModelForCausalLM.from_pretrained(runs / "alpha" / "final", dtype=torch.bfloat16).eval()
+    prompt = renderer.prompt_ids(CHAT)
+    out = model.generate(
+        input_ids=torch.tensor([prompt]), max_new_tokens=12, do_sample=False, eos_token_id=renderer.stop_ids()
+    )
+    assert answer == tokenizer.decode(out[0, len(prompt) :], skip_special_tokens=True)
+
+
 def test_chat_stream_sends_the_same_answer_in_openai_chunks(client):
     whole = chat(client, "ft:tiny-llama:alpha")
     body = {"model": "ft:tiny-llama:alpha", "messages": CHAT, "max_tokens": 8, "temperature": 0, "stream": True,

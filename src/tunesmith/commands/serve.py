@@ -14,6 +14,7 @@ def _serve(args: argparse.Namespace) -> int:
         build_settings(
             args.runs_dir, args.host, args.port, args.api_key_file, args.model, args.trust_remote_code,
             args.workers, args.max_upload_mb, args.max_rows, args.max_batch, args.max_tokens, args.train_ranks,
+            args.dtype,
         )
     )  # fmt: skip
     return 0
@@ -36,4 +37,10 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--max-rows", type=POSITIVE, default=100_000, help="most rows accepted in one uploaded file")
     p.add_argument("--max-batch", type=POSITIVE, default=8, help="most answers decoded together")
     p.add_argument("--max-tokens", type=POSITIVE, default=256, help="answer length when a request gives no max_tokens")
+    p.add_argument(
+        "--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+        help="weights' dtype for answers. auto: bfloat16 on GPUs that have it, float32 on CPUs (the answers the run's "
+        "evaluation scored). bfloat16 on a CPU with native bf16 decodes batches ~1.5x faster (benchmarks/README.md, "
+        "Serving); its greedy answers then differ from the evaluated float32 ones, and with the batch",
+    )  # fmt: skip
     p.set_defaults(func=_serve)

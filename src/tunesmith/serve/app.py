@@ -136,7 +136,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        engines = Engines(settings.trust_remote_code)
+        engines = Engines(settings.trust_remote_code, dtype=settings.dtype)
         batcher = Batcher(engines, settings.max_batch, settings.batch_window_s)
         store = Store(settings.db_path)
         catalog = Catalog(settings.runs_dir, settings.bases, store.unserved_runs)

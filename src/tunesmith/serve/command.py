@@ -35,6 +35,7 @@ def build_settings(
     max_batch: int,
     max_tokens: int,
     train_ranks: int = 1,
+    dtype: str = "auto",
 ) -> ServeSettings:
     keys = read_api_keys(Path(api_key_file)) if api_key_file else []
     if not keys and not is_loopback(host):
@@ -50,6 +51,7 @@ def build_settings(
         runs_dir=Path(runs_dir), host=host, port=port, api_keys=keys, bases=models,
         trust_remote_code=trust_remote_code, workers=workers, max_upload_bytes=int(max_upload_mb * 2**20),
         max_rows=max_rows, max_batch=max_batch, default_max_tokens=max_tokens, train_ranks=train_ranks,
+        dtype=dtype,
     )  # fmt: skip
 
 

@@ -84,10 +84,10 @@ class Engines:
     """Every loaded model, shared by all requests. Only the batcher's thread runs models; profiles may be built
     from any thread."""
 
-    def __init__(self, trust_remote_code: bool = False, device: torch.device | None = None):
+    def __init__(self, trust_remote_code: bool = False, device: torch.device | None = None, dtype: str = "auto"):
         self.trust_remote_code = trust_remote_code
         self.device = device or pick_device()
-        self.dtype = pick_dtype("auto", self.device)
+        self.dtype = pick_dtype(dtype, self.device)  # generating models; heads score in the dtype they trained in
         self._profiles: dict[tuple[str, float], Profile] = {}
         self._loaded: dict[Path, Loaded] = {}
         self._heads: dict[tuple[Path, float], Any] = {}

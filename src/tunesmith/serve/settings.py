@@ -27,6 +27,7 @@ class ServeSettings:
     max_batch: int = 8  # requests decoded together
     batch_window_s: float = 0.01  # how long the first request of a batch waits for company
     default_max_tokens: int = 256
+    dtype: str = "auto"  # the generating models' weights: auto | float32 | bfloat16 (models/loading.pick_dtype)
 
     @property
     def state_dir(self) -> Path:
