@@ -4,17 +4,23 @@ example config, on ../shared/data. Every number is also in the runs' own files (
     python benchmarks/choose/run.py select --task sst2-head --steps 50 --out runs/bench-choose
     python benchmarks/choose/run.py sweep --task pubmedqa --minutes 30 --out runs/bench-choose [--no-pruning]
     python benchmarks/choose/run.py hand --task pubmedqa --out runs/bench-choose     # the config as written
+    python benchmarks/choose/run.py pruning --task sst2-head --minutes 30 --out runs/bench-choose  # three at once
     python benchmarks/choose/run.py table --out runs/bench-choose                    # table.md from what finished
 
 `sweep` gives every task the same wall-clock budget (`--minutes`); the winner is then trained again and scored once
 on the test split. `table` compares it with the hand-written config's run on the same test rows (paired bootstrap
 of winner minus hand-written, 1,000 resamples) and counts trials run and pruned, with and without pruning.
+
+`pruning` runs the same sweep three times at once, with the median pruner, successive halving and no pruning, each on
+one thread and with the same budget, so that all three share the machine alike: what it measures is how many trials
+each pruner buys with the same compute, and what the search found with them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +62,30 @@ def sweep(task: str, minutes: float, trials: int, pruning: bool, out: Path) -> i
     extra = SWEEP_ONLY.get(task, []) + ([] if pruning else ["sweep.pruner=none"])
     args = ["sweep", config, *overrides, *extra, "--trials", str(trials), "--timeout", str(minutes)]
     return _cli([*args, "--out", str(out / name)], out / f"{name}.log")
+
+
+PRUNERS = ("median", "halving", "none")
+# Shorter trials for the pruning comparison (sst2's space then tries 10 to 40 steps), so that the budget holds enough
+# trials on one thread each for the pruners to have something to compare.
+PRUNING_ONLY = {"sst2-head": ["train.max_steps=20"]}
+
+
+def pruning(task: str, minutes: float, trials: int, out: Path) -> int:
+    config, overrides = TASKS[task]
+    extra = [*SWEEP_ONLY.get(task, []), *PRUNING_ONLY.get(task, []), "train.threads=1"]
+    running = []
+    for pruner in PRUNERS:
+        name = f"prune-{task}-{pruner}"
+        args = ["sweep", config, *overrides, *extra, f"sweep.pruner={pruner}", "--trials", str(trials)]
+        cmd = [sys.executable, "-m", "tunesmith.cli", *args, "--timeout", str(minutes), "--out", str(out / name)]
+        print("$", " ".join(cmd), flush=True)
+        log = open(out / f"{name}.log", "w", encoding="utf-8")  # noqa: SIM115 - closed when the process ends
+        running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
+    codes = []
+    for process, log in running:
+        codes.append(process.wait())
+        log.close()
+    return max(codes)
 
 
 def hand(task: str, out: Path) -> int:
@@ -119,6 +149,28 @@ def table(out: Path) -> str:
             f"| {task} | {pruning} | {summary['trials_run']} | {summary['pruned']} | {summary['failed']} | "
             f"{summary['seconds'] / 60:.1f} | " + " | ".join(cells) + " |"
         )
+    lines += [
+        "",
+        "| task | pruner | trials | finished | pruned | failed | median s per finished / pruned trial | "
+        "best validation | winner test |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for path in sorted(out.glob("prune-*/sweep.json")):
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        task, _, pruner = path.parent.name.removeprefix("prune-").rpartition("-")
+        seconds = {
+            state: statistics.median(t["seconds"] for t in summary["trials"] if t["state"] == state and t["seconds"])
+            if any(t["state"] == state and t["seconds"] for t in summary["trials"])
+            else None
+            for state in ("complete", "pruned")
+        }
+        shown = " / ".join(f"{v:.0f}" if v is not None else "–" for v in seconds.values())
+        (name, best), test = next(iter(summary["best"]["validation"].items())), summary["test"]
+        tested = test.get("task", {}).get(name, test["metrics"].get(name))
+        lines.append(
+            f"| {task} | {pruner} | {summary['trials_run']} | {summary['finished']} | {summary['pruned']} | "
+            f"{summary['failed']} | {shown} | {name} {best:.3f} | {tested:.3f} |"
+        )
     text = "\n".join(lines) + "\n"
     (out / "table.md").write_text(text, encoding="utf-8")
     return text
@@ -126,7 +178,7 @@ def table(out: Path) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["select", "sweep", "hand", "table"])
+    parser.add_argument("what", choices=["select", "sweep", "pruning", "hand", "table"])
     parser.add_argument("--task", choices=sorted(TASKS))
     parser.add_argument("--out", type=Path, default=Path("runs/bench-choose"))
     parser.add_argument("--steps", type=int, default=50, help="select: probe steps")
@@ -144,6 +196,8 @@ def main() -> int:
         return select(args.task, args.steps, args.out)
     if args.what == "hand":
         return hand(args.task, args.out)
+    if args.what == "pruning":
+        return pruning(args.task, args.minutes, args.trials, args.out)
     return sweep(args.task, args.minutes, args.trials, not args.no_pruning, args.out)
 
 

@@ -5,10 +5,12 @@
     python benchmarks/speed/compare.py --out /tmp/speed --workloads gsm8k --tools tunesmith trl   # a subset
     python benchmarks/speed/compare.py --out /tmp/speed --only gsm8k:tunesmith gsm8k:trl hh:tunesmith hh:trl
 
-Tools: tunesmith (its defaults; on a CPU that multiplies bf16 natively, AVX512-BF16 or AMX, that is fp32 weights
-with bf16 autocast), tunesmith-fp32 (model.dtype float32), trl (CPU-sensible: fp32, no gradient checkpointing),
-trl-bf16 (bf16 autocast, no checkpointing: tunesmith's default precision), trl-packing (sensible plus TRL's packing),
-trl-defaults (bf16 autocast and gradient checkpointing, step-capped), llamafactory (its CLI, fp32).
+Tools: tunesmith (its defaults; on a CPU that multiplies bf16 natively, AVX512-BF16 or AMX, and measured it faster
+than fp32, that is fp32 weights with bf16 autocast, elsewhere fp32), tunesmith-fp32 (model.dtype float32),
+tunesmith-bf16 (model.dtype bf16-mixed: bf16 autocast whatever the measurement), trl (CPU-sensible: fp32, no
+gradient checkpointing), trl-bf16 (bf16 autocast, no checkpointing: tunesmith's mixed precision), trl-packing
+(sensible plus TRL's packing), trl-defaults (bf16 autocast and gradient checkpointing, step-capped), llamafactory
+(its CLI, fp32).
 
 On a machine with a GPU every tool trains there in bf16 (TRL: bf16 without gradient checkpointing as its sensible
 setting), peak memory is the GPU's, and MFU is against the GPU's measured bf16 matmul peak.
@@ -44,7 +46,10 @@ import yaml
 HERE = Path(__file__).resolve().parent
 # The real datasets: ../shared/data beside the repository, or wherever TUNESMITH_SHARED_DATA points.
 SHARED = Path(os.environ.get("TUNESMITH_SHARED_DATA", HERE.parents[1].parent / "shared" / "data"))
-TOOLS = ("tunesmith", "tunesmith-fp32", "trl", "trl-bf16", "trl-packing", "trl-defaults", "llamafactory")
+TOOLS = (
+    *("tunesmith", "tunesmith-fp32", "tunesmith-bf16"),
+    *("trl", "trl-bf16", "trl-packing", "trl-defaults", "llamafactory"),
+)
 TRL_VARIANTS = {"trl": "sensible", "trl-bf16": "bf16", "trl-packing": "packing", "trl-defaults": "defaults"}
 WORKLOADS = ("gsm8k", "hh", "gsm8k-full")
 BATCH, MICRO, LR, MAX_LENGTH, THREADS = 8, 4, 2e-4, 1024, 2
@@ -109,10 +114,11 @@ def matmul_peak(dtype: torch.dtype, threads: int = THREADS, trials: int = 5, rep
 
 def precision(tool: str) -> str:
     """The matmul precision a row trains in: bf16 on a GPU; on a CPU, bf16 autocast where the tool's settings ask
-    for it (tunesmith's `auto` does where bf16 is native), fp32 otherwise."""
+    for it (tunesmith's `auto` does where bf16 is native and measured faster), fp32 otherwise."""
     from tunesmith.models.loading import training_precision
 
-    if GPU or tool in ("trl-bf16", "trl-defaults") or (tool == "tunesmith" and training_precision("auto", DEVICE)[1]):
+    asked = tool in ("trl-bf16", "trl-defaults", "tunesmith-bf16")
+    if GPU or asked or (tool == "tunesmith" and training_precision("auto", DEVICE)[1]):
         return "bf16"
     return "fp32"
 
@@ -315,7 +321,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
     parser.add_argument(
-        "--tools", nargs="+", default=[t for t in TOOLS if t != "tunesmith-fp32"], choices=TOOLS, metavar="TOOL"
+        "--tools",
+        nargs="+",
+        default=[t for t in TOOLS if t not in ("tunesmith-fp32", "tunesmith-bf16")],
+        choices=TOOLS,
+        metavar="TOOL",
     )
     parser.add_argument("--trl-python", default=None, help="python of a virtual environment with trl, peft, datasets")
     parser.add_argument("--lf-python", default=None, help="python of a virtual environment with llamafactory")
@@ -360,10 +370,11 @@ def main() -> int:
                 continue
             out = args.out / workload / tool
             print(f"{workload} / {tool} ...", flush=True)
-            if GPU and tool in ("llamafactory", "tunesmith-fp32", "trl-bf16"):
+            if GPU and tool in ("llamafactory", "tunesmith-fp32", "tunesmith-bf16", "trl-bf16"):
                 continue  # LLaMA-Factory's environment here is CPU-only; on a GPU the precision rows are the main ones
             if tool.startswith("tunesmith"):
-                r = run_tunesmith(args.model, train, held, out, full, "float32" if tool.endswith("fp32") else "auto")
+                dtype = {"tunesmith-fp32": "float32", "tunesmith-bf16": "bf16-mixed"}.get(tool, "auto")
+                r = run_tunesmith(args.model, train, held, out, full, dtype)
             elif tool == "llamafactory":
                 r = run_llamafactory(args.lf_python, base_dir, train, out, full)
             else:

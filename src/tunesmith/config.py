@@ -129,12 +129,13 @@ class ModelConfig(Strict):
         "smollm2-135m-instruct",
         description="Registry name, HF model directory, .gguf file, or a finished run directory (continue training).",
     )
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+    dtype: Literal["auto", "float32", "bf16-mixed", "bfloat16", "float16"] = Field(
         "auto",
-        description="Training dtype; auto is mixed precision (fp32 weights, bf16 autocast) where the hardware "
-        "multiplies bf16 natively (GPUs with bf16, CPUs with AVX512-BF16 or AMX) and float32 elsewhere; float32 pins "
-        "exact fp32 training; bfloat16 keeps the weights themselves in bf16; float16 is mixed precision with fp32 "
-        "weights, fp16 autocast and dynamic loss scaling (for GPUs without bf16).",
+        description="Training dtype; auto is mixed precision (fp32 weights, bf16 autocast) where bf16 is native and "
+        "faster (GPUs with bf16; CPUs with AVX512-BF16 or AMX whose bf16 matmuls measured faster than fp32, once per "
+        "machine) and float32 elsewhere; bf16-mixed asks for that mixed precision on any machine; float32 pins exact "
+        "fp32 training; bfloat16 keeps the weights themselves in bf16; float16 is mixed precision with fp32 weights, "
+        "fp16 autocast and dynamic loss scaling (for GPUs without bf16).",
     )
     trust_remote_code: bool = Field(False, description="Allow model code shipped with a checkpoint to run.")
 

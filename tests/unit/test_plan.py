@@ -42,15 +42,11 @@ def test_plan_warns_and_does_not_try_a_step_that_cannot_fit(tiny_model_dir, tmp_
     assert "train.micro_batch_size=2" in text and "adapter.method=lora" in text and "data.max_length=64" in text
 
 
-def test_plan_under_cpu_mixed_precision_says_to_leave_headroom(tiny_model_dir, tmp_path, monkeypatch):
+def test_plan_under_cpu_mixed_precision_says_to_leave_headroom(tiny_model_dir, tmp_path):
     """The run's resident peak under CPU mixed precision climbs past what the plan's steps show (plan-accuracy
     benchmark), so the plan says so; in fp32 (the test above) it has nothing to warn about."""
-    import torch
-
-    caps = {**torch.cpu.get_capabilities(), "avx512_bf16": True}  # as on a CPU with native bf16
-    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps)
     data = write_chat_data(tmp_path / "train.jsonl", n=24)
-    cfg = build_config(tiny_config(tiny_model_dir, data, tmp_path / "run", dtype="auto"))
+    cfg = build_config(tiny_config(tiny_model_dir, data, tmp_path / "run", dtype="bf16-mixed"))
     plan = make_plan(cfg, calibration_steps=1, log=lambda *_: None)
     assert plan.measured_peak is not None
     assert any("mixed precision on a CPU" in w for w in plan.warnings), plan.warnings

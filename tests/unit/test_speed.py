@@ -6,6 +6,7 @@ pytest tests/unit/test_speed.py -q
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -376,21 +377,53 @@ def test_segment_attention_generates_exactly_as_sdpa(setup):
 # --- precision --------------------------------------------------------------------------------------------------
 
 
-def test_auto_precision_is_fp32_on_a_cpu_without_native_bf16(monkeypatch):
-    """Emulated bf16 matmuls run several times slower than fp32, so `auto` must not pick them there."""
+def test_auto_precision_autocasts_to_bf16_only_where_the_cpu_has_it_and_it_measured_faster(monkeypatch):
+    """Emulated bf16 matmuls run several times slower than fp32, and native AVX512-BF16 without AMX measured slower
+    too (0.58x here), so `auto` needs both the instruction and a measured speed-up; `bf16-mixed` and `float32` are
+    the user's choice on any machine."""
+    from tunesmith.models import cpu_speed
+
     cpu = torch.device("cpu")
+    measured = []
+    monkeypatch.setattr(cpu_speed, "bf16_speedup", lambda threads=None: measured.append(1) or speedup)
     caps = {**torch.cpu.get_capabilities(), "avx512_bf16": False, "amx_bf16": False}
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps)
-    assert training_precision("auto", cpu) == (torch.float32, None)
-    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {**caps, "amx_bf16": True})
-    assert training_precision("auto", cpu) == (torch.float32, torch.bfloat16)
+    speedup = 3.0
+    assert training_precision("auto", cpu) == (torch.float32, None) and not measured  # no instruction: not measured
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {**caps, "avx512_bf16": True})
+    assert training_precision("auto", cpu) == (torch.float32, torch.bfloat16)  # native and faster
+    speedup = 0.58
+    assert training_precision("auto", cpu) == (torch.float32, None)  # native but slower
+    speedup = 1.1
+    assert training_precision("auto", cpu) == (torch.float32, None)  # within the margin: not worth the rounding
+    assert training_precision("bf16-mixed", cpu) == (torch.float32, torch.bfloat16)  # asked for
     assert training_precision("float32", cpu) == (torch.float32, None)  # pinned fp32 on any machine
+
+
+def test_the_bf16_speed_of_a_cpu_is_measured_once_per_thread_count_and_remembered(monkeypatch, tmp_path):
+    """The measurement is cached per CPU, torch version and thread count, so every run on one machine makes the same
+    choice; an unreadable cache file is measured again and rewritten, never an error."""
+    from tunesmith.models import cpu_speed
+
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path))
+    real = cpu_speed.measure_bf16_speedup
+    results = [1.5, 0.6, 2.0]
+    monkeypatch.setattr(cpu_speed, "measure_bf16_speedup", lambda: results.pop(0))
+    assert cpu_speed.bf16_speedup(2) == 1.5 and cpu_speed.bf16_speedup(2) == 1.5 and len(results) == 2
+    assert not cpu_speed.bf16_pays_off(1) and len(results) == 1  # another thread count is another measurement
+    assert cpu_speed.bf16_pays_off(2)
+    (tmp_path / "cpu-precision.json").write_text("{not json")
+    assert cpu_speed.bf16_speedup(2) == 2.0 and not results
+    saved = json.loads((tmp_path / "cpu-precision.json").read_text())
+    assert list(saved.values()) == [{"speedup": 2.0}] and next(iter(saved)).endswith("threads 2")
+    assert 0.05 < real() < 50  # the real measurement: fp32 time over bf16 time, a fraction of a second
 
 
 @needs_bf16_cpu
 def test_mixed_precision_on_a_bf16_cpu_trains_like_fp32(tiny_model_dir, tmp_path):
-    """`auto` on this CPU autocasts to bf16 (the trained weights are not bit-identical to fp32), keeps fp32
-    weights, records the choice in the manifest, and tracks the fp32 run step by step."""
+    """`bf16-mixed` (what `auto` picks where bf16 measured faster) autocasts to bf16 (the trained weights are not
+    bit-identical to fp32), keeps fp32 weights, records the choice in the manifest, and tracks the fp32 run step by
+    step."""
     import json
 
     from safetensors.torch import load_file
@@ -400,26 +433,27 @@ def test_mixed_precision_on_a_bf16_cpu_trains_like_fp32(tiny_model_dir, tmp_path
 
     data = write_chat_data(tmp_path / "train.jsonl", n=24)
     losses, weights = {}, {}
-    for dtype in ("auto", "float32"):
+    for dtype in ("bf16-mixed", "float32"):
         out = run_training(build_config(tiny_config(tiny_model_dir, data, tmp_path / dtype, dtype=dtype)), log=print)
         lines = [json.loads(x) for x in (out.run_dir / "metrics.jsonl").read_text().splitlines()]
         losses[dtype] = torch.tensor([x["loss"] for x in lines if "lr" in x])
         weights[dtype] = load_file(list_checkpoints(out.run_dir / "checkpoints")[-1] / "trainable.safetensors")
         precision = json.loads((out.run_dir / "manifest.json").read_text())["precision"]
-        assert precision["autocast"] == ("torch.bfloat16" if dtype == "auto" else None)
-    assert all(w.dtype == torch.float32 for w in weights["auto"].values())
-    assert any(not torch.equal(w, weights["float32"][name]) for name, w in weights["auto"].items())
-    torch.testing.assert_close(losses["auto"], losses["float32"], rtol=1e-3, atol=0)  # measured: 3e-5
+        assert precision["autocast"] == ("torch.bfloat16" if dtype == "bf16-mixed" else None)
+    assert all(w.dtype == torch.float32 for w in weights["bf16-mixed"].values())
+    assert any(not torch.equal(w, weights["float32"][name]) for name, w in weights["bf16-mixed"].items())
+    torch.testing.assert_close(losses["bf16-mixed"], losses["float32"], rtol=1e-3, atol=0)  # measured: 3e-5
 
 
 @needs_bf16_cpu
-def test_verify_checks_mixed_precision_against_fp32_when_auto_would_use_it(tiny_model_dir, tmp_path):
-    """Under `auto` on a bf16 CPU the reference is fp32, so packing is held to the fp32 tolerance, and
-    mixed_precision is its own variant held to the bf16 one; a config pinned to fp32 is not offered it."""
+def test_verify_checks_mixed_precision_against_fp32_when_the_run_would_use_it(tiny_model_dir, tmp_path):
+    """Under mixed precision (`bf16-mixed`, or `auto` where bf16 pays off) the reference is fp32, so packing is held
+    to the fp32 tolerance, and mixed_precision is its own variant held to the bf16 one; a config pinned to fp32 is
+    not offered it."""
     from tunesmith.recipes.verify import verify
 
     data = write_chat_data(tmp_path / "train.jsonl", n=24)
-    cfg = build_config(tiny_config(tiny_model_dir, data, tmp_path / "run", dtype="auto"))
+    cfg = build_config(tiny_config(tiny_model_dir, data, tmp_path / "run", dtype="bf16-mixed"))
     report = verify(cfg, steps=2, options=("packing", "mixed_precision"), log=lambda *_: None)
     reference, packing, mixed = report.variants
     assert reference.name == "reference (all off)" and reference.tolerance == 2e-4

@@ -135,6 +135,26 @@ def test_a_sweep_prunes_tests_the_winner_once_and_continues_after_a_stop(tiny_mo
     assert "Optimisation history" in page and "<svg" in page and "winner/report.html" in page
 
 
+def test_trials_of_any_length_and_batch_report_at_the_same_amounts_of_training(tiny_model_dir, data, tmp_path):
+    """The pruner compares trials at equal numbers of training examples: every trial evaluates after each 16 examples
+    (the config's 6 steps of 8 in three parts), whatever its batch size and steps, and reports the count of those."""
+    import optuna
+
+    space = {"train.batch_size": {"choices": [4, 16]}, "train.max_steps": {"choices": [4, 12]}}
+    settings = _settings(tiny_model_dir, data, tmp_path / "run", space, evaluations=2, sampler="random", pruner="none")
+    run_sweep(build_config(settings), tmp_path / "sweep", trials=4, log=lambda *_: None)
+    study = optuna.load_study(study_name="tunesmith-sweep", storage=f"sqlite:///{tmp_path / 'sweep' / 'study.db'}")
+    seen = set()
+    for trial in study.trials:
+        batch, steps = trial.params["train.batch_size"], trial.params["train.max_steps"]
+        saved = yaml.safe_load((tmp_path / "sweep" / trial.user_attrs["run_dir"] / "config.yaml").read_text())
+        assert saved["train"]["eval_every"] * batch == 16
+        evaluated = [s for s in range(1, steps) if s % saved["train"]["eval_every"] == 0]  # not the last step
+        assert sorted(trial.intermediate_values) == [s * batch // 16 for s in evaluated], (batch, steps)
+        seen.add(batch)
+    assert seen == {4, 16}  # both batch sizes were tried, and reported on one scale
+
+
 def test_a_failing_trial_is_recorded_with_its_reason(tiny_model_dir, data, tmp_path):
     """Every trial diverges (lr 1e30): each is recorded as failed with why, and the sweep says there is no winner."""
     space = {"train.lr": {"choices": [1.0e30]}, "adapter.r": {"choices": [2, 4]}}

@@ -16,6 +16,7 @@ from torch import nn
 
 from tunesmith.config import AdapterConfig, ModelConfig
 from tunesmith.errors import TunesmithError
+from tunesmith.models import cpu_speed
 from tunesmith.models.registry import WEIGHT_FILES, ModelFilesError, ResolvedBase, resolve_base
 from tunesmith.rundir import RunDir
 
@@ -58,21 +59,24 @@ def has_bf16(device: torch.device) -> bool:
 
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     """Weight dtype for inference and scoring: bf16 only on GPUs that have it. On CPUs the weights stay fp32 (bf16
-    autocast in training is a separate choice: training_precision)."""
-    if name != "auto":
+    autocast in training is a separate choice: training_precision, so a `bf16-mixed` run scores like `auto`)."""
+    if name not in ("auto", "bf16-mixed"):
         return getattr(torch, name)
     return torch.bfloat16 if device.type == "cuda" and has_bf16(device) else torch.float32
 
 
 def training_precision(name: str, device: torch.device) -> tuple[torch.dtype, torch.dtype | None]:
-    """(weight dtype, autocast dtype) for training. `auto` where the hardware multiplies bf16 natively (GPUs with
-    bf16, CPUs with AVX512-BF16 or AMX) is mixed precision: fp32 weights and optimizer state, bf16 matmuls inside
-    the forward and backward. Weights stay fp32 because bf16 weights lose small updates to rounding (full
-    fine-tuning then ends measurably worse). `float16` is mixed precision too, with dynamic loss scaling in the
-    loop (training/loss_scale.py): fp16 weights under AdamW break outright (its epsilon and every small update
-    round to zero, and one step turned every weight NaN). Everywhere else, and for `float32` or `bfloat16`, the
-    weights are that dtype and nothing is autocast; `float32` pins exact fp32 training on any machine."""
-    if name == "auto" and has_bf16(device):
+    """(weight dtype, autocast dtype) for training. `auto` where bf16 is both native and faster (GPUs with bf16;
+    CPUs with AVX512-BF16 or AMX whose bf16 matmuls measured faster than fp32: models/cpu_speed.py) is mixed
+    precision: fp32 weights and optimizer state, bf16 matmuls inside the forward and backward; `bf16-mixed` asks for
+    it on any machine. Weights stay fp32 because bf16 weights lose small updates to rounding (full fine-tuning then
+    ends measurably worse). `float16` is mixed precision too, with dynamic loss scaling in the loop
+    (training/loss_scale.py): fp16 weights under AdamW break outright (its epsilon and every small update round to
+    zero, and one step turned every weight NaN). Everywhere else, and for `float32` or `bfloat16`, the weights are
+    that dtype and nothing is autocast; `float32` pins exact fp32 training on any machine."""
+    if name == "bf16-mixed" or (
+        name == "auto" and has_bf16(device) and (device.type != "cpu" or cpu_speed.bf16_pays_off())
+    ):
         return torch.float32, torch.bfloat16
     if name == "float16":
         return torch.float32, torch.float16

@@ -59,6 +59,16 @@ class Objective:
         return len(self.names) > 1
 
 
+def eval_unit(cfg: Config) -> int | None:
+    """Training examples between two of a trial's evaluations: the config's own length of training (max_steps times
+    the batch) in `sweep.evaluations + 1` parts; a config counted in epochs keeps its own train.eval_every (its step
+    count is known only once its data is read), and without one its trials are not evaluated during training."""
+    train = cfg.train
+    if train.max_steps:
+        return max(1, math.ceil(train.max_steps * train.batch_size / (cfg.sweep.evaluations + 1)))
+    return train.eval_every * train.batch_size or None
+
+
 def objective_of(cfg: Config) -> Objective:
     kind = cfg.sweep.objective
     if kind == "auto":
@@ -92,6 +102,7 @@ class Sweep:
     storage: str
     trials: int
     workers: int
+    eval_unit: int | None  # training examples between two evaluations, the same for every trial (None: none)
 
     @classmethod
     def plan(cls, cfg: Config, folder: Path, trials: int, workers: int, storage: str | None) -> Sweep:
@@ -100,16 +111,14 @@ class Sweep:
         check_space(raw, space)
         objective = objective_of(cfg)
         url = storage or f"sqlite:///{(folder / 'study.db').resolve()}"
-        return cls(cfg, raw, space, objective, folder, url, trials, workers)
+        return cls(cfg, raw, space, objective, folder, url, trials, workers, eval_unit(cfg))
 
     def trial_config(self, params: dict[str, Any], folder: Path) -> Config:
         raw = apply_params(self.raw, params)
         train = raw["train"]
-        steps = train.get("max_steps")
-        # Pruning needs evaluations during the trial, spread over its max_steps; a config counted in epochs keeps its
-        # own train.eval_every (the step count is known only once its data is read).
-        evaluations = self.cfg.sweep.evaluations
-        train["eval_every"] = max(1, math.ceil(steps / (evaluations + 1))) if steps else train.get("eval_every", 0)
+        # Every trial evaluates after the same numbers of training examples, whatever its steps and batch size, so
+        # that the pruner compares trials at equal amounts of training (Optuna compares values reported at one step).
+        train["eval_every"] = max(1, round(self.eval_unit / train["batch_size"])) if self.eval_unit else 0
         train["threads"] = max(1, (train.get("threads") or os.cpu_count() or 1) // self.workers)
         raw["data"]["validation_fraction"] = self.cfg.sweep.validation_fraction
         raw["eval"]["samples"] = 0  # side-by-side answers are for people reading the winner's report
@@ -298,9 +307,12 @@ def run_trial(sweep: Sweep, trial, log: Callable[[str], object]) -> float | list
     sign = 1.0 if sweep.objective.directions[0] == "minimize" else -1.0
 
     def report(step: int, metrics: dict[str, float]) -> None:
-        if sweep.objective.multi:
+        if sweep.objective.multi or not sweep.eval_unit:
             return  # Optuna prunes single-objective studies only
-        trial.report(sign * float(metrics["loss"]), step)  # held-out loss, signed to the study's direction
+        # Reported at the number of evaluation units trained (the same examples for every trial), not the step.
+        # The held-out loss is signed to the study's direction.
+        at = max(1, round(step * cfg.train.batch_size / sweep.eval_unit))
+        trial.report(sign * float(metrics["loss"]), at)
         if trial.should_prune():
             trial.set_user_attr("pruned_at", step)
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 1))

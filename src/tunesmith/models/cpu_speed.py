@@ -1,0 +1,89 @@
+"""Whether bf16 matrix multiplies pay off on this CPU: measured once per machine and thread count, then remembered.
+
+Having the instruction is not enough. With AMX, oneDNN's bf16 kernels multiply several times faster than fp32; with
+AVX512-BF16 alone (the same Xeon family with AMX switched off in a virtual machine) they measured 0.15 TFLOP/s against
+fp32's 0.26 on two threads, so mixed precision made a training step 1.65x slower. `model.dtype: auto` therefore asks
+this module, not the CPU flags alone, before it autocasts to bf16 on a CPU.
+
+The answer is cached in `cache_root()/cpu-precision.json`, keyed by the CPU (model name and capability flags), the
+torch version and the thread count, so that every run on one machine makes the same choice (a resumed run keeps its
+precision) and the measurement (about 0.2 s) runs once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from tunesmith.models.registry import cache_root
+
+# bf16 must beat fp32 by this much to be chosen: a close call is not worth the rounding.
+MARGIN = 1.15
+# One of the default model's projections (a packed micro-batch of 1024 tokens through a 576 -> 1536 linear layer):
+# the shape that dominates a training step, not a square matrix that flatters either kernel.
+SHAPE = (1024, 576, 1536)
+
+
+def cpu_key(threads: int) -> str:
+    flags = ",".join(sorted(k for k, v in torch.cpu.get_capabilities().items() if v is True))
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}|{flags}|torch {torch.__version__}|threads {threads}"
+
+
+def _best_seconds(dtype: torch.dtype, repeats: int = 5) -> float:
+    m, k, n = SHAPE
+    x = torch.randn(m, k).to(dtype)
+    w = torch.randn(n, k).to(dtype)
+    torch.nn.functional.linear(x, w)  # kernel selection and first-touch
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.nn.functional.linear(x, w)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def measure_bf16_speedup() -> float:
+    """fp32 time over bf16 time for SHAPE on the current threads (above 1: bf16 is faster)."""
+    return _best_seconds(torch.float32) / _best_seconds(torch.bfloat16)
+
+
+def bf16_speedup(threads: int | None = None) -> float:
+    """The remembered (or now measured) bf16 speed-up of this CPU at `threads` (default: torch's current count)."""
+    threads = threads or torch.get_num_threads()
+    path = cache_root() / "cpu-precision.json"
+    key = cpu_key(threads)
+    try:
+        known = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    entry = known.get(key)
+    if isinstance(entry, dict) and isinstance(entry.get("speedup"), int | float):
+        return float(entry["speedup"])
+    speedup = measure_bf16_speedup()
+    known[key] = {"speedup": round(speedup, 3)}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(known, indent=1), encoding="utf-8")
+        os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
+    except OSError:
+        pass  # a read-only cache: measured again next time, the same answer
+    return speedup
+
+
+def bf16_pays_off(threads: int | None = None) -> bool:
+    return bf16_speedup(threads) >= MARGIN
