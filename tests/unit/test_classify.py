@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from test_training import assert_same_weights, final_trainable, fitted_weights
-from tiny_runs import LABELS, head_config, tiny_config, write_toy
+from tiny_runs import LABELS, head_config, tiny_config, write_pair_data, write_toy
 
 from tunesmith.cli import main
 from tunesmith.config import Config, ConfigError, Kind, build_config
@@ -356,11 +356,53 @@ def test_plan_and_preview_understand_a_head_config(tiny_model_dir, toy, tmp_path
     assert shown.count("read by the head at the last token") == 2
 
 
-def test_verify_refuses_a_classifier_config_in_one_line(tiny_model_dir, toy, tmp_path, capsys):
-    """A classifier has none of the causal LM's speed options: a user's mistake, one line and exit 2, not a crash."""
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_packed_head_rows_give_the_padded_losses_and_gradients(tiny_model_dir, method):
+    """Packed rows (several per sequence, positions restarting per row, the head reading each row's last token)
+    give the padded batch's loss and gradients, head and decoder alike, with focal loss and class weights."""
+    from tunesmith.config import AdapterConfig, TrainConfig
+    from tunesmith.training.packing import pack_classes
+    from tunesmith.training.speed import make_trainable
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    encoder = HeadEncoder(Renderer(tokenizer, "auto", 128), ["a", "b", "c"])
+    texts = ["hi", "reset your password from the settings page please", "the quick brown fox", "ok then", "x y z"]
+    rows = [
+        encoder.encode(Example(Kind.classification, "x", i, text=t, label="abc"[i % 3])) for i, t in enumerate(texts)
+    ]
+    objective = ClassificationObjective(torch.tensor([0.5, 1.0, 2.0]), loss="focal", focal_gamma=2.0)
+    results = []
+    for packed in (False, True):
+        torch.manual_seed(0)
+        model = load_classifier(tiny_model_dir, ["a", "b", "c"], tokenizer.pad_token_id, torch.device("cpu"),
+                                torch.float32)  # fmt: skip
+        model = make_trainable(model, AdapterConfig(method=method, r=4), TrainConfig(), "SEQ_CLS", packs=packed)
+        pad = tokenizer.pad_token_id
+        batch = pack_classes(rows, pad, 128) if packed else collate_classes(rows, pad)  # rows of 52 to 62 tokens
+        parts = objective(model, batch)
+        parts.loss_sum.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        results.append((parts, grads, batch))
+    (padded, padded_grads, wide), (packed_parts, packed_grads, narrow) = results
+    assert narrow.input_ids.shape[0] < len(rows) and narrow.real_tokens == wide.real_tokens  # rows share sequences
+    assert sorted(narrow.labels.tolist()) == sorted(wide.labels.tolist()) and packed_parts.tokens == 5
+    torch.testing.assert_close(packed_parts.loss_sum, padded.loss_sum, atol=1e-5, rtol=1e-5)
+    assert packed_parts.correct == padded.correct
+    assert any("score" in n for n in padded_grads) and padded_grads.keys() == packed_grads.keys()
+    for name, grad in padded_grads.items():
+        torch.testing.assert_close(packed_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_verify_checks_a_head_config_packed_against_padded(tiny_model_dir, toy, tmp_path, capsys):
+    """verify runs a classifier's speed options (packing here) against the padded reference; a method with none of
+    them (the reward model) is still one line and exit 2."""
     cfg = tmp_path / "head.yaml"
     cfg.write_text(json.dumps(head_config(tiny_model_dir, toy, tmp_path / "run")), encoding="utf-8")
+    assert main(["verify", str(cfg), "--steps", "2", "--options", "packing"]) == 0
+    out = capsys.readouterr().out
+    assert "packing: the same steps with it on" in out and "all speed options agree with the reference" in out
+    settings = tiny_config(tiny_model_dir, write_pair_data(tmp_path / "pairs.jsonl"), tmp_path / "reward")
+    settings["method"] = {"type": "reward_model"}
+    cfg.write_text(json.dumps(settings), encoding="utf-8")
     assert main(["verify", str(cfg)]) == 2
-    assert capsys.readouterr().err.strip() == (
-        "error: tunesmith verify checks speed options; method classifier uses none of them"
-    )
+    assert "method reward_model uses none of them" in capsys.readouterr().err

@@ -3,7 +3,10 @@
 
     tunesmith train examples/davidson-head.yaml     # method: {type: classifier}; task: {type: classification, ...}
 
-Rows are encoded as (input ids, class index) (data/classify.py) and never packed; a batch counts rows, not tokens.
+Rows are encoded as (input ids, class index) (data/classify.py); a batch counts rows, not tokens. With
+train.packing (the default) a micro-batch's rows are packed into sequences of data.max_length tokens, each row
+attending only to itself, and the head reads each row's last token; evaluation runs padded batches through the
+model's own forward, as `final/` does with plain transformers.
 The loop, checkpoints and resume are shared with every method. The base is measured twice on the same held-out
 rows: with its untrained head (chance level: where the loss curve starts) and as the plain causal LM, by generation
 and by label likelihood, zero- and few-shot (eval/baselines.py); the strongest of those is the baseline the tuned
@@ -36,6 +39,7 @@ from tunesmith.models.loading import LoadedBase, load_classifier, save_classifie
 from tunesmith.models.registry import is_run_dir
 from tunesmith.rundir import RunDir
 from tunesmith.training.objectives import Batch, ClassificationObjective, collate_classes
+from tunesmith.training.packing import pack_classes
 
 ZERO_SHOT = (
     "zero-shot generation: the base causal LM answers each held-out input, followed by the list of labels, greedily; "
@@ -66,7 +70,8 @@ def balanced_weights(classes: list[int], labels: list[str]) -> list[float]:
 class Classifier:
     generative = False
     peft_task_type = "SEQ_CLS"
-    speed_options = ()  # tunesmith verify checks the causal LM's speed options; a K-wide head has no vocabulary loss
+    # The causal LM's speed options that apply to a decoder read by a K-wide head (it has no vocabulary loss to chunk).
+    speed_options = ("packing", "activation_checkpointing", "compile")
     trains_every_row = True  # every row that encodes carries a class; rows that do not stop the run before the audit
 
     def __init__(self, cfg: Config):
@@ -79,10 +84,12 @@ class Classifier:
         return HeadEncoder(renderer, self.labels)
 
     def packs(self, train: TrainConfig) -> bool:
-        return False  # a head reads one row per sequence
+        # Packed rows, the head reading each row's last token (training/objectives.ClassificationObjective). FSDP
+        # gathers weights only through the model's own forward, which pools one row per sequence.
+        return train.packing and train.distributed != "fsdp"
 
     def make_batch(self, rows: list[Encoded], pad_id: int, pack_to: int | None = None) -> Batch:
-        return collate_classes(rows, pad_id)
+        return collate_classes(rows, pad_id) if pack_to is None else pack_classes(rows, pad_id, pack_to)
 
     def attach(self, prepared, base: LoadedBase, device: torch.device, autocast, log) -> None:
         """Nothing to read before training: the rows are complete."""

@@ -138,7 +138,7 @@ def verify(cfg: Config, steps: int = 3, options: tuple[str, ...] | None = None, 
     device, dtype, autocast = loaded.device, loaded.dtype, loaded.autocast
     loaded.base.model = None  # each variant loads its own weights
     if options is None:
-        options = OPTIONS if autocast else SPEED_OPTIONS
+        options = (*method.speed_options, MIXED) if autocast else method.speed_options
     report = VerifyReport(steps, f"{device}, {dtype}")
     log(f"reference: {steps} steps of {cfg.train.batch_size} rows, every speed option off ({report.precision})")
     reference = _run(cfg, method, loaded, set(), steps)

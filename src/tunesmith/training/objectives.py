@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tunesmith.data.templates import IGNORE, Encoded
+from tunesmith.errors import TunesmithError
 from tunesmith.models.loading import unwrap
 from tunesmith.training.chunked_ce import CE_CHUNK, Soft, linear_cross_entropy
 from tunesmith.training.distributed import is_sharded
@@ -30,6 +31,9 @@ class Batch:
     # (B, T, K) beside labels: the base's top-K next tokens (-1: no teacher here) and log-probs, for data.replay.kl
     teacher_ids: torch.Tensor | None = None
     teacher_logp: torch.Tensor | None = None
+    # A packed batch of class rows: (N,) flat indices (bin * T + position) of each row's last token, where a head
+    # reads it; labels are then the (N,) class indices in the same order (training/packing.pack_classes).
+    pool: torch.Tensor | None = None
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
         """Keyword arguments for the model's forward. A packed batch gives its positions and no padding mask: the
@@ -62,6 +66,7 @@ class Batch:
             move(self.position_ids),
             move(self.teacher_ids),
             move(self.teacher_logp),
+            move(self.pool),
         )
 
     def with_teacher(self, placed: list[tuple[int, int, Encoded]]) -> Batch:
@@ -147,6 +152,20 @@ def backbone_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     return backbone, head
 
 
+def decoder_and_score(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """The decoder stack and the `score` head of a sequence classifier (through a peft wrapper, whose trainable copy
+    of the head the wrapper module serves), for a packed forward; a model laid out otherwise cannot pack."""
+    inner = unwrap(model)
+    backbone = getattr(inner, getattr(inner, "base_model_prefix", "") or "model", None)
+    score = getattr(inner, "score", None)
+    if is_sharded(inner) or not isinstance(backbone, nn.Module) or not isinstance(score, nn.Module):
+        raise TunesmithError(
+            f"train.packing: {type(inner).__name__} has no decoder and `score` head to read packed rows from "
+            "(or is sharded); set train.packing=false"
+        )
+    return backbone, score
+
+
 class CausalLMObjective:
     """Next-token cross-entropy on trained positions only.
 
@@ -192,11 +211,15 @@ class ClassificationObjective:
     """One class per row, from a sequence-classification model (transformers' *ForSequenceClassification, through
     a peft wrapper or not): cross-entropy or focal loss, with optional class weights and label smoothing.
 
-    The model pools its own logits (the last token that is not the pad id), so the loss is computed on exactly what
-    `final/` returns at inference with plain transformers. The score head is K wide, so its (B, T, K) logits cost
-    nothing next to the decoder. Class weights scale each row's loss by the weight of its class (torch's `weight`);
-    the loop divides the sum by the rows of the window, not by the summed weights, so accumulation stays exact and
-    balanced weights (mean 1 over the training rows) keep the loss on the unweighted scale.
+    On a padded batch the model pools its own logits (the last token that is not the pad id), so the loss is
+    computed on exactly what `final/` returns at inference with plain transformers. On a packed batch (several rows
+    per sequence, positions restarting per row: training/packing.pack_classes) the decoder runs once over the packed
+    rows, each attending only to itself, and the score head reads each row's last token (`Batch.pool`): the same
+    hidden states and head as the padded forward, without computing the padding (`tunesmith verify` and the tests
+    compare the two). The score head is K wide, so its logits cost nothing next to the decoder. Class weights scale
+    each row's loss by the weight of its class (torch's `weight`); the loop divides the sum by the rows of the
+    window, not by the summed weights, so accumulation stays exact and balanced weights (mean 1 over the training
+    rows) keep the loss on the unweighted scale.
     """
 
     def __init__(
@@ -212,7 +235,12 @@ class ClassificationObjective:
         self.label_smoothing = label_smoothing
 
     def __call__(self, model: nn.Module, batch: Batch) -> LossParts:
-        logits = model(**batch.model_inputs()).logits
+        if batch.pool is None:
+            logits = model(**batch.model_inputs()).logits
+        else:
+            backbone, score = decoder_and_score(model)
+            hidden = backbone(**batch.model_inputs()).last_hidden_state
+            logits = score(hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.pool))
         return self.loss_parts(logits, batch.labels)
 
     def loss_parts(self, logits: torch.Tensor, targets: torch.Tensor) -> LossParts:

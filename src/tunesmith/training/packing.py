@@ -43,15 +43,13 @@ def pack(rows: list[Encoded], pad_id: int, capacity: int):
     return batch.with_teacher(placed)
 
 
-def pack_placed(rows: list[Encoded], pad_id: int, capacity: int):
-    """pack's Batch (without teachers) and where each row went: (bin, start, row), in the order placed."""
-    from tunesmith.training.objectives import Batch  # the Batch type lives with collate; imported late: no cycle
-
+def _layout(rows: list[Encoded], pad_id: int, capacity: int):
+    """Token ids, real-token mask and positions of `rows` packed into bins, and where each row went: (bin, start,
+    row), in the order placed."""
     bins = best_fit_decreasing([len(r.input_ids) for r in rows], capacity)
     width = max(sum(len(rows[i].input_ids) for i in b) for b in bins)
     n = len(bins)
     ids = torch.full((n, width), pad_id, dtype=torch.long)
-    labels = torch.full((n, width), IGNORE, dtype=torch.long)
     positions = torch.zeros((n, width), dtype=torch.long)
     real = torch.zeros((n, width), dtype=torch.long)
     placed = []
@@ -62,12 +60,36 @@ def pack_placed(rows: list[Encoded], pad_id: int, capacity: int):
             placed.append((b, start, row))
             end = start + len(row.input_ids)
             ids[b, start:end] = torch.tensor(row.input_ids)
-            # A row's first label is never a target (targets are shifted by one), so no loss crosses a boundary.
-            labels[b, start:end] = torch.tensor(row.labels)
-            labels[b, start] = IGNORE
             positions[b, start:end] = torch.arange(end - start)
             real[b, start:end] = 1
             start = end
         # The padding after the last row counts on from 0 too: one more row, of padding, that no real token sees.
         positions[b, start:] = torch.arange(width - start)
+    return ids, real, positions, placed
+
+
+def pack_placed(rows: list[Encoded], pad_id: int, capacity: int):
+    """pack's Batch (without teachers) and where each row went: (bin, start, row), in the order placed."""
+    from tunesmith.training.objectives import Batch  # the Batch type lives with collate; imported late: no cycle
+
+    ids, real, positions, placed = _layout(rows, pad_id, capacity)
+    labels = torch.full(ids.shape, IGNORE, dtype=torch.long)
+    for b, start, row in placed:
+        labels[b, start : start + len(row.labels)] = torch.tensor(row.labels)
+        # A row's first label is never a target (targets are shifted by one), so no loss crosses a boundary.
+        labels[b, start] = IGNORE
     return Batch(ids, real, labels, position_ids=positions), placed
+
+
+def pack_classes(rows: list[Encoded], pad_id: int, capacity: int):
+    """A packed micro-batch of rows that carry one class index each (a classification head): bins as `pack`, the
+    (N,) class indices in the order the rows were placed, and `pool`, the flat index (bin * width + position) of
+    each row's last token: the hidden state a head reads, as transformers pools a padded row at its last real
+    token."""
+    from tunesmith.training.objectives import Batch
+
+    ids, real, positions, placed = _layout(rows, pad_id, capacity)
+    width = ids.shape[1]
+    targets = torch.tensor([row.target for _, _, row in placed], dtype=torch.long)
+    pool = torch.tensor([b * width + start + len(row.input_ids) - 1 for b, start, row in placed], dtype=torch.long)
+    return Batch(ids, real, targets, position_ids=positions, pool=pool)
