@@ -65,9 +65,9 @@ def sweep(task: str, minutes: float, trials: int, pruning: bool, out: Path) -> i
 
 
 PRUNERS = ("median", "halving", "none")
-# Shorter trials for the pruning comparison (sst2's space then tries 10 to 40 steps), so that the budget holds enough
-# trials on one thread each for the pruners to have something to compare.
-PRUNING_ONLY = {"sst2-head": ["train.max_steps=20"]}
+# Shorter trials for the pruning comparison (sst2's space then tries 10 to 40 steps, scored on 100 validation rows),
+# so that the budget holds enough trials on one thread each for the pruners to have something to compare.
+PRUNING_ONLY = {"sst2-head": ["train.max_steps=20", "task.max_rows=100", "data.eval_max_rows=100"]}
 
 
 def pruning(task: str, minutes: float, trials: int, out: Path) -> int:
