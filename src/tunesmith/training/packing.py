@@ -11,7 +11,8 @@ Either way a row attends only to itself, and the loss equals the unpacked loss (
 while the model computes on far fewer padding tokens.
 
 Only the rows of one micro-batch are packed together, so a step sees exactly the examples it would unpacked and
-the loop's normalisation by trained tokens is unchanged.
+the loop's normalisation by trained tokens is unchanged. Rows that carry one class each (a classification head) pack
+the same way (`pack_classes`), with the flat index of each row's last token for the head to read.
 """
 
 from __future__ import annotations
