@@ -100,6 +100,12 @@ def _tuned(run: Path) -> dict:
     return json.loads((run / "eval" / "tuned.json").read_text(encoding="utf-8"))
 
 
+def _header(cells: str, align: str) -> list[str]:
+    """A blank line and a markdown table's head: `cells` joined by " | ", `align` one l or r per column."""
+    rule = "|".join("---:" if a == "r" else "---" for a in align)
+    return ["", f"| {cells} |", f"|{rule}|"]
+
+
 def table(out: Path) -> str:
     from tunesmith.eval.bootstrap import bootstrap_metric, metric_interval
     from tunesmith.eval.tasks import HEADLINE
@@ -118,12 +124,8 @@ def table(out: Path) -> str:
                 f"| {path.parent.name.removeprefix('select-')} | {c['base']}{mark} | {metric} | {zero} | {gain} | "
                 f"{c['held_out_loss']:.4f} | {c['tokens_per_s'] or 0:.0f} | {c['wall_seconds']:.0f} |"
             )
-    lines += [
-        "",
-        "| task | pruning | trials | pruned | failed | wall min | winner test | hand-written test | "
-        "winner − hand [paired 95%] |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
-    ]
+    head = "task | pruning | trials | pruned | failed | wall min | winner test | hand-written test | winner − hand"
+    lines += _header(f"{head} [paired 95%]", "llrrrrrrl")
     for path in sorted(out.glob("sweep-*/sweep.json")):
         summary = json.loads(path.read_text(encoding="utf-8"))
         task = path.parent.name.removeprefix("sweep-").removesuffix("-unpruned")
@@ -149,12 +151,8 @@ def table(out: Path) -> str:
             f"| {task} | {pruning} | {summary['trials_run']} | {summary['pruned']} | {summary['failed']} | "
             f"{summary['seconds'] / 60:.1f} | " + " | ".join(cells) + " |"
         )
-    lines += [
-        "",
-        "| task | pruner | trials | finished | pruned | failed | median s per finished / pruned trial | "
-        "best validation | winner test |",
-        "|---|---|---:|---:|---:|---:|---|---:|---:|",
-    ]
+    head = "task | pruner | trials | finished | pruned | failed | median s per finished / pruned trial"
+    lines += _header(f"{head} | best validation | winner test", "llrrrrlrr")
     for path in sorted(out.glob("prune-*/sweep.json")):
         summary = json.loads(path.read_text(encoding="utf-8"))
         task, _, pruner = path.parent.name.removeprefix("prune-").rpartition("-")
