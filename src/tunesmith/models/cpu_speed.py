@@ -77,13 +77,13 @@ def bf16_speedup(threads: int | None = None) -> float:
         return float(entry["speedup"])
     speedup = measure_bf16_speedup()
     known[key] = {"speedup": round(speedup, 3)}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
         tmp.write_text(json.dumps(known, indent=1), encoding="utf-8")
         os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
-    except OSError:
-        pass  # a read-only cache: measured again next time, the same answer
+    except OSError:  # a read-only or full cache: measured again next time, the same answer
+        tmp.unlink(missing_ok=True)
     return speedup
 
 

@@ -102,7 +102,11 @@ class Sweep:
     storage: str
     trials: int
     workers: int
-    eval_unit: int | None  # training examples between two evaluations, the same for every trial (None: none)
+
+    @property
+    def eval_unit(self) -> int | None:
+        """Training examples between two evaluations, the same for every trial (None: none)."""
+        return eval_unit(self.cfg)
 
     @classmethod
     def plan(cls, cfg: Config, folder: Path, trials: int, workers: int, storage: str | None) -> Sweep:
@@ -111,7 +115,7 @@ class Sweep:
         check_space(raw, space)
         objective = objective_of(cfg)
         url = storage or f"sqlite:///{(folder / 'study.db').resolve()}"
-        return cls(cfg, raw, space, objective, folder, url, trials, workers, eval_unit(cfg))
+        return cls(cfg, raw, space, objective, folder, url, trials, workers)
 
     def trial_config(self, params: dict[str, Any], folder: Path) -> Config:
         raw = apply_params(self.raw, params)

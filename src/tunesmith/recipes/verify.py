@@ -25,7 +25,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from tunesmith.config import SPEED_OPTIONS, Config
+from tunesmith.config import Config
 from tunesmith.errors import TunesmithError
 from tunesmith.methods import build_method
 from tunesmith.methods.base import Method
@@ -36,7 +36,6 @@ from tunesmith.training.order import epoch_order
 
 TOLERANCE = {torch.float32: 2e-4, torch.bfloat16: 3e-2, torch.float16: 1e-2}  # relative, loss and gradients
 MIXED = "mixed_precision"
-OPTIONS = (*SPEED_OPTIONS, MIXED)
 
 
 @dataclass
@@ -130,7 +129,7 @@ def _run(cfg: Config, method: Method, loaded: Loaded, options: set[str], steps: 
 
 
 def verify(cfg: Config, steps: int = 3, options: tuple[str, ...] | None = None, log=print) -> VerifyReport:
-    """options=None checks every speed option the config could use (mixed precision only where `auto` picks it)."""
+    """options=None checks every speed option the method uses (mixed precision only where the run would use it)."""
     method = build_method(cfg)
     if not method.speed_options:
         raise TunesmithError(f"tunesmith verify checks speed options; method {cfg.method.type} uses none of them")
