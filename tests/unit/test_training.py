@@ -192,6 +192,45 @@ def test_resume_after_crash_matches_uninterrupted(tiny_model_dir, data, tmp_path
     assert steps == expected  # nothing logged twice, nothing lost
 
 
+def test_a_resume_keeps_the_precision_auto_chose_when_the_run_started(tiny_model_dir, data, tmp_path, monkeypatch):
+    """`auto` autocasts to bf16 on a CPU only where bf16 measured faster. A resume keeps what manifest.json recorded
+    even when a measurement now says otherwise (the cache deleted, the machine busier), so it still ends at the
+    uninterrupted run's weights."""
+    from tunesmith.models import cpu_speed, loading
+
+    monkeypatch.setattr(loading, "has_bf16", lambda device: True)
+    monkeypatch.setattr(cpu_speed, "bf16_pays_off", lambda threads=None: True)
+    settings = {"max_steps": 6, "save_every": 3, "dtype": "auto"}
+    whole = run_training(build_config(tiny_config(tiny_model_dir, data, tmp_path / "a", **settings)), log=print)
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["precision"]["autocast"] == "torch.bfloat16"
+
+    cfg = build_config(tiny_config(tiny_model_dir, data, tmp_path / "b", **settings))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_training(cfg, log=lambda *_: None, crash_after_step=4)
+    monkeypatch.setattr(cpu_speed, "bf16_pays_off", lambda threads=None: False)  # a fresh run would now pick fp32
+    said: list[str] = []
+    resumed = run_training(cfg, resume=True, log=said.append)
+    assert any("keeping the run's float32 weights with bfloat16 autocast" in line for line in said)
+    assert_same_weights(final_trainable(whole.run_dir), final_trainable(resumed.run_dir))
+
+    fp32 = run_training(build_config(tiny_config(tiny_model_dir, data, tmp_path / "c", **settings)), log=print)
+    with pytest.raises(AssertionError):  # what the resume would have ended at had it chosen again
+        assert_same_weights(final_trainable(whole.run_dir), final_trainable(fp32.run_dir))
+
+
+def test_a_run_moved_to_another_kind_of_device_continues_in_that_ones_precision_and_says_so():
+    from tunesmith.recipes.setup import run_precision
+
+    cpu, said = torch.device("cpu"), []
+    on_gpu = {"device": "cuda", "weights": "torch.bfloat16", "autocast": None}
+    assert run_precision("float32", cpu, on_gpu, said.append) == (torch.float32, None)
+    assert "started on cuda and continues on cpu" in said[0] and "bfloat16 weights" in said[0]
+    mixed = {"device": "cpu", "weights": "torch.float32", "autocast": "torch.bfloat16"}
+    assert run_precision("float32", cpu, mixed, said.append) == (torch.float32, torch.bfloat16)
+    for old in (None, {}, {"device": "cpu", "weights": "torch.nothing", "autocast": None}):  # predates the record
+        assert run_precision("float32", cpu, old, said.append) == (torch.float32, None)
+
+
 def test_half_written_checkpoints_are_ignored_and_cleaned(tmp_path):
     folder = tmp_path / "checkpoints"
     for step in (3, 6):

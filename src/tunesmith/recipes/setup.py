@@ -50,12 +50,19 @@ class Loaded:
         return self.base.tokenizer.pad_token_id
 
 
-def load(cfg: Config, method: Method, log: Callable[[str], object] = print, world: World = SINGLE) -> Loaded:
+def load(
+    cfg: Config,
+    method: Method,
+    log: Callable[[str], object] = print,
+    world: World = SINGLE,
+    recorded: dict | None = None,
+) -> Loaded:
     """Base model, tokenizer and data, validated: a base that does not fit the config, or bad rows, stop here. A run
-    continuing from a finished one also scores that run's held-out rows (retention), and data.replay adds its rows."""
+    continuing from a finished one also scores that run's held-out rows (retention), and data.replay adds its rows.
+    `recorded`: the precision a resumed run's manifest.json holds, which it keeps (run_precision)."""
     torch.set_num_threads(cfg.train.threads or threads_per_rank(default_threads(), world))
     device = pick_device()
-    dtype, autocast = training_precision(cfg.model.dtype, device)
+    dtype, autocast = run_precision(cfg.model.dtype, device, recorded, log)
     base = load_base(cfg.model, device, dtype, cfg.data.max_length, cfg.adapter)
     renderer = Renderer(base.tokenizer, cfg.data.prompt_format, cfg.data.max_length)
     prepared = prepare_data(cfg, method.encoder(renderer))
@@ -64,6 +71,45 @@ def load(cfg: Config, method: Method, log: Callable[[str], object] = print, worl
     add_replay(cfg, prepared, parent, renderer, base.weights_dir, base.model, device, log, autocast)
     method.attach(prepared, base, device, autocast, log)
     return Loaded(device, dtype, autocast, base, renderer, prepared, lineage)
+
+
+def run_precision(
+    name: str, device: torch.device, recorded: dict | None, log: Callable[[str], object] = print
+) -> tuple[torch.dtype, torch.dtype | None]:
+    """(weight dtype, autocast dtype) of a run. A fresh run chooses (training_precision). A resumed one keeps what
+    its manifest.json recorded when it started on this kind of device: `auto` depends on a measurement of the
+    machine, and a run that went on in another precision would not end at the weights of one that never stopped.
+    On another kind of device the recorded precision may not exist, so the run continues in this one's and says so."""
+    chosen = training_precision(name, device)
+    if not recorded:
+        return chosen
+    try:
+        kept = (_dtype(recorded["weights"]), _dtype(recorded["autocast"]) if recorded["autocast"] else None)
+    except (KeyError, TypeError, AttributeError):
+        return chosen  # a manifest written before the precision was recorded
+    if recorded.get("device") != device.type:
+        log(
+            f"note: the run started on {recorded.get('device')} and continues on {device.type} in "
+            f"{_describe(chosen)} (it trained in {_describe(kept)}): the weights will differ slightly from a run "
+            "that never stopped"
+        )
+        return chosen
+    if kept != chosen:
+        log(f"resume: keeping the run's {_describe(kept)} (a fresh run here would choose {_describe(chosen)})")
+    return kept
+
+
+def _dtype(text: str) -> torch.dtype:
+    dtype = getattr(torch, str(text).removeprefix("torch."))
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(text)
+    return dtype
+
+
+def _describe(precision: tuple[torch.dtype, torch.dtype | None]) -> str:
+    weights, autocast = precision
+    name = str(weights).removeprefix("torch.")
+    return f"{name} weights with {str(autocast).removeprefix('torch.')} autocast" if autocast else f"{name} weights"
 
 
 def trainable_model(

@@ -90,6 +90,15 @@ def _check_resume(cfg: Config, out: Path, state: str, log, world: World = SINGLE
     return True
 
 
+def _recorded_precision(out: Path) -> dict | None:
+    """The precision manifest.json says the run trained in; None for a manifest that predates the record."""
+    try:
+        recorded = read_json(RunDir(out).manifest_file).get("precision")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
 def _start_run_dir(cfg: Config, out: Path, state: str, tokenizer, manifest: dict, log) -> None:
     """Called once config, model and data are validated: audit, then (only then) replace what a previous attempt
     wrote, and write the run's identity. config.yaml goes first and manifest.json last, so a stop in between
@@ -272,10 +281,13 @@ def setup(
     """Base, data (bad data fails here, before the run folder is touched), the run's identity, the model, the
     optimizer and the loop; a resumed run also its last checkpoint. Every rank of a data-parallel run builds the
     same; rank 0 alone writes the run folder."""
+    recorded = None
     if resume:
         resume = _check_resume(cfg, out, state, log, world)
+        if resume:
+            recorded = _recorded_precision(out)
     method = build_method(cfg)
-    loaded = load(cfg, method, log, world)
+    loaded = load(cfg, method, log, world, recorded)
     prepared, tokenizer = loaded.prepared, loaded.base.tokenizer
     if prepared.errors:
         log(f"data.skip_invalid=true: skipped {len(prepared.errors)} bad row(s):\n{describe_errors(prepared.errors)}")
