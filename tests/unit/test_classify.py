@@ -394,8 +394,8 @@ def test_packed_head_rows_give_the_padded_losses_and_gradients(tiny_model_dir, m
 
 
 def test_verify_checks_a_head_config_packed_against_padded(tiny_model_dir, toy, tmp_path, capsys):
-    """verify runs a classifier's speed options (packing here) against the padded reference; a method with none of
-    them (the reward model) is still one line and exit 2."""
+    """verify runs a classifier's speed options (packing here) against the padded reference, and a reward model's
+    (its pair sides packed) as well."""
     cfg = tmp_path / "head.yaml"
     cfg.write_text(json.dumps(head_config(tiny_model_dir, toy, tmp_path / "run")), encoding="utf-8")
     assert main(["verify", str(cfg), "--steps", "2", "--options", "packing"]) == 0
@@ -404,5 +404,6 @@ def test_verify_checks_a_head_config_packed_against_padded(tiny_model_dir, toy, 
     settings = tiny_config(tiny_model_dir, write_pair_data(tmp_path / "pairs.jsonl"), tmp_path / "reward")
     settings["method"] = {"type": "reward_model"}
     cfg.write_text(json.dumps(settings), encoding="utf-8")
-    assert main(["verify", str(cfg)]) == 2
-    assert "method reward_model uses none of them" in capsys.readouterr().err
+    assert main(["verify", str(cfg), "--steps", "2", "--options", "packing"]) == 0
+    out = capsys.readouterr().out
+    assert "packing: the same steps with it on" in out and "all speed options agree with the reference" in out

@@ -415,6 +415,38 @@ def test_reward_loss_is_bradley_terry_on_the_last_token_score(pairs, tiny_model_
     assert parts.tokens == 4 and parts.correct == correct
 
 
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_packed_pair_sides_give_the_reward_models_padded_loss_and_gradients(pairs, tiny_model_dir, method):
+    """Both sides of several pairs packed into shared sequences (positions restarting per side, the head reading
+    each side's last token) give the padded batch's scores, loss and gradients, head and decoder alike."""
+    from tunesmith.config import AdapterConfig, TrainConfig
+    from tunesmith.methods.reward import RewardObjective
+    from tunesmith.models.loading import load_classifier
+    from tunesmith.training.preference import make_scored_pair_batch
+    from tunesmith.training.speed import make_trainable
+
+    _, rows, pad_id = pairs
+    objective, results = RewardObjective(center=0.1), []
+    for pack_to in (None, 512):  # sides of about 70 tokens
+        torch.manual_seed(0)
+        model = load_classifier(tiny_model_dir, ["reward"], pad_id, torch.device("cpu"), torch.float32)
+        model = make_trainable(model, AdapterConfig(method=method, r=4), TrainConfig(), "SEQ_CLS", packs=bool(pack_to))
+        batch = make_scored_pair_batch(rows[:6], pad_id, pack_to)
+        scores = objective.scores(model, batch)
+        parts = objective(model, batch)
+        parts.loss_sum.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        results.append((scores.detach(), parts, grads, batch))
+    (scores, padded, padded_grads, wide), (packed_scores, packed, packed_grads, narrow) = results
+    assert narrow.input_ids.shape[0] < 12 and narrow.real_tokens == wide.real_tokens  # sides share sequences
+    torch.testing.assert_close(packed_scores, scores, atol=1e-5, rtol=1e-5)  # in pair order, chosen then rejected
+    torch.testing.assert_close(packed.loss_sum, padded.loss_sum, atol=1e-5, rtol=1e-5)
+    assert packed.tokens == padded.tokens == 6 and packed.correct == padded.correct
+    assert any("score" in n for n in padded_grads) and padded_grads.keys() == packed_grads.keys()
+    for name, grad in padded_grads.items():
+        torch.testing.assert_close(packed_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
 def test_reward_model_learns_to_rank_and_beats_the_base_lm_baseline_honestly(reward_run):
     base, tuned = reward_run.base, reward_run.tuned
     assert base["metrics"]["rows"] == tuned["metrics"]["rows"] == 16

@@ -6,8 +6,11 @@ loss = -log sigmoid(r_chosen - r_rejected), plus center x (r_chosen + r_rejected
 
 Rows are the preference methods' pairs (data/pairs.py: the same rendering, prompt and row errors); each side is
 scored at its last token by transformers' own sequence-classification forward (one label, `problem_type:
-regression`), so `final/` scores with transformers (and peft) alone, exactly as training and `POST /v1/rewards` do.
-Pairs are padded, never packed (the head reads the last non-padding token of each sequence).
+regression`), so `final/` scores with transformers (and peft) alone, exactly as `POST /v1/rewards` does. Training
+packs the sides of a micro-batch's pairs as a classification head packs its rows (`train.packing`, the default): the
+decoder runs once over the packed sides, each attending only to itself, and the head reads each side's last token,
+the hidden state the padded forward pools (`tunesmith verify` and the tests compare the two). Held-out pairs are
+scored padded, through the same forward `final/` serves with.
 
 Proof of gain on the held-out pairs: ranking accuracy (the chosen answer scored higher) against the strongest fair
 baseline that needs no training, the base causal LM's own ranking (the chosen answer likelier per token), with a
@@ -24,15 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tunesmith.config import Config, TrainConfig
+from tunesmith.config import Config
 from tunesmith.data.pairs import PairEncoder
 from tunesmith.data.templates import Encoded, Renderer
 from tunesmith.eval.bootstrap import paired_bootstrap_scores
 from tunesmith.faults import fault
 from tunesmith.methods.base import EvalContext
 from tunesmith.methods.classifier import Classifier
-from tunesmith.training.objectives import LossParts
-from tunesmith.training.preference import PairBatch, make_pair_batch, read_logprobs
+from tunesmith.training.objectives import LossParts, decoder_and_score
+from tunesmith.training.preference import PairBatch, make_scored_pair_batch, read_logprobs
 
 LABEL = "reward"  # the head's one output, as final/'s config names it
 METRIC_NAMES = {
@@ -51,7 +54,12 @@ class RewardObjective:
 
     def scores(self, model: nn.Module, batch: PairBatch) -> torch.Tensor:
         """(pairs, 2) scores, columns chosen and rejected."""
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+        if batch.pool is None:
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+        else:  # packed: the decoder runs once over the packed sides, the head reads each side's last token
+            backbone, score = decoder_and_score(model)
+            hidden = backbone(**batch.model_inputs()).last_hidden_state
+            logits = score(hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.pool))
         return logits.float().view(-1, 2)
 
     def losses(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,7 +79,7 @@ def score_pairs(
     was_training = model.training
     model.eval()
     out = [
-        objective.scores(model, make_pair_batch(rows[i : i + batch], pad_id).to(device))
+        objective.scores(model, make_scored_pair_batch(rows[i : i + batch], pad_id).to(device))
         for i in range(0, len(rows), batch)
     ]
     model.train(was_training)
@@ -79,8 +87,6 @@ def score_pairs(
 
 
 class RewardModel(Classifier):
-    speed_options = ()  # the head reads HF's own forward: none of the causal LM's speed paths
-
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.settings = cfg.method  # type: ignore[assignment]
@@ -91,11 +97,8 @@ class RewardModel(Classifier):
     def encoder(self, renderer: Renderer) -> PairEncoder:
         return PairEncoder(renderer)
 
-    def packs(self, train: TrainConfig) -> bool:
-        return False
-
     def make_batch(self, rows: list[Encoded], pad_id: int, pack_to: int | None = None) -> PairBatch:
-        return make_pair_batch(rows, pad_id)
+        return make_scored_pair_batch(rows, pad_id, pack_to)
 
     def objective(
         self, train: list[Encoded], log: Callable[[str], object], chunk: int | None = None

@@ -12,7 +12,8 @@ while the model computes on far fewer padding tokens.
 
 Only the rows of one micro-batch are packed together, so a step sees exactly the examples it would unpacked and
 the loop's normalisation by trained tokens is unchanged. Rows that carry one class each (a classification head) pack
-the same way (`pack_classes`), with the flat index of each row's last token for the head to read.
+the same way (`pack_classes`), with the flat index of each row's last token for the head to read; a reward model's
+pair sides too (`pack_scored`), both sides of a pair in any bins, their scores read back in pair order.
 """
 
 from __future__ import annotations
@@ -94,3 +95,17 @@ def pack_classes(rows: list[Encoded], pad_id: int, capacity: int):
     targets = torch.tensor([row.target for _, _, row in placed], dtype=torch.long)
     pool = torch.tensor([b * width + start + len(row.input_ids) - 1 for b, start, row in placed], dtype=torch.long)
     return Batch(ids, real, targets, position_ids=positions, pool=pool)
+
+
+def pack_scored(rows: list[Encoded], pad_id: int, capacity: int):
+    """Packed rows that a head scores at their last token, with nothing to learn per token (a reward model's pair
+    sides): bins as `pack`, no labels, and `pool` in the order of `rows` (not the order placed), so the head's
+    outputs line up with the rows given."""
+    from tunesmith.training.objectives import Batch
+
+    ids, real, positions, placed = _layout(rows, pad_id, capacity)
+    width = ids.shape[1]
+    last = {id(row): b * width + start + len(row.input_ids) - 1 for b, start, row in placed}
+    pool = torch.tensor([last[id(row)] for row in rows], dtype=torch.long)
+    labels = torch.full(ids.shape, IGNORE, dtype=torch.long)
+    return Batch(ids, real, labels, position_ids=positions, pool=pool)

@@ -41,7 +41,8 @@ PreferenceConfig = DPOMethod | SimPOMethod | ORPOMethod | KTOMethod
 @dataclass
 class PairBatch(Batch):
     """A batch of 2 x pairs sequences (chosen, rejected, chosen, ...): `seq_of` gives each position's sequence
-    (-1: padding), `reference` the (pairs, 2) reference log-probabilities when the method uses them."""
+    (-1: padding; None for a packed batch a head scores through `pool`), `reference` the (pairs, 2) reference
+    log-probabilities when the method uses them."""
 
     seq_of: torch.Tensor | None = None
     pairs: int = 0
@@ -57,13 +58,28 @@ class PairBatch(Batch):
         reference = None if self.reference is None else self.reference.to(device)
         desirable = None if self.desirable is None else self.desirable.to(device)
         return PairBatch(
-            **vars(moved), seq_of=self.seq_of.to(device), pairs=self.pairs, reference=reference, desirable=desirable
+            **vars(moved),
+            seq_of=None if self.seq_of is None else self.seq_of.to(device),
+            pairs=self.pairs,
+            reference=reference,
+            desirable=desirable,
         )
 
 
 def sequences(pairs: list[Encoded]) -> list[Encoded]:
     """Both sides of every pair, in batch order."""
     return [side for pair in pairs for side in (pair, pair.rejected)]
+
+
+def make_scored_pair_batch(pairs: list[Encoded], pad_id: int, pack_to: int | None = None) -> PairBatch:
+    """Both sides of `pairs` for a head that scores each at its last token (a reward model): padded, or packed with
+    `pool` indexing every side's last token in pair order (chosen, rejected, chosen, ...)."""
+    if pack_to is None:
+        return make_pair_batch(pairs, pad_id)
+    from tunesmith.training.packing import pack_scored
+
+    batch = pack_scored(sequences(pairs), pad_id, pack_to)
+    return PairBatch(**vars(batch), pairs=len(pairs))
 
 
 def make_pair_batch(pairs: list[Encoded], pad_id: int, pack_to: int | None = None) -> PairBatch:
