@@ -303,7 +303,12 @@ def test_dpo_raises_preference_accuracy_and_reports_it(dpo_run):
     assert len(dpo_run.tuned["samples"]) == 1 and dpo_run.tuned["samples"][0]["reference"].startswith("the answer")
     card = (dpo_run.run_dir / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "## Preference" in card and "Preference accuracy (the chosen answer likelier per token" in card
-    assert "preference accuracy" in (dpo_run.run_dir / "report.html").read_text(encoding="utf-8")
+    ranking = dpo_run.tuned["reward_ranking"]  # DPO's own judgement against the base's ranking per token, paired
+    assert ranking["tuned"] == tuned["reward_accuracy"] and ranking["base"] == gain["base"]
+    assert ranking["diff"] > 0 and ranking["low"] <= ranking["diff"] <= ranking["high"]
+    assert "Ranking accuracy (base: the chosen answer likelier per token" in card and "implicit reward" in card
+    report = (dpo_run.run_dir / "report.html").read_text(encoding="utf-8")
+    assert "<h2>Preference (12 held-out rows)</h2>" in report and "ranking accuracy" in report
 
 
 @pytest.mark.parametrize("method", [{"type": "simpo"}, {"type": "orpo", "beta": 0.5}], ids=lambda m: m["type"])
@@ -315,6 +320,7 @@ def test_reference_free_methods_train_without_reading_a_reference(tiny_model_dir
     assert not any("reference log-probabilities" in line for line in logged)
     assert result.tuned["metrics"]["loss"] < result.base["metrics"]["loss"]
     assert result.tuned["metrics"]["reward_accuracy"] >= 0.9
+    assert "reward_ranking" not in result.tuned  # their reward ranks as the likelihood per token: `preference`
 
 
 def test_the_reference_is_read_once_and_cached_per_data_and_model(tiny_model_dir, tmp_path):

@@ -13,10 +13,12 @@ reads them), and kept with the rows, so no second model is held in memory and no
 run reads them from the base again, which gives the same numbers.
 
 Proof of gain on the held-out pairs, base vs tuned: preference accuracy (the share of pairs whose chosen answer has
-the higher mean log-probability per token, the same measure for both, with a paired 95% interval), and for the tuned
-model the implicit reward accuracy and margin the method optimises, the chosen and rejected log-probabilities (a
-falling chosen log-probability is reported: it is a known failure of DPO), the length of generated answers (length
-bias), side-by-side answers and forgetting on the general probes.
+the higher mean log-probability per token, the same measure for both, with a paired 95% interval); for DPO also its
+ranking accuracy (the implicit reward, the log-ratio to the reference that the loss trains, ranks the chosen answer
+first) against the base's ranking per token, paired (`reward_ranking`: the base's own implicit reward is 0 for every
+pair, so its likelihood is its best ranking without training); the implicit reward accuracy and margin, the chosen
+and rejected log-probabilities (a falling chosen log-probability is reported: it is a known failure of DPO), the
+length of generated answers (length bias), side-by-side answers and forgetting on the general probes.
 """
 
 from __future__ import annotations
@@ -212,6 +214,8 @@ class Preference(SFT):
                 f"{what}: base {gain.base:.3f} -> tuned {gain.tuned:.3f}, "
                 f"{gain.diff:+.3f} [{gain.low:+.3f}, {gain.high:+.3f}] (paired bootstrap, 95%)"
             )
+            if self.needs_reference and not self.kto:
+                result["reward_ranking"] = self._reward_ranking(base_eval["prefers"], stats["margin"], how, ctx)
         result["lengths"] = {
             "base": _mean_words(base_eval.get("samples", [])),
             "tuned": _mean_words(result["samples"]),
@@ -230,6 +234,25 @@ class Preference(SFT):
             result["general"] = self.general(model, ctx)
             result["forgetting"] = forgetting(base_eval["general"], result["general"], cfg.train.seed)
         return result
+
+    def _reward_ranking(self, base_prefers: list[float], margins: list[float], how: str, ctx: EvalContext) -> dict:
+        """DPO's own judgement of each held-out pair, its implicit reward (the log-ratio to the reference, what the
+        loss trains), against the base's best ranking with no training (its likelihood per token: the base's own
+        implicit reward is 0 for every pair, so it ranks nothing), paired. SimPO's and ORPO's rewards rank as their
+        likelihood per token does, so for them `preference` is this comparison already."""
+        ranks = [float(m > 0) for m in margins]
+        judged = paired_bootstrap_scores(base_prefers, ranks, seed=ctx.cfg.train.seed)
+        ctx.log(
+            f"ranking accuracy: base LM (likelier per token) {judged.base:.3f} -> tuned implicit reward "
+            f"{judged.tuned:.3f}, {judged.diff:+.3f} [{judged.low:+.3f}, {judged.high:+.3f}] (paired bootstrap, 95%)"
+        )
+        return {
+            **judged.as_dict(),
+            "what": "ranking accuracy",
+            "base_method": how,
+            "tuned_method": f"the tuned model's implicit reward ({self.cfg.method.type}: log-ratio to the reference) "
+            "ranks the chosen answer first",
+        }
 
 
 def _summary(stats: dict[str, list[float]], kto: bool = False) -> dict:

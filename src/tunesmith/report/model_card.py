@@ -40,6 +40,13 @@ def _preference(tuned_eval: dict) -> str:
         f"base {gain['base']:.3f}, tuned {gain['tuned']:.3f}, change "
         f"{gain['diff']:+.3f} [{gain['low']:+.3f}, {gain['high']:+.3f}] (paired bootstrap, 95%).\n"
     )
+    ranking = tuned_eval.get("reward_ranking")
+    if ranking:
+        text += (
+            f"Ranking accuracy (base: {ranking['base_method']}; tuned: {ranking['tuned_method']}): base "
+            f"{ranking['base']:.3f}, tuned {ranking['tuned']:.3f}, change {ranking['diff']:+.3f} "
+            f"[{ranking['low']:+.3f}, {ranking['high']:+.3f}] (paired bootstrap, 95%).\n"
+        )
     judged = tuned_eval.get("win_rate")
     if judged:
         text += (

@@ -151,6 +151,36 @@ def _forgetting_section(base: dict, tuned: dict, cfg: dict, metrics: list[dict])
     return out
 
 
+def _preference_section(tuned: dict) -> list[str]:
+    """A preference run's proof of gain: base vs tuned on the held-out pairs with paired intervals (the ranking per
+    token, and DPO's implicit reward against it), the judge's win rate, the length of generated answers."""
+    compared = [tuned[key] for key in ("preference", "reward_ranking") if tuned.get(key)]
+    if not compared:
+        return []
+    rows = [
+        (g["what"], g["base_method"], g["tuned_method"], f"{g['base']:.3f}", f"{g['tuned']:.3f}",
+         f"{g['diff']:+.3f}", f"[{g['low']:+.3f}, {g['high']:+.3f}]")
+        for g in compared
+    ]  # fmt: skip
+    header = ["measure", "base ranks by", "tuned ranks by", "base", "tuned", "change", "95% interval (paired)"]
+    sections = [
+        f"<h2>Preference ({num(tuned['metrics']['rows'])} held-out rows)</h2>",
+        table(header, rows, (3, 4, 5, 6)),
+    ]
+    judged, lengths = tuned.get("win_rate"), tuned.get("lengths") or {}
+    if judged:
+        sections.append(
+            f"<p>Judged by the reward model {h(judged['judge'])} on {num(judged['rows'])} held-out prompts, the tuned "
+            f"answer scores above the base's in {judged['win_rate']:.3f} of them [{judged['low']:.3f}, "
+            f"{judged['high']:.3f}] (95%; ties count half).</p>"
+        )
+    if lengths.get("base") is not None and lengths.get("tuned") is not None:
+        sections.append(
+            f"<p>Generated answers: {lengths['base']:.1f} words (base), {lengths['tuned']:.1f} (tuned).</p>"
+        )
+    return sections
+
+
 def render_run_report(run_dir: Path) -> str:
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     base = json.loads((run_dir / "eval" / "base.json").read_text(encoding="utf-8"))
@@ -172,6 +202,7 @@ def render_run_report(run_dir: Path) -> str:
     sections += dataset_section(b, t)
     if base.get("general") and tuned.get("general"):
         sections += _forgetting_section(base, tuned, cfg, metrics)
+    sections += _preference_section(tuned)
     comparison = tuned.get("comparison")
     if comparison:
         base_task = _strongest_task(base)
