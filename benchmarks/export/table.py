@@ -11,9 +11,10 @@ from pathlib import Path
 
 
 def main(folders: list[str]) -> None:
-    print("| run | artifact | read by | size | greedy answers identical | answer tokens identical | mean KL / token |"
-          " held-out loss delta | accuracy delta [paired 95% CI] | prompts tokenized alike | passed |")  # fmt: skip
-    print("|---|---|---|---:|---:|---:|---:|---:|---|---:|---|")
+    print("| run | artifact | read by | size | greedy answers identical | answer tokens identical | next token "
+          "identical (teacher-forced) | mean KL / token | held-out loss delta | accuracy delta [paired 95% CI] | "
+          "prompts tokenized alike | passed |")  # fmt: skip
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|")
     for folder in map(Path, folders):
         summary = json.loads((folder / "export.json").read_text(encoding="utf-8"))
         sizes = {f["path"]: f["bytes"] for f in summary["files"].values()}
@@ -23,7 +24,8 @@ def main(folders: list[str]) -> None:
             tokenized = "" if p.get("tokenizer_identical") is None else f"{p['tokenizer_identical']:.1%}"
             print(f"| {folder.name} | {p['artifact']} | {p.get('reader', 'transformers')} | "
                   f"{sizes.get(p['artifact'], 0) / 2**20:.0f} MiB | {p['answers_identical']:.1%} | "
-                  f"{p['tokens_identical']:.1%} | {p['mean_kl']:.2e} | {p['loss_delta']:+.4f} | {delta} | "
+                  f"{p['tokens_identical']:.1%} | {p['next_token_identical']:.1%} | {p['mean_kl']:.2e} | "
+                  f"{p['loss_delta']:+.4f} | {delta} | "
                   f"{tokenized} | {'yes' if p['passed'] else 'no'} |")  # fmt: skip
         template = summary.get("ollama_template")
         if template:

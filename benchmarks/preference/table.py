@@ -35,13 +35,16 @@ def main(root: Path) -> None:
             f"untrained head {base['metrics']['accuracy']:.3f}; {_minutes(judge)} min training\n"
         )
     print(
-        "| method | held-out pairs | preference accuracy base → tuned (diff, 95% CI) | reward accuracy | "
+        "| method | held-out pairs | preference accuracy base → tuned (diff, 95% CI) | ranking accuracy: base per "
+        "token → tuned implicit reward (diff, 95% CI) | "
         "chosen log-p base → tuned | judge win rate vs base (95% CI) | words base → tuned | forgetting: "
         "families worse beyond noise | training min |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    for name in ("dpo", "simpo", "orpo"):
-        run = root / name
+    for run in sorted(p.parent.parent for p in root.glob("*/eval/tuned.json")):
+        name = run.name
+        if name == "judge":
+            continue
         if not (run / "eval" / "tuned.json").is_file():
             continue
         base, tuned = _read(run, "base"), _read(run, "tuned")
@@ -49,6 +52,10 @@ def main(root: Path) -> None:
         gain = tuned["preference"]
         win = tuned.get("win_rate")
         won = f"{win['win_rate']:.3f} [{win['low']:.3f}, {win['high']:.3f}] of {win['rows']}" if win else "-"
+        ranking = tuned.get("reward_ranking")  # DPO; SimPO's and ORPO's reward ranks as the likelihood per token does
+        ranked = "the preference accuracy"
+        if ranking:
+            ranked = f"{ranking['base']:.3f} → {ranking['tuned']:.3f} ({_interval(ranking)})"
         lengths = tuned.get("lengths") or {}
         words = f"{lengths.get('base') or 0:.1f} → {lengths.get('tuned') or 0:.1f}"
         families = (tuned.get("forgetting") or {}).get("families") or {}
@@ -56,7 +63,7 @@ def main(root: Path) -> None:
         forgot = f"{len(worse)} of {len(families)}" + (f" ({', '.join(worse)})" if worse else "")
         print(
             f"| {name} | {m['rows']} | {gain['base']:.3f} → {gain['tuned']:.3f} ({_interval(gain)}) | "
-            f"{m['reward_accuracy']:.3f} | {b['chosen_logp']:.1f} → {m['chosen_logp']:.1f} | {won} | {words} | "
+            f"{ranked} | {b['chosen_logp']:.1f} → {m['chosen_logp']:.1f} | {won} | {words} | "
             f"{forgot} | {_minutes(run)} |"
         )
 

@@ -114,10 +114,32 @@ def test_export_json_holds_a_passing_parity_report(exported):
     assert set(parity) == {"merged", "model-f16.gguf", "model-q8_0.gguf"}
     assert summary["passed"] and summary["rows"] == 8
     assert parity["merged"]["answers_identical"] == 1.0 and parity["merged"]["mean_kl"] < 1e-6
+    assert parity["merged"]["next_token_identical"] == 1.0 and parity["model-f16.gguf"]["next_token_identical"] >= 0.99
     assert parity["model-q8_0.gguf"]["mean_kl"] >= parity["model-f16.gguf"]["mean_kl"]
     assert all(abs(p["loss_delta"]) < 0.05 for p in parity.values())
     assert summary["ollama_template"]["identical"] and summary["files"]["model-q8_0.gguf"]["sha256"]
     assert not list(exported.parent.glob(".lora-export.part-*"))  # the staging folder was renamed, not left
+
+
+def test_rounding_formats_are_held_to_the_next_token_and_the_kl_and_a_merged_model_to_its_answers():
+    """Identical greedy answers cascade from the first token that differs, so their share falls with answer length
+    for any rounding format: q8_0 with 47.5% identical 48-token answers, a KL of 7e-4 and the next token agreeing at
+    99% of positions is what q8_0 does, and passes; the same agreement at 90% does not. A merged model is the same
+    function: it must give the same answers."""
+    from tunesmith.eval.parity import Parity, check
+
+    def parity(kind: str, answers: float, next_token: float, kl: float) -> Parity:
+        return check(Parity("a", kind, "transformers", 40, answers, answers, next_token, kl, 1.0, 1.0))
+
+    assert parity("q8_0", 0.475, 0.99, 7e-4).passed
+    worse = parity("q8_0", 0.475, 0.90, 7e-4)
+    assert not worse.passed and worse.reasons == [
+        "the most likely next token is the reference's at 90.0% of answer positions (at least 97.0% required)"
+    ]
+    assert not parity("q8_0", 1.0, 1.0, 0.05).passed  # the KL still bounds it
+    merged = parity("merged", 0.90, 1.0, 1e-9)
+    assert not merged.passed and "90.0% of greedy answers identical" in merged.reasons[0]
+    assert parity("f16", 0.95, 0.999, 2e-6).passed and not parity("f16", 1.0, 0.98, 2e-6).passed
 
 
 def test_llama_cpp_runs_the_gguf_as_the_run_trained_it(exported):

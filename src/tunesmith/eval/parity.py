@@ -10,11 +10,15 @@ models/llama_cpp_read.py reads a GGUF with llama.cpp itself.
 
 - greedy answers to the held-out prompts (the first assistant turn's prompt, as training rendered it): the share of
   answers identical to the reference's, and the share of answer tokens identical (up to where they part);
-- mean KL(reference || artifact) per answer token, teacher-forced on the held-out rows, and the held-out loss of
-  both;
+- teacher-forced on the held-out rows, at every answer token: the share of positions where the artifact's most
+  likely next token is the reference's, the mean KL(reference || artifact), and the held-out loss of both;
 - the run's task metric (task:), recomputed on the artifact, with a paired-bootstrap interval of the difference.
 
-Thresholds per artifact kind decide whether an export passes (`check`).
+Thresholds per artifact kind decide whether an export passes (`check`). Identical greedy answers are a cascade: the
+first token that differs changes the rest of the answer, so their share falls with answer length for any format that
+rounds at all (q8_0 measured 47.5% identical 48-token answers at a mean KL of 7e-4, and 97-100% identical one-word
+answers). A merged model, the same function, must give identical answers; the rounding formats are held to what does
+not depend on length: the next token at each position, and the KL.
 """
 
 from __future__ import annotations
@@ -38,17 +42,18 @@ Pairs = list[tuple[Example, DatasetSpec]]
 @dataclass(frozen=True)
 class Threshold:
     answers: float  # least share of identical greedy answers
+    next_token: float  # least share of answer positions whose most likely next token is the reference's
     kl: float  # largest mean KL per answer token (nats)
 
 
 # What an artifact must reach to pass. A merged model is the same function in another layout (floating-point sums in
 # another order); f16 rounds each weight to 11 significant bits; q8_0 and the 4-bit types lose more, by design.
 THRESHOLDS = {
-    "merged": Threshold(answers=0.95, kl=1e-3),
-    "f16": Threshold(answers=0.90, kl=5e-3),
-    "q8_0": Threshold(answers=0.80, kl=0.02),
-    "q4_0": Threshold(answers=0.0, kl=0.5),
-    "q4_k_m": Threshold(answers=0.0, kl=0.5),
+    "merged": Threshold(answers=0.95, next_token=0.999, kl=1e-3),
+    "f16": Threshold(answers=0.0, next_token=0.99, kl=5e-3),
+    "q8_0": Threshold(answers=0.0, next_token=0.97, kl=0.02),
+    "q4_0": Threshold(answers=0.0, next_token=0.0, kl=0.5),
+    "q4_k_m": Threshold(answers=0.0, next_token=0.0, kl=0.5),
 }
 
 
@@ -126,6 +131,7 @@ class Parity:
     prompts: int
     answers_identical: float
     tokens_identical: float
+    next_token_identical: float  # teacher-forced: positions where the most likely next token is the reference's
     mean_kl: float
     loss_reference: float
     loss_artifact: float
@@ -191,13 +197,14 @@ def measure(ref: Reference, reader: Reader, artifact: str, kind: str, cfg: Confi
         total += max(len(ta), len(tb), 1)
         if a != b and len(differing) < 5:
             differing.append({"prompt": renderer.tokenizer.decode(prompt)[-300:], "reference": a, "artifact": b})
-    kl_sum, kl_tokens, nll, tokens = 0.0, 0, 0.0, 0
+    kl_sum, kl_tokens, agree, nll, tokens = 0.0, 0, 0, 0.0, 0
     for row, ref_logp in zip(ref.rows, ref.logprobs, strict=True):
         logp, row_nll, n = _row_logprobs(reader, row)
         width = min(ref_logp.shape[-1], logp.shape[-1])  # a runtime may drop padded vocabulary rows
         ref_part = ref_logp[:, :width]
         kl_sum += float((ref_part.exp() * (ref_part - logp[:, :width])).sum())
         kl_tokens += ref_logp.shape[0]
+        agree += int((ref_logp.argmax(-1) == logp.argmax(-1)).sum())
         nll, tokens = nll + row_nll, tokens + n
     parity = Parity(
         artifact=artifact,
@@ -206,6 +213,7 @@ def measure(ref: Reference, reader: Reader, artifact: str, kind: str, cfg: Confi
         prompts=len(ref.prompts),
         answers_identical=same / max(1, len(ref.prompts)),
         tokens_identical=shared / max(1, total),
+        next_token_identical=agree / max(1, kl_tokens),
         mean_kl=max(0.0, kl_sum / max(1, kl_tokens)),
         loss_reference=ref.loss,
         loss_artifact=nll / max(1, tokens),
@@ -228,6 +236,11 @@ def check(parity: Parity) -> Parity:
     if parity.answers_identical < limit.answers:
         parity.reasons.append(
             f"{parity.answers_identical:.1%} of greedy answers identical (at least {limit.answers:.0%} required)"
+        )
+    if parity.next_token_identical < limit.next_token:
+        parity.reasons.append(
+            f"the most likely next token is the reference's at {parity.next_token_identical:.1%} of answer positions "
+            f"(at least {limit.next_token:.1%} required)"
         )
     if parity.mean_kl > limit.kl:
         parity.reasons.append(f"mean KL {parity.mean_kl:.2g} per answer token (at most {limit.kl:g} allowed)")
@@ -258,13 +271,15 @@ def measure_head(
     def loss(logp: torch.Tensor) -> float:  # a 1-output reward head has no class to be right about
         return float(F.nll_loss(logp, targets)) if len(rows) and logp.shape[-1] > 1 else 0.0
 
+    same = float((ref.argmax(-1) == art.argmax(-1)).float().mean()) if len(rows) else 1.0
     parity = Parity(
         artifact="merged",
         kind="merged",
         reader="transformers",
         prompts=len(rows),
-        answers_identical=float((ref.argmax(-1) == art.argmax(-1)).float().mean()) if len(rows) else 1.0,
-        tokens_identical=float((ref.argmax(-1) == art.argmax(-1)).float().mean()) if len(rows) else 1.0,
+        answers_identical=same,
+        tokens_identical=same,
+        next_token_identical=same,
         mean_kl=max(0.0, kl),
         loss_reference=loss(ref_logp),
         loss_artifact=loss(art_logp),

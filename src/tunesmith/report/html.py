@@ -229,6 +229,7 @@ def export_rows(summary: dict) -> list[tuple[str, ...]]:
                 f"{sizes.get(p['artifact'], 0) / 2**20:.1f} MiB",
                 f"{p['answers_identical']:.1%}",
                 f"{p['tokens_identical']:.1%}",
+                f"{p['next_token_identical']:.1%}" if "next_token_identical" in p else "",
                 f"{p['mean_kl']:.2e}",
                 f"{p['loss_delta']:+.4f}",
                 task,
@@ -238,5 +239,5 @@ def export_rows(summary: dict) -> list[tuple[str, ...]]:
     return rows
 
 
-EXPORT_HEADER = ("artifact", "read by", "size", "answers identical", "tokens identical", "mean KL", "loss delta",
-                 "task delta", "passed")  # fmt: skip
+EXPORT_HEADER = ("artifact", "read by", "size", "answers identical", "tokens identical", "next token identical",
+                 "mean KL", "loss delta", "task delta", "passed")  # fmt: skip

@@ -238,7 +238,7 @@ def render_run_report(run_dir: Path) -> str:
     if exported.is_file():
         summary = json.loads(exported.read_text(encoding="utf-8"))
         sections.append(f"<h2>Export parity ({num(summary['rows'])} held-out rows, against the run's own model)</h2>")
-        sections.append(table(EXPORT_HEADER, export_rows(summary), numeric=(2, 3, 4, 5, 6)))
+        sections.append(table(EXPORT_HEADER, export_rows(summary), numeric=(2, 3, 4, 5, 6, 7)))
     pairs = list(zip(base.get("samples", []), tuned.get("samples", []), strict=False))
     if pairs:
         pairs.sort(key=lambda p: p[0]["answer"] == p[1]["answer"])
