@@ -274,6 +274,13 @@ class TrainConfig(Strict):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm; null disables.")
+    max_loss_ratio: float | None = Field(
+        3.0,
+        gt=1,
+        description="Stop as diverged when a held-out evaluation's loss (a per-token NLL) is above this multiple of "
+        "the base model's and more than 1 nat above it: training that blew up without reaching inf or nan (a loss of "
+        "17 against the base's 3.8 has lost the model). null: only non-finite numbers stop a run.",
+    )
     save_every: int = Field(0, ge=0, description="Checkpoint every N optimizer steps (0: only at the end).")
     keep_checkpoints: int = Field(2, ge=1, description="How many of the newest checkpoints to keep.")
     eval_every: int = Field(0, ge=0, description="Evaluate every N optimizer steps (0: only before and after).")

@@ -132,6 +132,29 @@ def test_a_nan_held_out_loss_stops_the_run_before_its_checkpoint(tmp_path):
     assert [c.name for c in list_checkpoints(tmp_path / "checkpoints")] == ["step-2", "step-3"]
 
 
+def test_a_held_out_loss_that_blew_up_finitely_stops_the_run_as_diverged(tmp_path):
+    """A sweep trial went from a held-out loss of 3.76 to 17.7 in three steps (DoRA, rsLoRA and LoRA+ at a high
+    rate) and would have trained on: finite, but the model is lost. Above train.max_loss_ratio times the base's
+    (and 1 nat above it) stops the run like a nan does."""
+    losses = iter([3.0, 13.0])
+    loop = toy_loop(tmp_path, evaluate=lambda: {"loss": next(losses)}, eval_every=2, max_steps=6)
+    loop.base_loss = 3.76
+    with pytest.raises(DivergedError) as err:
+        fit(loop, start())
+    assert str(err.value).startswith(
+        "training diverged at step 4: the held-out loss is 13, 3.5 times the base model's 3.76 "
+        "(train.max_loss_ratio=3); lower train.lr (now 0.05)"
+    )
+    assert [c.name for c in list_checkpoints(tmp_path / "checkpoints")] == ["step-2", "step-3"]
+    for base, loss, ratio in ((3.76, 13.0, None), (3.76, 11.0, 3.0), (0.05, 1.0, 3.0)):  # off; under; within 1 nat
+        folder = tmp_path / f"{base}-{ratio}"
+        folder.mkdir()
+        calm = toy_loop(folder, evaluate=lambda loss=loss: {"loss": loss}, eval_every=2, max_steps=6,
+                        max_loss_ratio=ratio)  # fmt: skip
+        calm.base_loss = base
+        assert fit(calm, start()).step == 6
+
+
 def test_huge_weight_decay_is_named_as_the_cause(tmp_path):
     loop = toy_loop(tmp_path, weight_decay=1e30)
     with pytest.raises(DivergedError, match=r"lower train.weight_decay \(now 1e\+30.*, or lower train.lr"):

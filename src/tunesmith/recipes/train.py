@@ -191,6 +191,8 @@ def run_training(
         ok = False
         try:
             base_eval = baseline(run, known_base)
+            if "perplexity" in base_eval["metrics"]:  # a per-token NLL, which a blown-up run leaves far behind
+                run.loop.base_loss = base_eval["metrics"]["loss"]
             watch = forgetting_watch(run, base_eval, log)
             run.loop.on_eval = _both(watch, on_eval) if watch and on_eval else watch or on_eval
             try:

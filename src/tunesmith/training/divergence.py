@@ -4,8 +4,10 @@
 
 fit() checks the training loss and the gradient norm of every step before the optimizer applies it, the held-out
 loss of every evaluation, and the loss of the updated weights before a checkpoint or the end of training. The first
-non-finite one raises DivergedError, so nothing computed from it is saved: the newest checkpoint on disk is the last
-good state, and final/ is never written. The CLI prints the message and exits 2; a serve job ends `failed` with it.
+non-finite one raises DivergedError, and so does a held-out loss that blew up while staying finite (above
+train.max_loss_ratio times the base's, for a per-token NLL: check_blowup), so nothing computed from it is saved: the
+newest checkpoint on disk is the last good state, and final/ is never written. The CLI prints the message and exits 2;
+a serve job ends `failed` with it.
 """
 
 from __future__ import annotations
@@ -57,6 +59,22 @@ def check_finite(
         f"training diverged at step {step}: {what} is {value}; {advice(cfg, half_precision)}. "
         f"Nothing from this step on was saved; {_last_good(checkpoints)}"
     )
+
+
+def check_blowup(
+    loss: float | None, base_loss: float | None, step: int, cfg: TrainConfig, checkpoints: Path, half_precision: bool
+) -> None:
+    """Raise DivergedError if the held-out loss at `step` is above train.max_loss_ratio times the base model's (and
+    more than 1 nat above it, so a base that already knows the rows is not held to a sliver): finite, but lost."""
+    ratio = cfg.max_loss_ratio
+    if loss is None or base_loss is None or ratio is None or base_loss <= 0:
+        return
+    if loss > ratio * base_loss and loss > base_loss + 1.0:
+        raise DivergedError(
+            f"training diverged at step {step}: the held-out loss is {loss:.4g}, {loss / base_loss:.1f} times the "
+            f"base model's {base_loss:.4g} (train.max_loss_ratio={ratio:g}); {advice(cfg, half_precision)}. "
+            f"Nothing from this step on was saved; {_last_good(checkpoints)}"
+        )
 
 
 def gradient_norm(params: list[torch.nn.Parameter], max_norm: float | None) -> float:

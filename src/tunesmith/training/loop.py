@@ -30,7 +30,7 @@ from tunesmith.faults import fault
 from tunesmith.rundir import write_text
 from tunesmith.training.checkpoint import Position, save_checkpoint
 from tunesmith.training.distributed import SINGLE, Parallel, World, all_max, all_sum, share
-from tunesmith.training.divergence import check_finite, gradient_norm
+from tunesmith.training.divergence import check_blowup, check_finite, gradient_norm
 from tunesmith.training.frozen import frozen_in
 from tunesmith.training.loss_scale import loss_scaler, remember
 from tunesmith.training.memory import peak_rss
@@ -177,6 +177,9 @@ class Loop:
     on_eval: Callable[[int, dict[str, float]], None] | None = None
     epoch_rows: int | None = None  # rows an epoch visits, when not every training row (replay: prepare.epoch_length)
     parallel: Parallel | None = None  # data-parallel under torchrun (training/distributed.py); None: one process
+    # The base model's held-out loss when it is a per-token NLL (it has a perplexity): an evaluation far above it
+    # stops the run as diverged (training/divergence.check_blowup).
+    base_loss: float | None = None
 
     @property
     def world(self) -> World:
@@ -375,6 +378,7 @@ def fit(loop: Loop, position: Position) -> Position:
             if cfg.eval_every and position.step % cfg.eval_every == 0 and position.step < loop.total_steps:
                 result = loop.evaluate()
                 check(result.get("loss"), "the held-out eval loss", position.step)
+                check_blowup(result.get("loss"), loop.base_loss, position.step, cfg, loop.checkpoints, half)
                 evaluated = True
                 loop.metrics.write({"step": position.step, "split": "eval", **result})
                 shown = "".join(f", {k} {result[k]:.{d}f}" for k, d in EVAL_SHOWN if k in result)
