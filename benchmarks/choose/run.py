@@ -4,6 +4,7 @@ example config, on ../shared/data. Every number is also in the runs' own files (
     python benchmarks/choose/run.py select --task sst2-head --steps 50 --out runs/bench-choose
     python benchmarks/choose/run.py sweep --task pubmedqa --minutes 30 --out runs/bench-choose [--no-pruning]
     python benchmarks/choose/run.py hand --task pubmedqa --out runs/bench-choose     # the config as written
+    (sweep and hand take --threads 1, to run side by side on one core each)
     python benchmarks/choose/run.py pruning --task sst2-head --minutes 30 --out runs/bench-choose  # three at once
     python benchmarks/choose/run.py table --out runs/bench-choose                    # table.md from what finished
 
@@ -56,10 +57,10 @@ def select(task: str, steps: int, out: Path) -> int:
     return _cli(args, out / f"select-{task}.log")
 
 
-def sweep(task: str, minutes: float, trials: int, pruning: bool, out: Path) -> int:
+def sweep(task: str, minutes: float, trials: int, pruning: bool, out: Path, threads: list[str]) -> int:
     config, overrides = TASKS[task]
     name = f"sweep-{task}" + ("" if pruning else "-unpruned")
-    extra = SWEEP_ONLY.get(task, []) + ([] if pruning else ["sweep.pruner=none"])
+    extra = SWEEP_ONLY.get(task, []) + ([] if pruning else ["sweep.pruner=none"]) + threads
     args = ["sweep", config, *overrides, *extra, "--trials", str(trials), "--timeout", str(minutes)]
     return _cli([*args, "--out", str(out / name)], out / f"{name}.log")
 
@@ -88,12 +89,11 @@ def pruning(task: str, minutes: float, trials: int, out: Path) -> int:
     return max(codes)
 
 
-def hand(task: str, out: Path) -> int:
+def hand(task: str, out: Path, threads: list[str]) -> int:
     config, overrides = TASKS[task]
     folder = out / f"hand-{task}"
-    return _cli(
-        ["train", config, *overrides, f"output.dir={folder}", "output.overwrite=true"], out / f"hand-{task}.log"
-    )
+    args = ["train", config, *overrides, *threads, f"output.dir={folder}", "output.overwrite=true"]
+    return _cli(args, out / f"hand-{task}.log")
 
 
 def _tuned(run: Path) -> dict:
@@ -183,7 +183,10 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=30, help="sweep: wall-clock budget")
     parser.add_argument("--trials", type=int, default=100, help="sweep: at most this many trials")
     parser.add_argument("--no-pruning", action="store_true", help="sweep: sweep.pruner=none")
+    parser.add_argument("--threads", type=int, help="sweep, hand: train.threads (to run a sweep and its hand-written "
+                        "run side by side, one core each)")  # fmt: skip
     args = parser.parse_args()
+    threads = [] if args.threads is None else [f"train.threads={args.threads}"]
     args.out.mkdir(parents=True, exist_ok=True)
     if args.what == "table":
         print(table(args.out))
@@ -193,10 +196,10 @@ def main() -> int:
     if args.what == "select":
         return select(args.task, args.steps, args.out)
     if args.what == "hand":
-        return hand(args.task, args.out)
+        return hand(args.task, args.out, threads)
     if args.what == "pruning":
         return pruning(args.task, args.minutes, args.trials, args.out)
-    return sweep(args.task, args.minutes, args.trials, not args.no_pruning, args.out)
+    return sweep(args.task, args.minutes, args.trials, not args.no_pruning, args.out, threads)
 
 
 if __name__ == "__main__":
