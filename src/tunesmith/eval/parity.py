@@ -16,9 +16,10 @@ models/llama_cpp_read.py reads a GGUF with llama.cpp itself.
 
 Thresholds per artifact kind decide whether an export passes (`check`). Identical greedy answers are a cascade: the
 first token that differs changes the rest of the answer, so their share falls with answer length for any format that
-rounds at all (q8_0 measured 47.5% identical 48-token answers at a mean KL of 7e-4, and 97-100% identical one-word
-answers). A merged model, the same function, must give identical answers; the rounding formats are held to what does
-not depend on length: the next token at each position, and the KL.
+rounds at all (q8_0: 30-62% identical 48-token answers at a mean KL of 7e-4 to 2e-3 with the next token the
+reference's at 97-99% of positions, and 97-100% identical one-word answers). A merged model, the same function,
+must give identical answers; the rounding formats are held to what does not depend on length: the next token at each
+position, and the KL.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class Threshold:
 THRESHOLDS = {
     "merged": Threshold(answers=0.95, next_token=0.999, kl=1e-3),
     "f16": Threshold(answers=0.0, next_token=0.99, kl=5e-3),
-    "q8_0": Threshold(answers=0.0, next_token=0.97, kl=0.02),
+    "q8_0": Threshold(answers=0.0, next_token=0.95, kl=0.02),
     "q4_0": Threshold(answers=0.0, next_token=0.0, kl=0.5),
     "q4_k_m": Threshold(answers=0.0, next_token=0.0, kl=0.5),
 }
