@@ -20,6 +20,7 @@ from tunesmith.config import build_config
 from tunesmith.data.templates import Renderer
 from tunesmith.models.loading import load_tokenizer
 from tunesmith.recipes.sweep import Sweep, SweepError, lora_space, objective_of, run_sweep
+from tunesmith.recipes.sweep_space import apply_params
 from tunesmith.training.prepare import prepare_data
 
 
@@ -78,6 +79,11 @@ def test_the_default_space_is_lora_aware_and_every_value_is_valid(tiny_model_dir
     Sweep.plan(cfg, tmp_path / "sweep", 4, 1, None)  # check_space accepts every default value
     full = lora_space(build_config(tiny_config(tiny_model_dir, data, tmp_path / "run", method="full")))
     assert "adapter.r" not in full and full["train.lr"].high < space["train.lr"].high
+    # With LoRA+ the drawn rate is B's, the fastest any weight gets: A trains at drawn / ratio.
+    drawn = {"train.lr": 1.6e-3, "adapter.r": 8, "adapter.alpha/r": 2}
+    assert apply_params(settings, {**drawn, "adapter.lora_plus_ratio": 16.0})["train"]["lr"] == pytest.approx(1e-4)
+    plain = apply_params(settings, {**drawn, "adapter.lora_plus_ratio": None})
+    assert plain["train"]["lr"] == 1.6e-3 and plain["adapter"]["alpha"] == 16.0
 
 
 def test_trials_read_a_validation_split_never_the_test_split(tiny_model_dir, data, tmp_path):

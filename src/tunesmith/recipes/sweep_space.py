@@ -23,8 +23,9 @@ class SweepError(TunesmithError):
 
 def lora_space(cfg: Config) -> dict[str, ParamSpec]:
     """The default search space, from what is known about LoRA: a learning rate log-uniform around the LoRA prior
-    (about ten times a full fine-tuning rate: 5e-5 to 3e-3), rank, alpha as a multiple of it, dropout, warmup, the
-    length of training (half to twice the config's), batch size, which layers are adapted and the adapter variants.
+    (about ten times a full fine-tuning rate: 5e-5 to 3e-3; with LoRA+ the B matrices' rate, apply_params), rank,
+    alpha as a multiple of it, dropout, warmup, the length of training (half to twice the config's), batch size,
+    which layers are adapted and the adapter variants.
     A full fine-tuning config searches the rate an order of magnitude lower and no adapter keys."""
     train = cfg.train
     space: dict[str, ParamSpec] = {}
@@ -112,11 +113,17 @@ def decode(space: dict[str, ParamSpec], stored: dict[str, Any]) -> dict[str, Any
 
 
 def apply_params(raw: dict, params: dict[str, Any]) -> dict:
-    """The config with the trial's values (alpha/r becomes adapter.alpha for the trial's rank)."""
+    """The config with the trial's values (alpha/r becomes adapter.alpha for the trial's rank). With LoRA+ a drawn
+    train.lr is the B matrices' rate, the fastest any weight trains at, and train.lr becomes A's (drawn / ratio): a
+    ratio of 16 on top of a rate drawn for plain LoRA sent B to 16 x 3e-3, and every such trial of a pubmedqa sweep
+    blew up in its first steps."""
     out = copy.deepcopy(raw)
     for key, value in params.items():
         if key not in DERIVED_KEYS:
             set_key(out, key.split("."), value)
     if "adapter.alpha/r" in params:
         out["adapter"]["alpha"] = float(params["adapter.alpha/r"]) * out["adapter"].get("r", 16)
+    ratio = out.get("adapter", {}).get("lora_plus_ratio")
+    if "train.lr" in params and ratio:
+        out["train"]["lr"] = float(params["train.lr"]) / float(ratio)
     return out
