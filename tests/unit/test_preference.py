@@ -463,6 +463,8 @@ def test_reward_model_learns_to_rank_and_beats_the_base_lm_baseline_honestly(rew
     assert gain["base"] == pytest.approx(base["baseline"]["accuracy"]) and len(base["prefers"]) == 16
     assert gain["low"] <= gain["diff"] <= gain["high"]
     assert "## Preference" in (reward_run.run_dir / "MODEL_CARD.md").read_text(encoding="utf-8")
+    report = (reward_run.run_dir / "report.html").read_text(encoding="utf-8")
+    assert "<h2>Preference (16 held-out rows)</h2>" in report and "the reward model&#x27;s scores" in report
 
 
 PLAIN_REWARD = r"""

@@ -157,9 +157,9 @@ def _preference_section(tuned: dict) -> list[str]:
     compared = [tuned[key] for key in ("preference", "reward_ranking") if tuned.get(key)]
     if not compared:
         return []
-    rows = [
-        (g["what"], g["base_method"], g["tuned_method"], f"{g['base']:.3f}", f"{g['tuned']:.3f}",
-         f"{g['diff']:+.3f}", f"[{g['low']:+.3f}, {g['high']:+.3f}]")
+    rows = [  # a reward model's `preference` is its ranking accuracy, and names no `what`
+        (g.get("what", "ranking accuracy"), g.get("base_method", ""), g.get("tuned_method", ""), f"{g['base']:.3f}",
+         f"{g['tuned']:.3f}", f"{g['diff']:+.3f}", f"[{g['low']:+.3f}, {g['high']:+.3f}]")
         for g in compared
     ]  # fmt: skip
     header = ["measure", "base ranks by", "tuned ranks by", "base", "tuned", "change", "95% interval (paired)"]
