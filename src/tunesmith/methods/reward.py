@@ -34,7 +34,7 @@ from tunesmith.eval.bootstrap import paired_bootstrap_scores
 from tunesmith.faults import fault
 from tunesmith.methods.base import EvalContext
 from tunesmith.methods.classifier import Classifier
-from tunesmith.training.objectives import LossParts, decoder_and_score
+from tunesmith.training.objectives import LossParts, head_logits
 from tunesmith.training.preference import PairBatch, make_scored_pair_batch, read_logprobs
 
 LABEL = "reward"  # the head's one output, as final/'s config names it
@@ -54,13 +54,7 @@ class RewardObjective:
 
     def scores(self, model: nn.Module, batch: PairBatch) -> torch.Tensor:
         """(pairs, 2) scores, columns chosen and rejected."""
-        if batch.pool is None:
-            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
-        else:  # packed: the decoder runs once over the packed sides, the head reads each side's last token
-            backbone, score = decoder_and_score(model)
-            hidden = backbone(**batch.model_inputs()).last_hidden_state
-            logits = score(hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.pool))
-        return logits.float().view(-1, 2)
+        return head_logits(model, batch).float().view(-1, 2)
 
     def losses(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         margin = scores[:, 0] - scores[:, 1]

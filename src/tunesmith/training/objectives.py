@@ -166,6 +166,17 @@ def decoder_and_score(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     return backbone, score
 
 
+def head_logits(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """A sequence classifier's logits, one row per sequence: a padded batch through the model's own forward (which
+    pools each row's last real token), a packed one through the decoder once with the head reading the tokens
+    `batch.pool` names."""
+    if batch.pool is None:
+        return model(**batch.model_inputs()).logits
+    backbone, score = decoder_and_score(model)
+    hidden = backbone(**batch.model_inputs()).last_hidden_state
+    return score(hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.pool))
+
+
 class CausalLMObjective:
     """Next-token cross-entropy on trained positions only.
 
@@ -235,13 +246,7 @@ class ClassificationObjective:
         self.label_smoothing = label_smoothing
 
     def __call__(self, model: nn.Module, batch: Batch) -> LossParts:
-        if batch.pool is None:
-            logits = model(**batch.model_inputs()).logits
-        else:
-            backbone, score = decoder_and_score(model)
-            hidden = backbone(**batch.model_inputs()).last_hidden_state
-            logits = score(hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.pool))
-        return self.loss_parts(logits, batch.labels)
+        return self.loss_parts(head_logits(model, batch), batch.labels)
 
     def loss_parts(self, logits: torch.Tensor, targets: torch.Tensor) -> LossParts:
         """Summed loss of (N, K) logits against (N,) class indices."""

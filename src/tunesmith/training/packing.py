@@ -18,6 +18,8 @@ pair sides too (`pack_scored`), both sides of a pair in any bins, their scores r
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from tunesmith.data.templates import IGNORE, Encoded
@@ -83,24 +85,10 @@ def pack_placed(rows: list[Encoded], pad_id: int, capacity: int):
     return Batch(ids, real, labels, position_ids=positions), placed
 
 
-def pack_classes(rows: list[Encoded], pad_id: int, capacity: int):
-    """A packed micro-batch of rows that carry one class index each (a classification head): bins as `pack`, the
-    (N,) class indices in the order the rows were placed, and `pool`, the flat index (bin * width + position) of
-    each row's last token: the hidden state a head reads, as transformers pools a padded row at its last real
-    token."""
-    from tunesmith.training.objectives import Batch
-
-    ids, real, positions, placed = _layout(rows, pad_id, capacity)
-    width = ids.shape[1]
-    targets = torch.tensor([row.target for _, _, row in placed], dtype=torch.long)
-    pool = torch.tensor([b * width + start + len(row.input_ids) - 1 for b, start, row in placed], dtype=torch.long)
-    return Batch(ids, real, targets, position_ids=positions, pool=pool)
-
-
 def pack_scored(rows: list[Encoded], pad_id: int, capacity: int):
-    """Packed rows that a head scores at their last token, with nothing to learn per token (a reward model's pair
-    sides): bins as `pack`, no labels, and `pool` in the order of `rows` (not the order placed), so the head's
-    outputs line up with the rows given."""
+    """Packed rows that a head scores at their last token (a reward model's pair sides): bins as `pack`, no labels,
+    and `pool`, the flat index (bin * width + position) of each row's last token, in the order of `rows`: the hidden
+    states a head reads, as transformers pools a padded row at its last real token, lined up with the rows given."""
     from tunesmith.training.objectives import Batch
 
     ids, real, positions, placed = _layout(rows, pad_id, capacity)
@@ -109,3 +97,10 @@ def pack_scored(rows: list[Encoded], pad_id: int, capacity: int):
     pool = torch.tensor([last[id(row)] for row in rows], dtype=torch.long)
     labels = torch.full(ids.shape, IGNORE, dtype=torch.long)
     return Batch(ids, real, labels, position_ids=positions, pool=pool)
+
+
+def pack_classes(rows: list[Encoded], pad_id: int, capacity: int):
+    """A packed micro-batch of rows that carry one class index each (a classification head): `pack_scored`'s
+    batch with the (N,) class indices of `rows`, in order, as its labels."""
+    targets = torch.tensor([row.target for row in rows], dtype=torch.long)
+    return replace(pack_scored(rows, pad_id, capacity), labels=targets)
