@@ -386,6 +386,13 @@ class EvalConfig(Strict):
     samples: int = Field(3, ge=0, description="Held-out prompts answered by base and tuned model, side by side.")
     max_new_tokens: int = Field(96, ge=1, description="Generation length for the side-by-side samples.")
     batch_size: int = Field(8, ge=1, description="Examples per forward pass during evaluation.")
+    reuse_base: bool = Field(
+        True,
+        description="Read the base model's evaluation from the cache when an earlier run scored the same base on the "
+        "same rows with the same settings and the same tunesmith code (only how it trains may differ: learning rate, "
+        "steps, batch, adapter); scoring the base with every baseline can take longer than training. false scores it "
+        "again.",
+    )
 
 
 class TaskConfig(Strict):

@@ -36,6 +36,7 @@ def tiny_config(model_dir: Path, data: Path, out: Path, **train) -> dict:
     """Pinned to fp32: the mechanics tests compare runs to 1e-6, and `auto` would be bf16 autocast on CPUs that
     multiply bf16 natively (test_speed.py's precision tests cover that)."""
     general = train.pop("general", False)
+    reuse_base = train.pop("reuse_base", False)
     return {
         "model": {"base": str(model_dir), "dtype": train.pop("dtype", "float32")},
         # No replay: the untrained tiny model answers the general prompts with nothing (tests that replay set it).
@@ -43,7 +44,8 @@ def tiny_config(model_dir: Path, data: Path, out: Path, **train) -> dict:
         "adapter": {"method": train.pop("method", "lora"), "r": 4, "alpha": 8, "dropout": train.pop("dropout", 0.0)},
         "train": {"max_steps": 6, "batch_size": 8, "micro_batch_size": 4, "lr": 5e-3, "seed": 3, **train},
         # The forgetting probes generate 40 answers per model: tests that check them ask for them (general=True).
-        "eval": {"samples": 1, "max_new_tokens": 4, "general": general},
+        # Each run scores its base (tests count and fault its evaluations); test_base_cache.py covers reusing it.
+        "eval": {"samples": 1, "max_new_tokens": 4, "general": general, "reuse_base": reuse_base},
         "output": {"dir": str(out)},
     }
 

@@ -29,6 +29,7 @@ from tunesmith.faults import fault
 from tunesmith.methods import build_method
 from tunesmith.methods.base import EvalContext, Method
 from tunesmith.models.loading import count_parameters
+from tunesmith.recipes import base_cache
 from tunesmith.recipes.audit import preflight_audit
 from tunesmith.recipes.setup import Loaded, build_loop, load, trainable_model
 from tunesmith.report.model_card import model_card
@@ -360,7 +361,7 @@ def baseline(run: Run, known: dict | None = None) -> dict:
     base_file = RunDir(run.out).eval_file("base")
     if not base_file.is_file() or run.position.step == 0:
         # Every rank evaluates (the same numbers), so that sharded weights are gathered together; rank 0 writes.
-        base_eval = known if known is not None else run.method.base_eval(run.model, run.loaded.base.model, run.ctx)
+        base_eval = known if known is not None else _score_base(run)
         if run.world.main:
             write_json(base_file, base_eval)
         run.loop.metrics.truncate_after(0)
@@ -368,6 +369,28 @@ def baseline(run: Run, known: dict | None = None) -> dict:
     barrier(run.world)
     run.loaded.base.model = None  # a method that trains another model (a head) needs the causal LM no longer
     return read_json(base_file)
+
+
+def _score_base(run: Run) -> dict:
+    """The base's evaluation: read back from the cache when an earlier run computed exactly this one
+    (recipes/base_cache.py), else scored now and kept for the next."""
+    cfg, loaded = run.cfg, run.loaded
+    if not cfg.eval.reuse_base:
+        return run.method.base_eval(run.model, loaded.base.model, run.ctx)
+    precision = f"{loaded.device.type}:{loaded.dtype}:{loaded.autocast}"
+    files = [loaded.base.resolved.origin, loaded.base.resolved.path, loaded.base.weights_dir]
+    key = base_cache.cache_key(cfg, list(dict.fromkeys(files)), run.ctx.prepared, precision, run.world.size)
+    cached = base_cache.read_cached(key)
+    if cached is not None:
+        run.ctx.log(
+            f"base model: evaluation read from {base_cache.cache_file(key)} (an earlier run scored this base on the "
+            "same rows with the same settings and code; eval.reuse_base=false scores it again)"
+        )
+        return cached
+    base_eval = run.method.base_eval(run.model, loaded.base.model, run.ctx)
+    if run.world.main:
+        base_cache.save(key, base_eval, run.ctx.log)
+    return base_eval
 
 
 def fit_run(run: Run) -> tuple[Position, float]:
