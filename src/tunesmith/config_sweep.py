@@ -5,7 +5,7 @@
       space:                     # any config key; without `space` the LoRA-aware default space is searched
         train.lr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}
         adapter.r: {choices: [8, 16, 32]}
-        adapter.alpha/r: {choices: [1, 2]}   # alpha as a multiple of the rank tried with it
+        adapter.alpha/r: {choices: [1, 2]}   # the adapter's scale: alpha / r (alpha / sqrt(r) with rsLoRA)
 
 A search space is checked whole before any trial starts (recipes/sweep.py checks that every key is a config key
 and every value one the config accepts).
@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# Keys the search understands beyond the config's own: the LoRA alpha as a multiple of the rank tried with it.
+# Keys the search understands beyond the config's own: the adapter's scale, from which adapter.alpha follows for the
+# rank tried with it (alpha / r, or alpha / sqrt(r) with rsLoRA: recipes/sweep_space.apply_params).
 DERIVED_KEYS = ("adapter.alpha/r",)
 
 

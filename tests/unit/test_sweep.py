@@ -84,6 +84,10 @@ def test_the_default_space_is_lora_aware_and_every_value_is_valid(tiny_model_dir
     assert apply_params(settings, {**drawn, "adapter.lora_plus_ratio": 16.0})["train"]["lr"] == pytest.approx(1e-4)
     plain = apply_params(settings, {**drawn, "adapter.lora_plus_ratio": None})
     assert plain["train"]["lr"] == 1.6e-3 and plain["adapter"]["alpha"] == 16.0
+    # The drawn alpha/r is the adapter's scale under either rule: rsLoRA divides alpha by sqrt(r), not r.
+    wide = {"train.lr": 1e-3, "adapter.r": 32, "adapter.alpha/r": 4}
+    assert apply_params(settings, {**wide, "adapter.rslora": False})["adapter"]["alpha"] == 128.0
+    assert apply_params(settings, {**wide, "adapter.rslora": True})["adapter"]["alpha"] == pytest.approx(4 * 32**0.5)
 
 
 def test_trials_read_a_validation_split_never_the_test_split(tiny_model_dir, data, tmp_path):

@@ -4,6 +4,7 @@ values are drawn from it and applied to the config (recipes/sweep.py runs the se
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import yaml
@@ -113,7 +114,9 @@ def decode(space: dict[str, ParamSpec], stored: dict[str, Any]) -> dict[str, Any
 
 
 def apply_params(raw: dict, params: dict[str, Any]) -> dict:
-    """The config with the trial's values (alpha/r becomes adapter.alpha for the trial's rank). With LoRA+ a drawn
+    """The config with the trial's values. A drawn alpha/r is the scale the adapter multiplies its update by, and
+    becomes adapter.alpha for the trial's rank: alpha/r for LoRA, alpha/sqrt(r) with rsLoRA (so alpha = scale x
+    sqrt(r)); read as alpha/r under rsLoRA, a multiple of 4 at rank 32 gave a scale of 22.6. With LoRA+ a drawn
     train.lr is the B matrices' rate, the fastest any weight trains at, and train.lr becomes A's (drawn / ratio): a
     ratio of 16 on top of a rate drawn for plain LoRA sent B to 16 x 3e-3, and every such trial of a pubmedqa sweep
     blew up in its first steps."""
@@ -122,7 +125,9 @@ def apply_params(raw: dict, params: dict[str, Any]) -> dict:
         if key not in DERIVED_KEYS:
             set_key(out, key.split("."), value)
     if "adapter.alpha/r" in params:
-        out["adapter"]["alpha"] = float(params["adapter.alpha/r"]) * out["adapter"].get("r", 16)
+        rank = out["adapter"].get("r", 16)
+        per_rank = math.sqrt(rank) if out["adapter"].get("rslora") else rank
+        out["adapter"]["alpha"] = float(params["adapter.alpha/r"]) * per_rank
     ratio = out.get("adapter", {}).get("lora_plus_ratio")
     if "train.lr" in params and ratio:
         out["train"]["lr"] = float(params["train.lr"]) / float(ratio)
