@@ -3,7 +3,8 @@
 Scoring the base is a run's fixed cost, and with every baseline it can be the larger part of a run: pubmedqa's
 few-shot baselines read prompts of up to 4 × 768 tokens and took about an hour on one core. A run that changes only how
 it trains (learning rate, steps, batch, adapter: what a sweep's winner changes against the hand-written config) scores
-the base exactly as the earlier run did, so it reads that evaluation back instead.
+the base exactly as the earlier run did, so it reads that evaluation back instead (one process only: under torchrun
+every rank scores the base, as before).
 
 The key holds everything the base's numbers depend on, and a miss is only ever slower:
 - the base's files (names, sizes, modification times) and the precision and device it is evaluated in;
@@ -30,7 +31,8 @@ from tunesmith.training.prepare import Prepared
 
 # Config keys that change how a run trains and never what its base evaluation computes. Everything else keys the
 # cache: train.seed draws few-shot rows and a head's start, train.packing shapes the evaluation's batches,
-# train.compile and train.distributed run it through other kernels.
+# train.compile and train.distributed run it through other kernels. train.threads is left out although it orders the
+# floating-point sums differently: that moves the base's numbers no more than running it again on another machine.
 TRAINING_ONLY_SECTIONS = ("adapter.", "output.", "sweep.")
 TRAINING_ONLY = frozenset(
     {
@@ -85,7 +87,7 @@ def _rows_signature(prepared: Prepared) -> str:
     return digest.hexdigest()
 
 
-def cache_key(cfg: Config, base_files: list[Path], prepared: Prepared, precision: str, world_size: int) -> str:
+def cache_key(cfg: Config, base_files: list[Path], prepared: Prepared, precision: str) -> str:
     """The key of the base evaluation a run with `cfg` computes on `prepared`'s rows (module docstring); `base_files`
     are the folders (or GGUF file) the base's weights come from."""
     settings = {
@@ -97,7 +99,6 @@ def cache_key(cfg: Config, base_files: list[Path], prepared: Prepared, precision
     parts = [
         [(str(path.resolve()), weights_signature(path)) for path in base_files],
         precision,
-        world_size,
         settings,
         _rows_signature(prepared),
         hashlib.sha256(probes.encode()).hexdigest(),

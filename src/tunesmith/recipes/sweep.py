@@ -168,8 +168,11 @@ class Sweep:
             kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}  # workers wait for each other's writes
         storage = RDBStorage(
             self.storage,
-            heartbeat_interval=10,
-            grace_period=40,
+            # A trial whose heartbeat is older than the grace period is taken for a killed worker's, failed and retried.
+            # Under load a live worker's heartbeat can wait behind another's SQLite write (up to the 120 s timeout
+            # above), so the grace period leaves that much room: a live trial is never run twice.
+            heartbeat_interval=15,
+            grace_period=180,
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
             **kwargs,
         )

@@ -373,13 +373,15 @@ def baseline(run: Run, known: dict | None = None) -> dict:
 
 def _score_base(run: Run) -> dict:
     """The base's evaluation: read back from the cache when an earlier run computed exactly this one
-    (recipes/base_cache.py), else scored now and kept for the next."""
+    (recipes/base_cache.py), else scored now and kept for the next. Not under torchrun: every rank must take the same
+    path through an evaluation whose sharded weights are gathered together, and a file another run writes meanwhile
+    could be there for one rank and not yet for another."""
     cfg, loaded = run.cfg, run.loaded
-    if not cfg.eval.reuse_base:
+    if not cfg.eval.reuse_base or run.world.size > 1:
         return run.method.base_eval(run.model, loaded.base.model, run.ctx)
     precision = f"{loaded.device.type}:{loaded.dtype}:{loaded.autocast}"
     files = [loaded.base.resolved.origin, loaded.base.resolved.path, loaded.base.weights_dir]
-    key = base_cache.cache_key(cfg, list(dict.fromkeys(files)), run.ctx.prepared, precision, run.world.size)
+    key = base_cache.cache_key(cfg, list(dict.fromkeys(files)), run.ctx.prepared, precision)
     cached = base_cache.read_cached(key)
     if cached is not None:
         run.ctx.log(
@@ -388,8 +390,7 @@ def _score_base(run: Run) -> dict:
         )
         return cached
     base_eval = run.method.base_eval(run.model, loaded.base.model, run.ctx)
-    if run.world.main:
-        base_cache.save(key, base_eval, run.ctx.log)
+    base_cache.save(key, base_eval, run.ctx.log)
     return base_eval
 
 
