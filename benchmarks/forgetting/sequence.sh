@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Two tasks in sequence: SST-2 sentiment (as generation), then SciTLDR summaries continuing from it, with no replay,
-# with the default replay (the base's own answers to general prompts) and with the parent's rows replayed too. The
-# first run and each second-task run are then scored on the first task's held-out rows (tunesmith eval --config):
-# the first against the base, each second against the first.
+# with self replay (the base's own answers to general prompts) and with the parent's rows replayed too (both: the
+# default when continuing from a run). The first run and each second-task run are then scored on the first task's
+# held-out rows (tunesmith eval --config): the first against the base, each second against the first.
 #   bash benchmarks/forgetting/sequence.sh            # from the repository root; runs/seq-* and a table at the end
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -153,10 +153,12 @@ class ReplayConfig(Strict):
         f"none. Unset: {DEFAULT_REPLAY} for causal-LM runs (measured: it keeps general questions and reading within "
         "noise of the base at 98% of the task gain; benchmarks/README.md, Forgetting), 0 for other methods.",
     )
-    source: Literal["self", "parent", "both"] = Field(
-        "self",
+    source: Literal["self", "parent", "both"] | None = Field(
+        None,
         description="self: the base model's own answers to 120 bundled general prompts (no outside data; generated "
-        "once per base and cached); parent: the training rows of the run model.base continues from; both.",
+        "once per base and cached); parent: the training rows of the run model.base continues from; both. Unset: "
+        "both when model.base is a finished causal-LM run (measured on two tasks in sequence: the first keeps all of "
+        "its gain, against 87% with self; benchmarks/README.md, Forgetting), else self.",
     )
     max_new_tokens: int = Field(96, ge=8, le=512, description="Length of the base's answers for self replay.")
     kl: float | None = Field(
@@ -169,6 +171,19 @@ class ReplayConfig(Strict):
         "when there are replay rows (measured: chat and arithmetic likelihood drift ~40% less than with replay alone, "
         "at the same task gain; benchmarks/README.md, Forgetting), else 0.",
     )
+
+
+def _continues_causal_lm_run(base: str) -> bool:
+    """Whether model.base is a finished causal-LM run (its final/ beside the config.yaml of an sft run), whose own
+    training rows a continuation replays by default. The run folder's full reader (rundir.py) builds on this module."""
+    folder = Path(base).expanduser()
+    try:
+        saved = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    method = saved.get("method") if isinstance(saved, dict) else None
+    kind = method.get("type", "sft") if isinstance(method, dict) else "sft"
+    return (folder / "final").is_dir() and kind == "sft"
 
 
 class DataConfig(Strict):
@@ -498,6 +513,9 @@ class Config(Strict):
             raise ValueError("data.replay.kl weighs a penalty on the replay rows: set data.replay.fraction above 0")
         if replay.kl is None:
             replay.__dict__["kl"] = DEFAULT_REPLAY_KL if replay.fraction else 0.0
+        if replay.source is None:
+            continues = self.method.type == "sft" and _continues_causal_lm_run(self.model.base)
+            replay.__dict__["source"] = "both" if continues else "self"
         return self
 
     @model_validator(mode="after")

@@ -102,6 +102,10 @@ def test_continuing_replays_the_parent_and_scores_its_held_out_rows(tiny_model_d
     asked_again = {row["messages"][0]["content"] for row in changed}
     with open(new_data, "a", encoding="utf-8") as fh:
         fh.write("".join(json.dumps(row) + "\n" for row in changed))
+    # Unset, the source is both when continuing a finished causal-LM run (its rows keep the earlier task), else self.
+    for base, expected in ((first.run_dir, "both"), (tiny_model_dir, "self")):
+        unset = tiny_config(base, new_data, tmp_path / "v2", replay=0.3)
+        assert build_config(unset).data.replay.source == expected
     settings = tiny_config(first.run_dir, new_data, tmp_path / "v2", max_steps=4, eval_every=2)
     settings["data"]["replay"] = {"fraction": 0.3, "source": "parent"}
     lines: list[str] = []
