@@ -31,7 +31,8 @@ def test_the_base_evaluation_is_reused_only_when_nothing_it_depends_on_changed(t
     raw["adapter"] |= {"r": 8, "alpha": 16}
     second, lines = _run(raw)
     assert any(READ_BACK in line for line in lines)
-    assert second == first
+    assert second.pop("reused")["key"] and second == first
+    assert "read back from an earlier run's identical evaluation" in (tmp_path / "b" / "MODEL_CARD.md").read_text()
 
     # The same run with reuse off scores the base again, to the same numbers the cache gave.
     raw["eval"]["reuse_base"] = False

@@ -388,7 +388,7 @@ def _score_base(run: Run) -> dict:
             f"base model: evaluation read from {base_cache.cache_file(key)} (an earlier run scored this base on the "
             "same rows with the same settings and code; eval.reuse_base=false scores it again)"
         )
-        return cached
+        return cached | {"reused": {"key": key}}
     base_eval = run.method.base_eval(run.model, loaded.base.model, run.ctx)
     base_cache.save(key, base_eval, run.ctx.log)
     return base_eval

@@ -68,6 +68,16 @@ def _ranks(manifest: dict) -> str:
     return f", data-parallel on {spread['ranks']} ranks ({spread['mode']}; each step's examples split between them)"
 
 
+def _reused(base_eval: dict) -> str:
+    reused = base_eval.get("reused")
+    if not reused:
+        return ""
+    return (
+        f"The base's numbers were read back from an earlier run's identical evaluation (cache key `{reused['key']}`: "
+        "the same base, rows, settings and tunesmith code; `eval.reuse_base: false` scores it again).\n\n"
+    )
+
+
 def model_card(cfg: Config, manifest: dict, base_eval: dict, tuned_eval: dict, params: dict) -> str:
     b, t = base_eval["metrics"], tuned_eval["metrics"]
     rows = "\n".join(
@@ -127,7 +137,7 @@ Fine-tuned from **{manifest["base_model"]["name"]}** with tunesmith {manifest["p
 {lineage}The `final/` folder loads with transformers{" + peft" if a.method == "lora" else ""} alone.
 
 ## Evaluation (held-out rows, {t["rows"]} rows / {t["tokens"]} trained tokens)
-| metric | base | tuned | change |
+{_reused(base_eval)}| metric | base | tuned | change |
 |---|---|---|---|
 {rows}
 {task}
