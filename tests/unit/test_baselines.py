@@ -48,7 +48,7 @@ def by_hand(model, renderer: Renderer, prompt: list[dict], label: str) -> float:
     return sum(float(logp[start + j, tok]) for j, tok in enumerate(label_ids)) / len(label_ids)
 
 
-def test_label_likelihood_equals_the_hand_computed_log_probability(tiny_lm, tiny_tokenizer):
+def test_label_likelihood_equals_the_hand_computed_log_probability(tiny_lm, tiny_tokenizer, capsys, monkeypatch):
     renderer = Renderer(tiny_tokenizer)
     prompts = [
         [{"role": "system", "content": "You check numbers."}, {"role": "user", "content": "is 4 even or odd?"}],
@@ -60,6 +60,13 @@ def test_label_likelihood_equals_the_hand_computed_log_probability(tiny_lm, tiny
     for prompt, row_scores in zip(prompts, scores, strict=True):
         for label, score in zip(LABELS, row_scores, strict=True):
             assert score == pytest.approx(by_hand(tiny_lm, renderer, prompt, label), abs=1e-4)
+    # An hour-long baseline shows its progress: the same scores, with a bar over the rows on stderr.
+    args = (tiny_lm, renderer, prompts, LABELS, 4, torch.device("cpu"))
+    assert label_scores(*args, progress="base: label likelihood") == scores
+    assert "base: label likelihood" in capsys.readouterr().err
+    monkeypatch.setenv("RANK", "1")  # under torchrun only rank 0 draws it
+    label_scores(*args, progress="base: label likelihood")
+    assert "base: label likelihood" not in capsys.readouterr().err
 
 
 def test_few_shot_prompt_holds_k_training_rows_and_no_held_out_row(tiny_tokenizer):

@@ -72,8 +72,9 @@ def _likelihood(
     references: list,
     batch_size: int,
     device: torch.device,
+    progress: str | None = None,
 ) -> TaskResult:
-    scores = label_scores(model, renderer, prompts, task.labels, batch_size, device)
+    scores = label_scores(model, renderer, prompts, task.labels, batch_size, device, progress)
     predictions: list[str | None] = [task.labels[max(range(len(row)), key=row.__getitem__)] for row in scores]
     generations = [" | ".join(f"{lab} {s:.3f}" for lab, s in zip(task.labels, row, strict=True)) for row in scores]
     return TaskResult(task.type, score(task, predictions, references), generations, predictions, references)
@@ -87,11 +88,12 @@ def _generation(
     references: list,
     batch_size: int,
     device: torch.device,
+    progress: str | None = None,
 ) -> TaskResult:
     """Greedy answers as eval/tasks.run_task generates them (length-sorted batches), read and scored the same way."""
     ids = [renderer.prompt_ids(p) for p in prompts]
     generations = generate_sorted(
-        model, renderer.tokenizer, ids, task.max_new_tokens, batch_size, device, renderer.stop_ids()
+        model, renderer.tokenizer, ids, task.max_new_tokens, batch_size, device, renderer.stop_ids(), progress
     )
     predictions = [read_prediction(g, task) for g in generations]
     return TaskResult(task.type, score(task, predictions, references), generations, predictions, references)
@@ -146,9 +148,9 @@ def score_baselines(
         if name == "generation_zero_shot":
             result = zero_shot
         elif name.startswith("likelihood"):
-            result = _likelihood(model, renderer, rows, task, references, batch_size, device)
+            result = _likelihood(model, renderer, rows, task, references, batch_size, device, f"base: {NAMES[name]}")
         else:
-            result = _generation(model, renderer, rows, task, references, batch_size, device)
+            result = _generation(model, renderer, rows, task, references, batch_size, device, f"base: {NAMES[name]}")
         result.inputs = inputs
         if numeric(task) and result is not zero_shot:  # the values each side was scored as, as run_task keeps them
             result.reference_numbers = zero_shot.reference_numbers

@@ -28,6 +28,7 @@ from tunesmith.config import Kind
 from tunesmith.data.formats import Example, RowError
 from tunesmith.data.templates import IGNORE, Encoded, Renderer
 from tunesmith.errors import TunesmithError
+from tunesmith.eval.runner import batch_starts
 from tunesmith.training.objectives import backbone_and_head, collate
 
 Messages = list[dict[str, str]]
@@ -54,15 +55,21 @@ def label_rows(renderer: Renderer, prompt: Messages, labels: list[str]) -> list[
 
 @torch.no_grad()
 def sequence_logprobs(
-    model: nn.Module, rows: list[Encoded], pad_id: int, batch_size: int, device: torch.device
+    model: nn.Module,
+    rows: list[Encoded],
+    pad_id: int,
+    batch_size: int,
+    device: torch.device,
+    progress: str | None = None,
 ) -> list[tuple[float, int]]:
-    """(sum of log-probabilities, tokens) of each row's trained tokens, in the order of `rows`."""
+    """(sum of log-probabilities, tokens) of each row's trained tokens, in the order of `rows`. `progress`: a bar of
+    that name (eval/runner.batch_starts)."""
     was_training = model.training
     model.eval()
     out: list[tuple[float, int]] = [(0.0, 0)] * len(rows)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i].input_ids))
     parts = backbone_and_head(model)
-    for start in range(0, len(order), batch_size):
+    for start in batch_starts(len(order), batch_size, progress):
         chunk = order[start : start + batch_size]
         batch = collate([rows[i] for i in chunk], pad_id).to(device)
         targets = batch.labels[:, 1:]
@@ -89,10 +96,11 @@ def label_scores(
     labels: list[str],
     batch_size: int,
     device: torch.device,
+    progress: str | None = None,
 ) -> list[list[float]]:
     """Mean label-token log-probability of every label after every prompt: scores[prompt][label]."""
     rows = [row for prompt in prompts for row in label_rows(renderer, prompt, labels)]
-    scored = sequence_logprobs(model, rows, renderer.tokenizer.pad_token_id, batch_size, device)
+    scored = sequence_logprobs(model, rows, renderer.tokenizer.pad_token_id, batch_size, device, progress)
     means = [total / count for total, count in scored]
     k = len(labels)
     return [means[i * k : (i + 1) * k] for i in range(len(prompts))]

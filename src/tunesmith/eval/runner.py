@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from tunesmith.data.templates import Encoded
 from tunesmith.training.objectives import Objective, make_batch
@@ -94,6 +97,22 @@ def generate_answer(
     return generate_answers(model, tokenizer, [prompt_ids], max_new_tokens, device, stop_ids)[0]
 
 
+def batch_starts(total: int, batch_size: int, progress: str | None = None) -> Iterable[int]:
+    """The first index of every batch of `batch_size` among `total` items; with `progress`, a bar of that name counts
+    the rows done and the time left (an evaluation that can take an hour says where it is; rank 0's only)."""
+    starts = range(0, total, batch_size)
+    if progress is None or os.environ.get("RANK", "0") != "0":
+        return starts
+    return _rows_bar(starts, total, batch_size, progress)
+
+
+def _rows_bar(starts: range, total: int, batch_size: int, desc: str) -> Iterable[int]:
+    with tqdm(total=total, desc=desc, unit="row", dynamic_ncols=True, leave=False) as bar:
+        for start in starts:
+            yield start
+            bar.update(min(batch_size, total - start))
+
+
 def generate_sorted(
     model: nn.Module,
     tokenizer,
@@ -102,12 +121,13 @@ def generate_sorted(
     batch_size: int,
     device: torch.device,
     stop_ids: list[int] | None = None,
+    progress: str | None = None,
 ) -> list[str]:
     """`generate_answers` over many prompts in batches of similar length (left padding in a batch costs compute on
-    every generated token); the answers come back in the prompts' order."""
+    every generated token); the answers come back in the prompts' order. `progress`: batch_starts's bar."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers = [""] * len(prompts)
-    for start in range(0, len(order), batch_size):
+    for start in batch_starts(len(order), batch_size, progress):
         chunk = order[start : start + batch_size]
         batch = generate_answers(model, tokenizer, [prompts[i] for i in chunk], max_new_tokens, device, stop_ids)
         for i, answer in zip(chunk, batch, strict=True):

@@ -16,7 +16,7 @@ from tunesmith.eval.variants import prompt_sensitivity
 def score_task(
     model: nn.Module, renderer: Renderer, pairs: list[tuple[Example, DatasetSpec]], cfg: Config, device: torch.device
 ) -> dict:
-    result = run_task(model, renderer, pairs, cfg.task, cfg.eval.batch_size, device)
+    result = run_task(model, renderer, pairs, cfg.task, cfg.eval.batch_size, device, progress="task answers")
     result.add_slices(pairs, cfg.data.slice_field, cfg.task)
     out = result.to_json()
     if cfg.task.prompt_variants:

@@ -115,11 +115,12 @@ def run_task(
     batch_size: int,
     device: torch.device | None,
     generate: Callable[[list[list[int]], int, list[int]], list[str]] | None = None,
+    progress: str | None = None,
 ) -> TaskResult:
     """Generate an answer for each held-out row (its first assistant turn) and score the predictions against every
     gold answer the row has (that turn's content, then the rest of `Example.references`). `generate(prompts,
     max_new_tokens, stop_ids)` answers instead of `model` where the model is not a torch module (an exported GGUF
-    read by llama.cpp)."""
+    read by llama.cpp). `progress`: a bar of that name over the rows (eval/runner.batch_starts)."""
     pairs = pairs[: task.max_rows]
     prompts, references, inputs = [], [], []
     for example, spec in pairs:
@@ -132,7 +133,7 @@ def run_task(
         generations = generate(prompts, task.max_new_tokens, renderer.stop_ids())
     else:
         generations = generate_sorted(
-            model, renderer.tokenizer, prompts, task.max_new_tokens, batch_size, device, renderer.stop_ids()
+            model, renderer.tokenizer, prompts, task.max_new_tokens, batch_size, device, renderer.stop_ids(), progress
         )
     predictions = [read_prediction(g, task) for g in generations]
     labels = task.labels or None
