@@ -102,6 +102,12 @@ class SweepConfig(BaseModel):
     )
     sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna sampler: TPE (Bayesian) or random.")
     seed: int = Field(0, ge=0, description="The sampler's seed.")
+    start_from_config: bool = Field(
+        True,
+        description="The first trial trains the config as written (its value of every searched key the space can "
+        "hold; the sampler draws the others), so the search starts from the hand-written run and its winner "
+        "validates at least as well.",
+    )
 
     @model_validator(mode="after")
     def _space_not_empty(self) -> SweepConfig:

@@ -20,7 +20,7 @@ from tunesmith.config import build_config
 from tunesmith.data.templates import Renderer
 from tunesmith.models.loading import load_tokenizer
 from tunesmith.recipes.sweep import Sweep, SweepError, lora_space, objective_of, run_sweep
-from tunesmith.recipes.sweep_space import apply_params
+from tunesmith.recipes.sweep_space import apply_params, config_params
 from tunesmith.training.prepare import prepare_data
 
 
@@ -84,6 +84,11 @@ def test_the_default_space_is_lora_aware_and_every_value_is_valid(tiny_model_dir
     assert apply_params(settings, {**drawn, "adapter.lora_plus_ratio": 16.0})["train"]["lr"] == pytest.approx(1e-4)
     plain = apply_params(settings, {**drawn, "adapter.lora_plus_ratio": None})
     assert plain["train"]["lr"] == 1.6e-3 and plain["adapter"]["alpha"] == 16.0
+    # The config as written, in the space's terms: lr 5e-3 is outside the default range and is left to the sampler.
+    start = config_params(cfg, space)
+    assert "train.lr" not in start and start["adapter.r"] == 4 and start["adapter.alpha/r"] == 2
+    assert start["train.max_steps"] == 6 and start["train.batch_size"] == 8 and start["adapter.lora_plus_ratio"] is None
+    assert apply_params(settings, start)["adapter"]["alpha"] == settings["adapter"]["alpha"]
     # The drawn alpha/r is the adapter's scale under either rule: rsLoRA divides alpha by sqrt(r), not r.
     wide = {"train.lr": 1e-3, "adapter.r": 32, "adapter.alpha/r": 4}
     assert apply_params(settings, {**wide, "adapter.rslora": False})["adapter"]["alpha"] == 128.0
@@ -115,6 +120,7 @@ def test_a_sweep_prunes_tests_the_winner_once_and_continues_after_a_stop(tiny_mo
     lines: list[str] = []
     first = run_sweep(cfg, tmp_path / "sweep", trials=3, log=lines.append)
     assert first["trials_run"] == 3 and first["finished"] + first["pruned"] == 3
+    assert first["trials"][0]["params"] == {"train.lr": 5e-3, "adapter.r": 4}  # trial 0 is the config as written
     assert any(line.startswith("[sweep 3/3]") for line in lines)
     kept = {p.parent.name: p.stat().st_mtime_ns for p in (tmp_path / "sweep" / "trials").glob("*/final")}
 

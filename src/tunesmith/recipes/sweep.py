@@ -39,6 +39,7 @@ from tunesmith.recipes.sweep_space import (
     SweepError,
     apply_params,
     check_space,
+    config_params,
     decode,
     lora_space,
     sample,
@@ -446,7 +447,12 @@ def run_sweep(
         f"validation split ({cfg.sweep.validation_fraction:.0%} of train), {len(sweep.space)} key(s) searched; "
         f"study in {sweep.storage}"
     )
-    requeue_interrupted(sweep.open_study(), log)  # created (or found) once, before any worker: a bad URL stops here
+    study = sweep.open_study()  # created (or found) once, before any worker: a bad URL stops here
+    requeue_interrupted(study, log)
+    if cfg.sweep.start_from_config and not study.trials:
+        start = config_params(cfg, sweep.space)
+        study.enqueue_trial(start)
+        log(f"trial 0 trains the config as written ({len(start)} of {len(sweep.space)} searched keys at its values)")
     children = [_spawn_worker(config_path, overrides, folder, sweep, deadline, i) for i in range(1, workers)]
     try:
         work(sweep, deadline, 0, log)

@@ -13,6 +13,7 @@ from tunesmith.config import Config, build_config
 from tunesmith.config_sweep import DERIVED_KEYS, ParamSpec
 from tunesmith.config_yaml import ConfigError, set_key
 from tunesmith.errors import TunesmithError
+from tunesmith.rundir import flatten
 
 # Keys the sweep sets on every trial itself.
 RESERVED = ("output.", "data.validation_fraction", "data.eval", "train.eval_every", "sweep.")
@@ -110,6 +111,31 @@ def decode(space: dict[str, ParamSpec], stored: dict[str, Any]) -> dict[str, Any
             labels = [_choice_label(c) for c in spec.choices or []]
             value = (spec.choices or [])[labels.index(value)] if value in labels else value
         params[key] = value
+    return params
+
+
+def config_params(cfg: Config, space: dict[str, ParamSpec]) -> dict[str, Any]:
+    """The config's own value of every key of `space` that the space can hold, as `sample` would draw it (the inverse
+    of apply_params: alpha/r is the adapter's scale, and with LoRA+ train.lr is the B factors' rate). A value outside
+    a range or not among the choices is left out, for the sampler to draw."""
+    flat = flatten(cfg.model_dump(mode="json"))
+    adapter = cfg.adapter
+    flat["adapter.alpha/r"] = adapter.alpha / (math.sqrt(adapter.r) if adapter.rslora else adapter.r)
+    if adapter.lora_plus_ratio:
+        flat["train.lr"] = cfg.train.lr * adapter.lora_plus_ratio
+    params: dict[str, Any] = {}
+    for key, spec in space.items():
+        if key not in flat:
+            continue
+        value = flat[key]
+        if spec.type == "categorical":
+            label = _choice_label(value)
+            same = [c for c in map(_choice_label, spec.choices or []) if c == label and type(c) is type(label)]
+            same = same or [c for c in map(_choice_label, spec.choices or []) if c == label and not isinstance(c, bool)]
+            if same:
+                params[key] = same[0]
+        elif isinstance(value, int | float) and not isinstance(value, bool) and spec.low <= value <= spec.high:
+            params[key] = int(value) if spec.type == "int" else float(value)
     return params
 
 
