@@ -8,7 +8,7 @@ every rank scores the base, as before).
 
 The key holds everything the base's numbers depend on, and a miss is only ever slower:
 - the base's files (names, sizes, modification times) and the precision and device it is evaluated in;
-- the whole resolved config except the keys listed in TRAINING_ONLY, which the base evaluation never reads;
+- the whole resolved config except the keys of TRAINING_ONLY and TRAINING_ONLY_SECTIONS, which it never reads;
 - the content of the rows it is scored on and the rows few-shot prompts draw from, and of the probe families;
 - tunesmith's own files (code and bundled data) and the versions of torch, transformers and peft.
 So a changed row, setting, model file or line of tunesmith's code is another entry, never a stale number.
@@ -66,10 +66,10 @@ TRAINING_ONLY = frozenset(
 def _code_signature() -> str:
     """A digest of tunesmith's files (code and bundled data) and of the libraries that compute the numbers."""
     digest = hashlib.sha256()
-    root = resources.files("tunesmith")
-    for path in sorted(Path(str(root)).rglob("*")):
+    root = Path(str(resources.files("tunesmith")))
+    for path in sorted(root.rglob("*")):
         if path.is_file() and path.suffix in {".py", ".jsonl", ".json", ".yaml", ".txt"}:
-            digest.update(str(path.relative_to(Path(str(root)))).encode())
+            digest.update(str(path.relative_to(root)).encode())
             digest.update(path.read_bytes())
     for package in ("torch", "transformers", "peft"):
         digest.update(f"{package}=={metadata.version(package)}".encode())

@@ -129,9 +129,12 @@ def config_params(cfg: Config, space: dict[str, ParamSpec]) -> dict[str, Any]:
             continue
         value = flat[key]
         if spec.type == "categorical":
-            label = _choice_label(value)
-            same = [c for c in map(_choice_label, spec.choices or []) if c == label and type(c) is type(label)]
-            same = same or [c for c in map(_choice_label, spec.choices or []) if c == label and not isinstance(c, bool)]
+            label = _choice_label(value)  # 2.0 is the choice 2, but True is not the choice 1
+            same = [
+                c
+                for c in map(_choice_label, spec.choices or [])
+                if c == label and isinstance(c, bool) == isinstance(label, bool)
+            ]
             if same:
                 params[key] = same[0]
         elif isinstance(value, int | float) and not isinstance(value, bool) and spec.low <= value <= spec.high:
