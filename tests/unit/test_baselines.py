@@ -53,6 +53,14 @@ def test_label_likelihood_equals_the_hand_computed_log_probability(tiny_lm, tiny
     prompts = [
         [{"role": "system", "content": "You check numbers."}, {"role": "user", "content": "is 4 even or odd?"}],
         [{"role": "user", "content": "is 12345 an even number or an odd number? think carefully please"}],
+        # A few-shot prompt: the shots' answers are assistant turns too, and only the last answer is scored.
+        [
+            {"role": "user", "content": "is 8 even or odd?"},
+            {"role": "assistant", "content": "even"},
+            {"role": "user", "content": "is 3 even or odd?"},
+            {"role": "assistant", "content": "odd"},
+            {"role": "user", "content": "is 6 even or odd?"},
+        ],
     ]
     assert len(tiny_tokenizer(LABELS[2], add_special_tokens=False)["input_ids"]) > 1
     # Batch size 4 puts prompts of different lengths (and labels of different lengths) in one padded batch.

@@ -12,7 +12,9 @@ training tokenizes it (Renderer.encode: the same chat template, system message a
 is the *mean* log-probability of the label's own tokens: a sum would favour labels of fewer tokens ("no" over
 "maybe") whatever the text says. The end-of-turn token after the label is left out: it is the same for every label
 and scores how the model stops, not which label it picks. All pairs go through the model in length-sorted, padded
-batches, one forward each, and only the label positions are projected onto the vocabulary.
+batches, one forward each, and only the label positions are projected onto the vocabulary; when the pairs share most
+of their tokens (k labels after each prompt, the same shots before every row), through a shared prefix instead, which
+reads each shared token once (eval/prefix.py).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from tunesmith.config import Kind
 from tunesmith.data.formats import Example, RowError
 from tunesmith.data.templates import IGNORE, Encoded, Renderer
 from tunesmith.errors import TunesmithError
-from tunesmith.eval.runner import batch_starts
+from tunesmith.eval.prefix import shared_logprobs, worth_sharing
+from tunesmith.eval.progress import batch_starts
 from tunesmith.training.objectives import backbone_and_head, collate
 
 Messages = list[dict[str, str]]
@@ -46,10 +49,17 @@ def label_rows(renderer: Renderer, prompt: Messages, labels: list[str]) -> list[
         if isinstance(encoded, RowError):
             raise TunesmithError(f"task.labels: {label!r} cannot be scored as an answer: {encoded.reason}")
         trained = [i for i, x in enumerate(encoded.labels) if x != IGNORE]
-        if len(trained) < 2:
+        # Only the last answer: a few-shot prompt's earlier assistant turns (the shots' answers) are trained tokens
+        # of the conversation too, and would add the same tokens to every label's score.
+        first = len(trained) - 1  # the last answer is the run of consecutive trained positions that ends the row
+        while first > 0 and trained[first - 1] == trained[first] - 1:
+            first -= 1
+        answer = trained[first:]
+        if len(answer) < 2:
             raise TunesmithError(f"task.labels: {label!r} has no tokens of its own to score")
-        encoded.labels[trained[-1]] = IGNORE  # the end-of-turn token (or eos) closing the answer
-        rows.append(encoded)
+        scored = set(answer[:-1])
+        encoded.labels = [x if i in scored else IGNORE for i, x in enumerate(encoded.labels)]
+        rows.append(encoded)  # the end-of-turn token (or eos) closing the answer is left out, answer[-1]
     return rows
 
 
@@ -63,7 +73,10 @@ def sequence_logprobs(
     progress: str | None = None,
 ) -> list[tuple[float, int]]:
     """(sum of log-probabilities, tokens) of each row's trained tokens, in the order of `rows`. `progress`: a bar of
-    that name (eval/runner.batch_starts)."""
+    that name (eval/progress.batch_starts). Rows that share most of their tokens (the labels after one prompt, a
+    few-shot prompt's shots) are read through a shared prefix instead (eval/prefix.py)."""
+    if worth_sharing(model, [row.input_ids for row in rows]):
+        return shared_logprobs(model, rows, device, progress)
     was_training = model.training
     model.eval()
     out: list[tuple[float, int]] = [(0.0, 0)] * len(rows)

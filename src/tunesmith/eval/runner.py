@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from tunesmith.data.templates import Encoded
+from tunesmith.eval.prefix import shared_generate, worth_sharing
+from tunesmith.eval.progress import batch_starts
 from tunesmith.training.objectives import Objective, make_batch
 
 
@@ -97,22 +96,6 @@ def generate_answer(
     return generate_answers(model, tokenizer, [prompt_ids], max_new_tokens, device, stop_ids)[0]
 
 
-def batch_starts(total: int, batch_size: int, progress: str | None = None) -> Iterable[int]:
-    """The first index of every batch of `batch_size` among `total` items; with `progress`, a bar of that name counts
-    the rows done and the time left (an evaluation that can take an hour says where it is; rank 0's only)."""
-    starts = range(0, total, batch_size)
-    if progress is None or os.environ.get("RANK", "0") != "0":
-        return starts
-    return _rows_bar(starts, total, batch_size, progress)
-
-
-def _rows_bar(starts: range, total: int, batch_size: int, desc: str) -> Iterable[int]:
-    with tqdm(total=total, desc=desc, unit="row", dynamic_ncols=True, leave=False) as bar:
-        for start in starts:
-            yield start
-            bar.update(min(batch_size, total - start))
-
-
 def generate_sorted(
     model: nn.Module,
     tokenizer,
@@ -124,7 +107,10 @@ def generate_sorted(
     progress: str | None = None,
 ) -> list[str]:
     """`generate_answers` over many prompts in batches of similar length (left padding in a batch costs compute on
-    every generated token); the answers come back in the prompts' order. `progress`: batch_starts's bar."""
+    every generated token); the answers come back in the prompts' order. `progress`: batch_starts's bar. Prompts
+    that share most of their tokens (few-shot) are read through a shared prefix instead (eval/prefix.py)."""
+    if worth_sharing(model, prompts):
+        return shared_generate(model, tokenizer, prompts, max_new_tokens, device, stop_ids, progress)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers = [""] * len(prompts)
     for start in batch_starts(len(order), batch_size, progress):

@@ -120,7 +120,7 @@ def run_task(
     """Generate an answer for each held-out row (its first assistant turn) and score the predictions against every
     gold answer the row has (that turn's content, then the rest of `Example.references`). `generate(prompts,
     max_new_tokens, stop_ids)` answers instead of `model` where the model is not a torch module (an exported GGUF
-    read by llama.cpp). `progress`: a bar of that name over the rows (eval/runner.batch_starts)."""
+    read by llama.cpp). `progress`: a bar of that name over the rows (eval/progress.batch_starts)."""
     pairs = pairs[: task.max_rows]
     prompts, references, inputs = [], [], []
     for example, spec in pairs:
