@@ -114,6 +114,7 @@ def _header(cells: str, align: str) -> list[str]:
 def table(out: Path) -> str:
     from tunesmith.eval.bootstrap import bootstrap_metric, metric_interval
     from tunesmith.eval.tasks import HEADLINE
+    from tunesmith.rundir import RunDir
 
     lines = ["| task | candidate | probe metric [95% CI] | zero-shot | gain [paired 95%] | loss | tok/s | wall s |"]
     lines.append("|---|---|---|---:|---|---:|---:|---:|")
@@ -136,26 +137,21 @@ def table(out: Path) -> str:
         task = path.parent.name.removeprefix("sweep-").removesuffix("-unpruned")
         winner, hand_run = _tuned(path.parent / "winner"), out / f"hand-{task}"
         kind = winner["task"]["task"] if "task" in winner else None
-        cells = ["", "", ""]
-        if kind and (hand_run / "eval" / "tuned.json").is_file():
-            metric, labels = HEADLINE[kind][0], winner["task"].get("labels")
-            hand_eval = _tuned(hand_run)
-            refs = winner["task"]["references"]
-            w_value, _, _ = metric_interval(kind, metric, winner["task"]["predictions"], refs, labels)
-            h_value, _, _ = metric_interval(kind, metric, hand_eval["task"]["predictions"], refs, labels)
-            diff = bootstrap_metric(
-                kind, metric, hand_eval["task"]["predictions"], winner["task"]["predictions"], refs, labels
-            )
-            cells = [
-                f"{metric} {w_value:.3f}",
-                f"{h_value:.3f}",
-                f"{diff.diff:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}]",
-            ]
         pruning = "no" if path.parent.name.endswith("-unpruned") else "median"
-        lines.append(
-            f"| {task} | {pruning} | {summary['trials_run']} | {summary['pruned']} | {summary['failed']} | "
-            f"{summary['seconds'] / 60:.1f} | " + " | ".join(cells) + " |"
-        )
+        counts = f"| {task} | {pruning} | {summary['trials_run']} | {summary['pruned']} | {summary['failed']} | "
+        counts += f"{summary['seconds'] / 60:.1f} | "
+        if not kind or not (hand_run / "eval" / "tuned.json").is_file():
+            lines.append(counts + " |  |  |")
+            continue
+        labels = RunDir(path.parent / "winner").config().task.labels or None  # macro-F1 needs the label set
+        refs = winner["task"]["references"]
+        ours, theirs = winner["task"]["predictions"], _tuned(hand_run)["task"]["predictions"]
+        for metric in HEADLINE[kind]:  # every headline metric: classification's macro-F1 as well as accuracy
+            w_value, _, _ = metric_interval(kind, metric, ours, refs, labels)
+            h_value, _, _ = metric_interval(kind, metric, theirs, refs, labels)
+            diff = bootstrap_metric(kind, metric, theirs, ours, refs, labels)
+            interval = f"{diff.diff:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}]"
+            lines.append(f"{counts}{metric} {w_value:.3f} | {h_value:.3f} | {interval} |")
     head = "task | pruner | trials | finished | pruned | failed | median s per finished / pruned trial"
     lines += _header(f"{head} | best validation | winner test", "llrrrrlrr")
     for path in sorted(out.glob("prune-*/sweep.json")):
