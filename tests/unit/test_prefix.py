@@ -4,6 +4,8 @@ soft-capped, so it takes the plain forward)."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -101,6 +103,9 @@ def test_sharing_is_chosen_only_where_it_reads_at_most_half_the_tokens(models, t
     assert shared_tokens(distinct) == sum(map(len, distinct))
     assert not worth_sharing(models["llama"], distinct)
     assert not worth_sharing(models["llama"], [])
+    hybrid = copy.deepcopy(models["gemma3"])  # a state that cannot be cut back: read whole
+    hybrid.config.layer_types = ["linear_attention", "full_attention"]
+    assert worth_sharing(models["gemma3"], few_shot) and not worth_sharing(hybrid, few_shot)
 
 
 def test_rows_that_share_little_take_the_padded_batches_with_the_same_numbers(models):

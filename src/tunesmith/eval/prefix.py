@@ -38,6 +38,9 @@ from tunesmith.training.distributed import is_sharded
 from tunesmith.training.objectives import backbone_and_head
 
 SAVING = 2.0  # the batched path must read at least this many times the tokens for the shared path to be taken
+# Layers whose keys and values a plain cache holds whole and can cut back (the sliding window is applied by the mask);
+# a model with recurrent or linear-attention layers keeps a state that cannot be cut, and is read whole.
+ATTENTION = {"full_attention", "sliding_attention", "chunked_attention"}
 
 
 def common_length(a: Sequence[int], b: Sequence[int]) -> int:
@@ -57,9 +60,11 @@ def shared_tokens(sequences: Sequence[Sequence[int]]) -> int:
 
 def worth_sharing(model: nn.Module, sequences: Sequence[Sequence[int]]) -> bool:
     """Whether reading `sequences` through a shared prefix reads at most 1 / SAVING of the tokens of reading each
-    whole, for a model that can keep and cut a cache."""
+    whole, for a model whose cache can be cut back (attention layers only, not sharded, decoder only)."""
     inner = unwrap(model)
-    if is_sharded(inner) or getattr(getattr(inner, "config", None), "is_encoder_decoder", False):
+    config = getattr(inner, "config", None)
+    layers = set(getattr(config, "layer_types", None) or ["full_attention"])
+    if is_sharded(inner) or getattr(config, "is_encoder_decoder", False) or not layers <= ATTENTION:
         return False
     total = sum(len(s) for s in sequences)
     return total > 0 and shared_tokens(sequences) * SAVING <= total
