@@ -12,7 +12,7 @@ from tunesmith.config import DatasetSpec, Kind, TaskConfig
 from tunesmith.data.formats import Example, RowProblem, RowRules
 from tunesmith.data.loading import load_dataset
 from tunesmith.data.templates import IGNORE, Renderer
-from tunesmith.eval import runner, tasks
+from tunesmith.eval import tasks
 from tunesmith.eval.tasks import compare, run_task, task_result
 from tunesmith.report.task_html import changed_section
 
@@ -30,10 +30,10 @@ def scored(monkeypatch, renderer: Renderer, pairs, task: TaskConfig, answers: li
         for (ex, spec), answer in zip(pairs, answers, strict=True)
     }
 
-    def generate(model, tokenizer, prompts, max_new_tokens, device, stops):
+    def generate(model, tokenizer, prompts, max_new_tokens, batch_size, device, stops, progress=None):
         return [by_prompt[tuple(p)] for p in prompts]
 
-    monkeypatch.setattr(runner, "generate_answers", generate)
+    monkeypatch.setattr(tasks, "generate_sorted", generate)
     return run_task(torch.nn.Identity(), renderer, pairs, task, 4, torch.device("cpu"))
 
 

@@ -367,6 +367,7 @@ def work(sweep: Sweep, deadline: float | None, worker: int, log: Callable[[str],
             study.stop()
 
     if counted(study) >= sweep.trials or hopeless(study):
+        log(f"nothing left to run: {counted(study)} of {sweep.trials} trials counted")
         return
     timeout = None if deadline is None else max(1.0, deadline - time.time())
     catch = (*CAUGHT, __import__("torch").OutOfMemoryError)
@@ -457,8 +458,9 @@ def run_sweep(
     try:
         work(sweep, deadline, 0, log)
     finally:
-        for child in children:
-            child.wait()
+        for index, child in enumerate(children, start=1):
+            if child.wait() != 0:  # its trials are in the study as it left them; say so rather than pass it by
+                log(f"[worker {index}] stopped with exit code {child.returncode}; its trials are in the study")
     study = sweep.open_study()
     best = winner(study, sweep.objective)
     params = decode(sweep.space, best.params)
