@@ -405,8 +405,8 @@ class EvalConfig(Strict):
         True,
         description="Read the base model's evaluation from the cache when an earlier run scored the same base on the "
         "same rows with the same settings and the same tunesmith code (only how it trains may differ: learning rate, "
-        "steps, batch, adapter); scoring the base with every baseline can take longer than training. false scores it "
-        "again.",
+        "steps, batch, adapter), and when `tunesmith eval` scored it so before; scoring the base with every baseline "
+        "can take longer than training. false scores it again.",
     )
 
 

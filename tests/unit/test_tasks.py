@@ -85,8 +85,10 @@ def test_every_run_reports_forgetting(tiny_model_dir, tmp_path):
     assert "forgetting: general text (NLL per token)" in card and "forgetting: general questions (accuracy)" in card
 
 
-def test_eval_command_scores_a_run_against_its_base(tiny_model_dir, tmp_path, capsys):
+def test_eval_command_scores_a_run_against_its_base(tiny_model_dir, tmp_path, capsys, monkeypatch):
     from tunesmith.cli import main
+
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path / "cache"))
 
     run = parity_run(tiny_model_dir, tmp_path, rows=16, steps=2, resamples=100)
     held_out = tmp_path / "held.jsonl"
@@ -108,7 +110,14 @@ def test_eval_command_scores_a_run_against_its_base(tiny_model_dir, tmp_path, ca
     # The run's method evaluates both as `train` does: side-by-side answers and forgetting, not a drifted copy.
     assert len(scores["base"]["samples"]) == len(scores["tuned"]["samples"]) == 3
     assert set(scores["tuned"]["forgetting"]) == {"text_perplexity", "qa_accuracy", "families"}
-    assert "accuracy" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "evaluation read from" not in out
+    # Scored again on the same rows with the same settings: the base's evaluation is read back, to the same numbers.
+    assert main(["eval", str(run.run_dir), "--config", str(cfg), "--data", str(held_out)]) == 0
+    again = json.loads((run.run_dir / "eval" / "eval.json").read_text())
+    assert "base model: evaluation read from" in capsys.readouterr().out
+    assert again["base"].pop("reused")["key"] and again["base"] == scores["base"]
+    assert again["tuned"]["task"] == scores["tuned"]["task"]
 
 
 def test_slice_metrics_and_largest_gap():

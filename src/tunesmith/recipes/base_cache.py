@@ -19,11 +19,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Callable
 from importlib import metadata, resources
 from pathlib import Path
 
 from tunesmith.config import Config
 from tunesmith.eval.general import probe_examples
+from tunesmith.models.loading import LoadedBase
 from tunesmith.models.registry import cache_root, weights_signature
 from tunesmith.rundir import flatten, read_json, write_json
 from tunesmith.training.loop import data_fingerprint
@@ -118,6 +120,25 @@ def read_cached(key: str) -> dict | None:
     except (OSError, ValueError):
         return None
     return saved if isinstance(saved, dict) and "metrics" in saved else None
+
+
+def evaluation(
+    cfg: Config, base: LoadedBase, prepared: Prepared, precision: str, score: Callable[[], dict], log: Callable
+) -> dict:
+    """The base's evaluation: read back when an earlier run (or `tunesmith eval`) computed exactly this one, else
+    `score()`d now and kept for the next. `precision` names the device, dtype and autocast it is scored in."""
+    files = [base.resolved.origin, base.resolved.path, base.weights_dir]
+    key = cache_key(cfg, list(dict.fromkeys(files)), prepared, precision)
+    cached = read_cached(key)
+    if cached is not None:
+        log(
+            f"base model: evaluation read from {cache_file(key)} (an earlier run scored this base on the same rows "
+            "with the same settings and code; eval.reuse_base=false scores it again)"
+        )
+        return cached | {"reused": {"key": key}}
+    scored = score()
+    save(key, scored, log)
+    return scored
 
 
 def save(key: str, base_eval: dict, log) -> None:

@@ -10,11 +10,13 @@ base vs tuned (task metrics with a paired-bootstrap 95% interval against the str
 plus forgetting on the bundled general probes. Both are evaluated by the run's training method exactly as `train`
 evaluates them (methods/*.py: base_eval, tuned_eval), so eval.json holds what eval/base.json and eval/tuned.json do.
 The rows are chosen as `train` chooses them (data.eval_max_rows per eval dataset, or the run's held-out split), and
-both models are prompted as the run was trained and scored in one dtype.
+both models are prompted as the run was trained and scored in one dtype. The base's evaluation is kept under
+eval.reuse_base (recipes/base_cache.py), so scoring a run again on the same rows reads it back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -27,9 +29,10 @@ from tunesmith.data.templates import Encoded, Renderer, RowEncoder
 from tunesmith.errors import TunesmithError
 from tunesmith.methods import build_method
 from tunesmith.methods.base import EvalContext, Method
-from tunesmith.models.loading import load_base, pick_device
+from tunesmith.models.loading import LoadedBase, load_base, pick_device
 from tunesmith.models.registry import is_run_dir
 from tunesmith.models.trained import TrainedSettings, load_run
+from tunesmith.recipes import base_cache
 from tunesmith.rundir import RunDir, write_json
 from tunesmith.training.prepare import Prepared, prepare_data
 
@@ -103,8 +106,12 @@ def evaluate_target(target: str, cfg: Config) -> dict:
         ctx = _context(cfg, method, settings.renderer(base.tokenizer), device)
         out["rows"] = len(ctx.prepared.eval_examples)
         method.objective(ctx.prepared.train, ctx.log)
-        torch.manual_seed(cfg.train.seed)  # a method that trains a new head starts it from the run's seed
-        out["base"] = method.base_eval(method.build_model(base, None, device, dtype), base.model, ctx)
+
+        def score_base() -> dict:
+            torch.manual_seed(cfg.train.seed)  # a method that trains a new head starts it from the run's seed
+            return method.base_eval(method.build_model(base, None, device, dtype), base.model, ctx)
+
+        out["base"] = _reused(cfg, base, ctx, f"{device.type}:{dtype}:eval", score_base)
         del base
         tuned = load_run(RunDir.at(run), device, dtype)  # a causal LM or a classifier: what final/ holds
         ctx.renderer = settings.renderer(tuned.tokenizer)
@@ -114,12 +121,24 @@ def evaluate_target(target: str, cfg: Config) -> dict:
         cfg.model.base = target
         method = build_method(cfg)
         settings = TrainedSettings.of_config(cfg)
-        base = load_base(cfg.model, device, settings.weight_dtype(device))
+        dtype = settings.weight_dtype(device)
+        base = load_base(cfg.model, device, dtype)
         ctx = _context(cfg, method, settings.renderer(base.tokenizer), device)
         out["rows"] = len(ctx.prepared.eval_examples)
         method.objective(ctx.prepared.train, ctx.log)
-        out["model"] = method.base_eval(base.model, base.model, ctx)
+        model = base.model
+        out["model"] = _reused(
+            cfg, base, ctx, f"{device.type}:{dtype}:eval", lambda: method.base_eval(model, model, ctx)
+        )
     return out
+
+
+def _reused(cfg: Config, base: LoadedBase, ctx: EvalContext, precision: str, score: Callable[[], dict]) -> dict:
+    """A base model's evaluation, read back when `tunesmith eval` scored the same model on the same rows with the same
+    settings and code before (eval.reuse_base, recipes/base_cache.py), else scored now and kept."""
+    if not cfg.eval.reuse_base:
+        return score()
+    return base_cache.evaluation(cfg, base, ctx.prepared, precision, score, print)
 
 
 def eval_command(

@@ -380,18 +380,8 @@ def _score_base(run: Run) -> dict:
     if not cfg.eval.reuse_base or run.world.size > 1:
         return run.method.base_eval(run.model, loaded.base.model, run.ctx)
     precision = f"{loaded.device.type}:{loaded.dtype}:{loaded.autocast}"
-    files = [loaded.base.resolved.origin, loaded.base.resolved.path, loaded.base.weights_dir]
-    key = base_cache.cache_key(cfg, list(dict.fromkeys(files)), run.ctx.prepared, precision)
-    cached = base_cache.read_cached(key)
-    if cached is not None:
-        run.ctx.log(
-            f"base model: evaluation read from {base_cache.cache_file(key)} (an earlier run scored this base on the "
-            "same rows with the same settings and code; eval.reuse_base=false scores it again)"
-        )
-        return cached | {"reused": {"key": key}}
-    base_eval = run.method.base_eval(run.model, loaded.base.model, run.ctx)
-    base_cache.save(key, base_eval, run.ctx.log)
-    return base_eval
+    score = partial(run.method.base_eval, run.model, loaded.base.model, run.ctx)
+    return base_cache.evaluation(cfg, loaded.base, run.ctx.prepared, precision, score, run.ctx.log)
 
 
 def fit_run(run: Run) -> tuple[Position, float]:
