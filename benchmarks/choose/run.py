@@ -6,6 +6,7 @@ example config, on ../shared/data. Every number is also in the runs' own files (
     python benchmarks/choose/run.py hand --task pubmedqa --out runs/bench-choose     # the config as written
     (sweep and hand take --threads 1, to run side by side on one core each)
     python benchmarks/choose/run.py pruning --task sst2-head --minutes 30 --out runs/bench-choose  # three at once
+    python benchmarks/choose/run.py variants --task sst2-head --out runs/bench-choose  # each adapter variant once
     python benchmarks/choose/run.py table --out runs/bench-choose                    # table.md from what finished
 
 `sweep` gives every task the same wall-clock budget (`--minutes`); the winner is then trained again and scored once
@@ -94,6 +95,35 @@ def pruning(task: str, minutes: float, trials: int, out: Path) -> int:
     return max(codes)
 
 
+# Each adapter variant the default search space can choose, trained alone on the task's config (the pruning
+# comparison's short trials: `PRUNING_ONLY`), everything else as written. LoRA+ keeps the config's rate for the B
+# factors and gives A a sixteenth of it, as the sweep draws it (recipes/sweep_space.apply_params): B at 16 times the
+# config's rate blew up on pubmedqa.
+VARIANTS = {
+    "lora": [],
+    "rslora": ["adapter.rslora=true"],
+    "dora": ["adapter.dora=true"],
+    "pissa": ["adapter.init=pissa"],
+    "olora": ["adapter.init=olora"],
+    "lora-plus": ["adapter.lora_plus_ratio=16"],
+}
+
+
+def variants(task: str, out: Path, threads: list[str]) -> int:
+    from tunesmith.config import load_config
+
+    config, overrides = TASKS[task]
+    extra = [*overrides, *PRUNING_ONLY.get(task, []), *threads]
+    lr = load_config(config, extra).train.lr
+    codes = []
+    for name, settings in VARIANTS.items():
+        rate = [f"train.lr={lr / 16:g}"] if name == "lora-plus" else []
+        folder = out / f"variant-{task}-{name}"
+        args = ["train", config, *extra, *settings, *rate, f"output.dir={folder}", "output.overwrite=true"]
+        codes.append(_cli(args, out / f"variant-{task}-{name}.log"))
+    return max(codes)
+
+
 def hand(task: str, out: Path, threads: list[str]) -> int:
     config, overrides = TASKS[task]
     folder = out / f"hand-{task}"
@@ -170,14 +200,45 @@ def table(out: Path) -> str:
             f"| {task} | {pruner} | {summary['trials_run']} | {summary['finished']} | {summary['pruned']} | "
             f"{summary['failed']} | {shown} | {name} {best:.3f} | {tested:.3f} |"
         )
+    lines += _variants_table(out)
     text = "\n".join(lines) + "\n"
     (out / "table.md").write_text(text, encoding="utf-8")
     return text
 
 
+def _variants_table(out: Path) -> list[str]:
+    """One row per adapter variant that finished: the task's headline metrics, each variant minus plain LoRA (paired
+    bootstrap on the same test rows), held-out loss and train time."""
+    from tunesmith.eval.bootstrap import bootstrap_metric
+    from tunesmith.eval.tasks import HEADLINE
+    from tunesmith.rundir import RunDir
+
+    head = "task | variant | metrics | minus plain LoRA [paired 95%] | held-out loss | train s"
+    lines = _header(head, "lllllr")
+    for task in TASKS:
+        runs = {n: out / f"variant-{task}-{n}" for n in VARIANTS if (out / f"variant-{task}-{n}" / "eval").is_dir()}
+        if "lora" not in runs:
+            continue
+        plain = _tuned(runs["lora"])["task"]
+        kind, refs = plain["task"], plain["references"]
+        labels = RunDir(runs["lora"]).config().task.labels or None
+        for name, run in runs.items():
+            tuned = _tuned(run)
+            task_eval = tuned["task"]
+            metrics = ", ".join(f"{m} {task_eval['metrics'][m]:.3f}" for m in HEADLINE[kind])
+            diffs = []
+            for metric in HEADLINE[kind]:
+                d = bootstrap_metric(kind, metric, plain["predictions"], task_eval["predictions"], refs, labels)
+                diffs.append(f"{d.diff:+.3f} [{d.low:+.3f}, {d.high:+.3f}]")
+            shown = " / ".join(diffs) if name != "lora" else "–"
+            loss, seconds = tuned["metrics"]["loss"], tuned.get("train_seconds") or 0
+            lines.append(f"| {task} | {name} | {metrics} | {shown} | {loss:.4f} | {seconds:.0f} |")
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["select", "sweep", "pruning", "hand", "table"])
+    parser.add_argument("what", choices=["select", "sweep", "pruning", "hand", "variants", "table"])
     parser.add_argument("--task", choices=sorted(TASKS))
     parser.add_argument("--out", type=Path, default=Path("runs/bench-choose"))
     parser.add_argument("--steps", type=int, default=50, help="select: probe steps")
@@ -198,6 +259,8 @@ def main() -> int:
         return select(args.task, args.steps, args.out)
     if args.what == "hand":
         return hand(args.task, args.out, threads)
+    if args.what == "variants":
+        return variants(args.task, args.out, threads)
     if args.what == "pruning":
         return pruning(args.task, args.minutes, args.trials, args.out)
     return sweep(args.task, args.minutes, args.trials, not args.no_pruning, args.out, threads)
