@@ -216,7 +216,8 @@ def _variants_table(out: Path) -> list[str]:
     head = "task | variant | metrics | minus plain LoRA [paired 95%] | held-out loss | train s"
     lines = _header(head, "lllllr")
     for task in TASKS:
-        runs = {n: out / f"variant-{task}-{n}" for n in VARIANTS if (out / f"variant-{task}-{n}" / "eval").is_dir()}
+        runs = {n: out / f"variant-{task}-{n}" for n in VARIANTS}
+        runs = {n: run for n, run in runs.items() if (run / "eval" / "tuned.json").is_file()}  # the finished ones
         if "lora" not in runs:
             continue
         plain = _tuned(runs["lora"])["task"]
