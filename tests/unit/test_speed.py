@@ -6,6 +6,7 @@ pytest tests/unit/test_speed.py -q
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -356,7 +357,8 @@ def test_packed_rows_get_no_dense_mask_under_segment_attention(setup):
     inner = model.get_base_model()
     batch = pack(rows[:4], pad, capacity=2048)
     embeds = inner.get_input_embeddings()(batch.input_ids)
-    args = dict(inputs_embeds=embeds, attention_mask=None, past_key_values=None, position_ids=batch.position_ids)
+    args = dict(inputs_embeds=embeds, attention_mask=None, position_ids=batch.position_ids)
+    args["cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"] = None
     assert create_causal_mask(config=inner.config, **args) is not None  # sdpa: the dense block mask
     assert use_segment_attention(model)
     assert create_causal_mask(config=inner.config, **args) is None

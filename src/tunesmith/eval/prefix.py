@@ -23,7 +23,6 @@ the same forwards, and the batched path already splits the work.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 
 import torch
@@ -33,7 +32,7 @@ from transformers import DynamicCache
 
 from tunesmith.data.templates import IGNORE, Encoded
 from tunesmith.eval.progress import batch_starts
-from tunesmith.models.loading import unwrap
+from tunesmith.models.loading import cache_keyword, unwrap
 from tunesmith.training.distributed import is_sharded
 from tunesmith.training.objectives import backbone_and_head
 
@@ -68,12 +67,6 @@ def worth_sharing(model: nn.Module, sequences: Sequence[Sequence[int]]) -> bool:
         return False
     total = sum(len(s) for s in sequences)
     return total > 0 and shared_tokens(sequences) * SAVING <= total
-
-
-def cache_keyword(model: nn.Module) -> str:
-    """The name under which the model's forward and generate take a cache: `cache` since transformers 5.2x,
-    `past_key_values` before (still accepted, with a warning, until it goes)."""
-    return "cache" if "cache" in inspect.signature(type(unwrap(model)).forward).parameters else "past_key_values"
 
 
 class PrefixReader:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import tempfile
@@ -336,3 +337,9 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
         total += p.numel()
         trainable += p.numel() if p.requires_grad else 0
     return total, trainable
+
+
+def cache_keyword(model: nn.Module) -> str:
+    """The name under which the model's forward and generate take a cache: `cache` since transformers 5.2x,
+    `past_key_values` before (still accepted, with a warning, until it goes)."""
+    return "cache" if "cache" in inspect.signature(type(unwrap(model)).forward).parameters else "past_key_values"

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from tunesmith.models.loading import cache_keyword
+
 
 @dataclass
 class Sampling:
@@ -184,5 +186,6 @@ def decode(
         mask = torch.cat([mask, mask.new_ones((len(batch), 1))], dim=1)
         positions = positions[:, -1:] + 1
         step = torch.tensor(tokens, device=device).unsqueeze(1)
-        out = model(input_ids=step, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+        kept = {cache_keyword(model): cache}  # `cache` in transformers 5.2x on, `past_key_values` before
+        out = model(input_ids=step, attention_mask=mask, position_ids=positions, use_cache=True, **kept)
         cache, logits = out.past_key_values, out.logits[:, -1, :]
