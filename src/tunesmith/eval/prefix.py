@@ -115,8 +115,7 @@ def shared_logprobs(
     for start in batch_starts(len(order), 1, progress):
         row = rows[order[start]]
         trained = [t for t, label in enumerate(row.labels) if label != IGNORE and t > 0]
-        if not trained:
-            out[order[start]] = (0.0, 0)
+        if not trained:  # nothing to score: (0.0, 0), as the batched path gives
             continue
         first = trained[0] - 1  # the position whose logits predict the first trained token
         logits = reader.read(row.input_ids, first)

@@ -162,6 +162,7 @@ def decode(
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
     cache, logits = out.past_key_values, out.logits[:, -1, :]
+    keyword = cache_keyword(model)  # `cache` in transformers 5.2x on, `past_key_values` before
     batch = list(range(len(rows)))  # which row each batch position holds
     active = [True] * len(batch)
     while True:
@@ -186,6 +187,5 @@ def decode(
         mask = torch.cat([mask, mask.new_ones((len(batch), 1))], dim=1)
         positions = positions[:, -1:] + 1
         step = torch.tensor(tokens, device=device).unsqueeze(1)
-        kept = {cache_keyword(model): cache}  # `cache` in transformers 5.2x on, `past_key_values` before
-        out = model(input_ids=step, attention_mask=mask, position_ids=positions, use_cache=True, **kept)
+        out = model(input_ids=step, attention_mask=mask, position_ids=positions, use_cache=True, **{keyword: cache})
         cache, logits = out.past_key_values, out.logits[:, -1, :]
